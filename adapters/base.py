@@ -1,0 +1,168 @@
+"""The adapter protocol: what a backend implements, and how adapters are found by name.
+
+An adapter class declares its ``capabilities`` and its ``Config`` (a msgspec Struct
+that validates the model entry), and implements only the methods of its capabilities.
+One instance serves one deployment (one ``models:`` entry). Adapters are registered
+through the ``switchyard.adapters`` entry-point group, so a third-party package adds
+one by declaring an entry point; the core never branches on a provider name.
+
+Return conventions, shared by every adapter:
+
+- Non-streaming methods return a response Struct, or ``RawJSON`` when they already hold
+  the encoded body (a remote upstream's bytes, forwarded without re-encoding).
+- Streaming methods are async generators yielding ``ChatCompletionChunk`` /
+  ``Completion`` Structs, or ``bytes`` that are already complete SSE events
+  (``data: {...}\\n\\n``). They never yield ``[DONE]``: ``proxy.streaming`` ends the stream.
+- Failures raise from ``proxy.errors``; before the first chunk the router may retry.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from proxy.errors import UnsupportedCapability
+
+if TYPE_CHECKING:
+    import httpx
+
+    from proxy.schemas.base import Envelope
+    from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+    from proxy.schemas.completions import Completion, CompletionRequest
+    from proxy.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+    from proxy.settings import Settings
+
+
+class Capability(enum.StrEnum):
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    TOKENIZE = "tokenize"
+    IMAGES = "images"
+    VIDEO = "video"
+    TRANSCRIPTION = "transcription"
+    SPEECH = "speech"
+
+
+class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields every ``models:`` entry has, whatever its adapter."""
+
+    name: str
+    """The model name clients send. Several entries may share it: they are deployments."""
+    adapter: str
+    """Registered adapter name (entry point in ``switchyard.adapters``)."""
+    model: str | None = None
+    """The backend's own model id; defaults to ``name``."""
+    fallbacks: list[str] = []
+    """Other model names to try, in order, when every deployment of this one fails."""
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+class RawJSON(msgspec.Struct, frozen=True):
+    """An encoded JSON response body, forwarded as is."""
+
+    content: bytes
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Per-request accounting that adapters fill in and metrics and logs read."""
+
+    upstream_s: float = 0.0
+    first_token_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    deployment: str = ""
+    attempts: int = 0
+
+    def add_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+@dataclass(slots=True)
+class Resources:
+    """What the app lifespan owns and lends to adapters."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class for adapters; subclasses override the methods of their capabilities."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[DeploymentConfig]] = DeploymentConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
+        self.config = config
+        self.resources = resources
+
+    @property
+    def label(self) -> str:
+        """A short, secret-free name for logs and metrics."""
+        return f"{self.name}:{self.config.upstream_model}"
+
+    async def start(self) -> None:
+        """Called once from the app lifespan (a local adapter may preload here)."""
+
+    async def aclose(self) -> None:
+        """Release what the adapter holds."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this deployment can serve, and why not."""
+        return True, "ok"
+
+    def _unsupported(self, capability: Capability) -> UnsupportedCapability:
+        return UnsupportedCapability(
+            f"Model '{self.config.name}' ({self.name} adapter) does not support {capability}.",
+            param="model",
+        )
+
+    async def chat(
+        self, request: Envelope[ChatCompletionRequest], stats: CallStats
+    ) -> ChatCompletion | RawJSON:
+        raise self._unsupported(Capability.CHAT)
+
+    def chat_stream(
+        self, request: Envelope[ChatCompletionRequest], stats: CallStats
+    ) -> AsyncIterator[ChatCompletionChunk | bytes]:
+        raise self._unsupported(Capability.CHAT)
+
+    async def complete(
+        self, request: Envelope[CompletionRequest], stats: CallStats
+    ) -> Completion | RawJSON:
+        raise self._unsupported(Capability.COMPLETIONS)
+
+    def complete_stream(
+        self, request: Envelope[CompletionRequest], stats: CallStats
+    ) -> AsyncIterator[Completion | bytes]:
+        raise self._unsupported(Capability.COMPLETIONS)
+
+    async def embed(
+        self, request: Envelope[EmbeddingRequest], stats: CallStats
+    ) -> EmbeddingResponse | RawJSON:
+        raise self._unsupported(Capability.EMBEDDINGS)
+
+
+ENTRY_POINT_GROUP = "switchyard.adapters"
+
+AdapterFactory = Callable[[DeploymentConfig, Resources], Adapter]
+
+
+def registered_adapters() -> dict[str, type[Adapter]]:
+    """Every adapter class installed, by its registered name."""
+    found: dict[str, type[Adapter]] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found[entry.name] = entry.load()
+    return found

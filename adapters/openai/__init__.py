@@ -1,0 +1,124 @@
+"""Any OpenAI-compatible upstream: OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio, ...
+
+The client's JSON body is forwarded with only ``model`` replaced, so every parameter,
+including ones Switchyard has never heard of, reaches the upstream. Responses and
+stream events are forwarded as the upstream's own bytes; they are parsed only far
+enough to reject malformed data and read token usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+
+from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
+from adapters.openai.upstream import (
+    error_from_response,
+    mapped_transport_errors,
+    probe_usage,
+    sse_events,
+)
+from proxy.schemas.base import Envelope
+
+_encode = msgspec.json.Encoder().encode
+
+
+class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
+    base_url: str = "https://api.openai.com/v1"
+    """The upstream's OpenAI-compatible root, usually ending in /v1."""
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer``; use ``env:NAME`` to read it from the environment."""
+    timeout_s: float = 600.0
+    """Longest wait for any read from the upstream (the whole non-streamed answer, or the
+    gap between two stream events)."""
+    connect_timeout_s: float | None = None
+    """Connect timeout; defaults to ``http.connect_timeout_s``."""
+    headers: dict[str, str] = {}
+    """Extra headers sent upstream (e.g. ``OpenAI-Organization``)."""
+
+
+class OpenAIAdapter(Adapter):
+    name = "openai"
+    Config = OpenAIConfig
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS})
+
+    def __init__(self, config: DeploymentConfig, resources: Any) -> None:
+        super().__init__(config, resources)
+        assert isinstance(config, OpenAIConfig)
+        self.cfg = config
+        self._base = config.base_url.rstrip("/")
+        headers = {"content-type": "application/json", **config.headers}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        connect = config.connect_timeout_s or resources.settings.http.connect_timeout_s
+        self._timeout = httpx.Timeout(config.timeout_s, connect=connect, pool=connect)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{httpx.URL(self._base).host}/{self.cfg.upstream_model}"
+
+    def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
+        return self.resources.http.build_request(
+            "POST",
+            self._base + path,
+            content=_encode(body),
+            headers=self._headers,
+            timeout=self._timeout,
+        )
+
+    async def _post(self, path: str, envelope: Envelope[Any], stats: CallStats) -> RawJSON:
+        request = self._request(path, envelope.upstream_body(self.cfg.upstream_model))
+        started = time.perf_counter()
+        try:
+            with mapped_transport_errors(self.config.name):
+                response = await self.resources.http.send(request)
+                content = await response.aread()
+        finally:
+            stats.upstream_s += time.perf_counter() - started
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, content, response.headers)
+        probe_usage(content, stats)
+        return RawJSON(content)
+
+    async def _stream(
+        self, path: str, envelope: Envelope[Any], stats: CallStats
+    ) -> AsyncIterator[bytes]:
+        body = envelope.upstream_body(self.cfg.upstream_model)
+        request = self._request(path, body)
+        started = time.perf_counter()
+        with mapped_transport_errors(self.config.name):
+            response = await self.resources.http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with mapped_transport_errors(self.config.name):
+                    content = await response.aread()
+                raise error_from_response(response.status_code, content, response.headers)
+            with mapped_transport_errors(self.config.name):
+                first = True
+                async for block in sse_events(response.aiter_bytes(), stats, self.config.name):
+                    if first:
+                        stats.upstream_s += time.perf_counter() - started
+                        first = False
+                    yield block
+        finally:
+            await response.aclose()
+
+    async def chat(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post("/chat/completions", request, stats)
+
+    def chat_stream(self, request: Envelope[Any], stats: CallStats) -> AsyncIterator[bytes]:
+        return self._stream("/chat/completions", request, stats)
+
+    async def complete(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post("/completions", request, stats)
+
+    def complete_stream(self, request: Envelope[Any], stats: CallStats) -> AsyncIterator[bytes]:
+        return self._stream("/completions", request, stats)
+
+    async def embed(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post("/embeddings", request, stats)

@@ -1,0 +1,193 @@
+"""Talking to an OpenAI-compatible upstream: error mapping and SSE re-framing.
+
+Kept apart from the adapter class because every HTTP-speaking adapter (images and
+audio pass-through too) maps upstream failures the same way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx
+import msgspec
+
+from adapters.base import CallStats
+from proxy.errors import (
+    RateLimited,
+    SwitchyardError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.schemas.chat import UsageProbe
+
+
+class _UpstreamErrorBody(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _UpstreamErrorEnvelope(msgspec.Struct):
+    error: _UpstreamErrorBody | str | None = None
+    message: str | None = None
+    detail: str | None = None
+
+
+_decode_error = msgspec.json.Decoder(_UpstreamErrorEnvelope).decode
+_decode_usage = msgspec.json.Decoder(UsageProbe).decode
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """``retry-after-ms`` (sent by OpenAI), or ``Retry-After`` in seconds or as an HTTP date."""
+    if millis := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_from_response(status: int, content: bytes, headers: httpx.Headers) -> SwitchyardError:
+    """Turn a non-2xx upstream answer into the matching typed error."""
+    message = content.decode("utf-8", "replace").strip()[:2000] or f"HTTP {status}"
+    etype = param = code = None
+    try:
+        parsed = _decode_error(content)
+    except msgspec.MsgspecError:
+        parsed = None
+    if parsed is not None:
+        if isinstance(parsed.error, _UpstreamErrorBody):
+            message = parsed.error.message or message
+            etype, param = parsed.error.type, parsed.error.param
+            code = None if parsed.error.code is None else str(parsed.error.code)
+        elif isinstance(parsed.error, str):
+            message = parsed.error
+        elif parsed.message or parsed.detail:
+            message = parsed.message or parsed.detail or message
+    if status == 429:
+        return RateLimited(
+            f"Upstream rate limit: {message}", retry_after_s=retry_after_seconds(headers)
+        )
+    if status >= 500:
+        return UpstreamError(f"Upstream error {status}: {message}")
+    return UpstreamRejected(status, message, type=etype, param=param, code=code)
+
+
+def _is_timeout(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp reports every aiohttp connection error (refused, reset) as
+    ``ConnectTimeout``; the aiohttp exception it wraps says what really happened."""
+    cause = exc.__cause__
+    return not isinstance(cause, aiohttp.ClientError) or isinstance(cause, TimeoutError)
+
+
+@contextmanager
+def mapped_transport_errors(model: str) -> Iterator[None]:
+    """Translate httpx's transport exceptions into the gateway's typed errors.
+
+    Messages name the model, not the upstream's address: clients need not learn the
+    deployment's internal hosts (the access log names the deployment).
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        if _is_timeout(exc):
+            raise UpstreamTimeout(f"The upstream for '{model}' timed out.") from None
+        raise UpstreamUnavailable(
+            f"The upstream for '{model}' is unreachable ({type(exc.__cause__).__name__})."
+        ) from None
+    except httpx.HTTPError as exc:
+        raise UpstreamUnavailable(
+            f"The upstream for '{model}' is unreachable ({type(exc).__name__})."
+        ) from None
+
+
+def probe_usage(content: bytes, stats: CallStats) -> None:
+    """Read ``usage`` from an encoded body or chunk without decoding anything else."""
+    try:
+        usage = _decode_usage(content).usage
+    except msgspec.MsgspecError:
+        return
+    if usage is not None:
+        stats.add_usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+_DONE = b"[DONE]"
+
+
+def _check_events(block: bytes, stats: CallStats, model: str) -> tuple[bytes, bool]:
+    """Validate the complete SSE events in ``block``; return what to forward and whether done.
+
+    Each ``data:`` payload is parsed (into a Struct that only reads ``usage``) to reject
+    malformed JSON, but the bytes forwarded are the upstream's own.
+    """
+    forward_until = len(block)
+    position = 0
+    while position < len(block):
+        end = block.find(b"\n\n", position)
+        event = block[position:end]
+        for line in event.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue
+            field, _, value = line.partition(b":")
+            if field != b"data":
+                if field in (b"event", b"id", b"retry"):
+                    continue
+                raise UpstreamError(f"The upstream for '{model}' sent malformed SSE: {line[:80]!r}")
+            payload = value.strip()
+            if payload == _DONE:
+                return block[:position], True
+            try:
+                probe = _decode_usage(payload)
+            except msgspec.MsgspecError:
+                raise UpstreamError(
+                    f"The upstream for '{model}' sent malformed SSE data: {payload[:80]!r}"
+                ) from None
+            if probe.usage is not None:
+                stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
+        position = end + 2
+    return block[:forward_until], False
+
+
+async def sse_events(
+    chunks: AsyncIterator[bytes], stats: CallStats, model: str
+) -> AsyncIterator[bytes]:
+    """Re-frame an upstream byte stream into blocks of complete SSE events, as they arrive."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            continue
+        block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        forward, done = _check_events(block, stats, model)
+        if forward:
+            yield forward
+        if done:
+            return
+    if buffer.strip():
+        forward, done = _check_events(buffer.rstrip(b"\n") + b"\n\n", stats, model)
+        if forward:
+            yield forward
+        if done:
+            return
+    raise UpstreamError(f"The upstream for '{model}' ended the stream before [DONE].")

@@ -1,0 +1,1 @@
+"""Per-request extensions (personas, RAG, tools, sessions), registered by name."""

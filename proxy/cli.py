@@ -1,0 +1,93 @@
+"""The ``switchyard`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import msgspec
+
+from proxy.settings import ConfigError, Settings, load_settings
+
+
+def _routing_table(settings: Settings) -> str:
+    lines = [f"config: {settings.source}", f"listen: {settings.server.host}:{settings.server.port}"]
+    keys = len(settings.server.api_keys)
+    lines.append(f"auth: {f'{keys} api key(s)' if keys else 'off'}")
+    if not settings.models:
+        lines.append("models: none")
+    for name in settings.model_names():
+        lines.append(f"model {name}")
+        for m in settings.models:
+            if m.name != name:
+                continue
+            details = {
+                k: v
+                for k, v in msgspec.structs.asdict(m).items()
+                if k not in {"name", "adapter", "api_key", "fallbacks", "headers"}
+                and v not in (None, [], {})
+            }
+            shown = " ".join(f"{k}={v}" for k, v in details.items())
+            lines.append(f"  -> {m.adapter}: {shown}")
+        fallbacks = next(
+            (m.fallbacks for m in settings.models if m.name == name and m.fallbacks), []
+        )
+        if fallbacks:
+            lines.append(f"  fallbacks: {', '.join(fallbacks)}")
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+
+    settings = load_settings(args.config)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    configure_logging(args.log_level.upper())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(_routing_table(settings))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="YAML config file (default: $SWITCHYARD_CONFIG)")
+    serve.add_argument("--host", help="interface to bind (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config: 8080)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print the routing table"
+    )
+    check.add_argument("file")
+    check.set_defaults(run=_check)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"switchyard: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Per-request context, created by the outermost ASGI layer and read by handlers.
+
+``RequestContextMiddleware`` wraps the Litestar app. It assigns the request id, times
+the request, adds ``x-request-id`` and ``x-switchyard-overhead-ms`` to the response
+head, and when the response is finished (or the client went away) records metrics
+and writes the access-log line. It is plain ASGI because it runs on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.base import CallStats
+from proxy.metrics import Metrics
+
+SCOPE_KEY = "switchyard.request"
+access_log = logging.getLogger("switchyard.access")
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    request_id: str
+    started: float
+    route: str = "other"
+    model: str = "unknown"
+    stream: bool = False
+    key_id: str | None = None
+    prompt: str | None = None
+    stats: CallStats = field(default_factory=CallStats)
+
+
+def request_info(scope: Any) -> RequestInfo:
+    return scope[SCOPE_KEY]  # type: ignore[no-any-return]
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: Any, metrics: Metrics, *, log_prompts: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_prompts = log_prompts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        request_id = given.decode("latin-1")[:128] if given else uuid.uuid4().hex
+        info = RequestInfo(request_id=request_id, started=started)
+        scope[SCOPE_KEY] = info
+        status = 500
+        overhead = 0.0
+        first_body_at: float | None = None
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            nonlocal status, overhead, first_body_at
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                overhead = max(0.0, time.perf_counter() - started - info.stats.upstream_s)
+                headers = list(message.get("headers") or ())
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.append((b"x-switchyard-overhead-ms", f"{overhead * 1000:.3f}".encode()))
+                message = {**message, "headers": headers}
+            elif first_body_at is None and message["type"] == "http.response.body":
+                first_body_at = time.perf_counter()
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(scope, info, status, overhead, first_body_at)
+
+    def _record(
+        self,
+        scope: dict[str, Any],
+        info: RequestInfo,
+        status: int,
+        overhead: float,
+        first_body_at: float | None,
+    ) -> None:
+        total = time.perf_counter() - info.started
+        stats = info.stats
+        m = self.metrics
+        m.requests.labels(info.model, info.route, str(status)).inc()
+        m.duration.labels(info.model, info.route).observe(total)
+        m.overhead.labels(info.route).observe(overhead)
+        if stats.attempts:
+            m.upstream.labels(info.model, info.route).observe(stats.upstream_s)
+        ttft = None
+        if info.stream and first_body_at is not None and status < 400:
+            ttft = first_body_at - info.started
+            m.ttft.labels(info.model, info.route).observe(ttft)
+        if stats.prompt_tokens or stats.completion_tokens:
+            m.prompt_tokens.labels(info.model).inc(stats.prompt_tokens)
+            m.completion_tokens.labels(info.model).inc(stats.completion_tokens)
+        if scope["path"].startswith("/health") or scope["path"] == "/metrics":
+            return
+        extra: dict[str, Any] = {
+            "request_id": info.request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "model": info.model,
+            "deployment": stats.deployment or None,
+            "status": status,
+            "stream": info.stream,
+            "duration_ms": round(total * 1000, 3),
+            "upstream_ms": round(stats.upstream_s * 1000, 3),
+            "overhead_ms": round(overhead * 1000, 3),
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "attempts": stats.attempts,
+        }
+        if self.log_prompts and info.prompt is not None:
+            extra["prompt"] = info.prompt
+        access_log.info("request", extra=extra)

@@ -1,0 +1,90 @@
+"""The request pipeline shared by the JSON endpoints: decode, route, call, respond.
+
+An ``Endpoint`` names the request type, the capability, and the adapter methods that
+serve it; ``Gateway.serve`` runs any endpoint the same way, so chat, completions and
+embeddings differ only in their table row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from adapters.base import Adapter, Capability, RawJSON
+from proxy.context import request_info
+from proxy.router import Router
+from proxy.schemas.base import WireRequest, decode_request
+from proxy.schemas.chat import ChatCompletionRequest
+from proxy.schemas.completions import CompletionRequest
+from proxy.schemas.embeddings import EmbeddingRequest
+from proxy.streaming import sse_response
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    route: str
+    request_type: type[WireRequest]
+    capability: Capability
+    method: str
+    stream_method: str | None
+
+
+CHAT = Endpoint("chat", ChatCompletionRequest, Capability.CHAT, "chat", "chat_stream")
+COMPLETIONS = Endpoint(
+    "completions", CompletionRequest, Capability.COMPLETIONS, "complete", "complete_stream"
+)
+EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, Capability.EMBEDDINGS, "embed", None)
+
+
+def json_response(result: Any, status_code: int = 200) -> Response[bytes]:
+    content = result.content if isinstance(result, RawJSON) else _encode(result)
+    return Response(content=content, media_type="application/json", status_code=status_code)
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    """The request's text, for the debug-only prompt log."""
+    for key in ("messages", "prompt", "input"):
+        if key in body:
+            return _encode(body[key]).decode()[:4000]
+    return ""
+
+
+class Gateway:
+    def __init__(self, router: Router, *, log_prompts: bool) -> None:
+        self.router = router
+        self.log_prompts = log_prompts
+
+    async def serve(self, endpoint: Endpoint, request: Request[Any, Any, Any]) -> Response[Any]:
+        info = request_info(request.scope)
+        info.route = endpoint.route
+        envelope = decode_request(await request.body(), endpoint.request_type)
+        model = envelope.model
+        self.router.deployments_of(model)
+        info.model = model
+        if self.log_prompts:
+            info.prompt = _prompt_text(envelope.body)
+        stats = info.stats
+
+        if endpoint.stream_method and getattr(envelope.params, "stream", False):
+            info.stream = True
+            method = endpoint.stream_method
+
+            def start(adapter: Adapter) -> AsyncIterator[Any]:
+                stream: Callable[..., AsyncIterator[Any]] = getattr(adapter, method)
+                return stream(envelope, stats)
+
+            items = await self.router.open_stream(model, endpoint.capability, start, stats)
+            return sse_response(items)
+
+        def invoke(adapter: Adapter) -> Awaitable[Any]:
+            call: Callable[..., Awaitable[Any]] = getattr(adapter, endpoint.method)
+            return call(envelope, stats)
+
+        result = await self.router.call(model, endpoint.capability, invoke, stats)
+        return json_response(result)

@@ -1,0 +1,91 @@
+"""Prometheus metrics, one registry per app (so several apps in one process never clash).
+
+Label values come from configuration (model names, deployment labels), never from
+free client input: a request for an unknown model is counted under ``model="unknown"``,
+so clients cannot blow up the label space.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "switchyard_requests",
+            "Requests served, by model, route and HTTP status.",
+            ["model", "route", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "switchyard_request_duration_seconds",
+            "Total time from request received to response finished.",
+            ["model", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream = Histogram(
+            "switchyard_upstream_duration_seconds",
+            "Time spent waiting for the upstream (to the first event for streams).",
+            ["model", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "switchyard_gateway_overhead_seconds",
+            "Time spent in the gateway itself, excluding the wait for the upstream.",
+            ["route"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "switchyard_time_to_first_token_seconds",
+            "Time from request received to the first streamed event sent.",
+            ["model", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "switchyard_prompt_tokens",
+            "Prompt tokens reported by upstreams.",
+            ["model"],
+            registry=registry,
+        )
+        self.completion_tokens = Counter(
+            "switchyard_completion_tokens",
+            "Completion tokens reported by upstreams.",
+            ["model"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "switchyard_in_flight_requests", "Requests being served now.", registry=registry
+        )
+        self.upstream_errors = Counter(
+            "switchyard_upstream_errors",
+            "Upstream failures, by deployment and kind.",
+            ["deployment", "kind"],
+            registry=registry,
+        )
+        self.cooldowns = Counter(
+            "switchyard_deployment_cooldowns",
+            "Times a deployment was put in cooldown.",
+            ["deployment"],
+            registry=registry,
+        )
+
+    def upstream_error(self, deployment: str, kind: str) -> None:
+        self.upstream_errors.labels(deployment, kind).inc()
+
+    def cooldown(self, deployment: str) -> None:
+        self.cooldowns.labels(deployment).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

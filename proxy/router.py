@@ -1,0 +1,195 @@
+"""Choosing a deployment: least in-flight first, retry before the first byte, fall back.
+
+A model name maps to one or more deployments (adapter instances). For each call the
+router tries the deployments of the requested model, then those of its ``fallbacks``,
+until one answers. Only failures that happen before anything reached the client, and
+whose class says ``retryable`` (connect errors, timeouts, 429, 5xx), move on to the
+next deployment; an upstream 4xx is the client's problem and is returned at once.
+
+A deployment that failed is cooled down for ``cooldown_s``; cooled deployments are
+tried only after healthy ones. An upstream's ``Retry-After`` is binding: such a
+deployment is not tried at all until the time has passed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from adapters.base import Adapter, CallStats, Capability
+from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability
+from proxy.metrics import Metrics
+
+log = logging.getLogger("switchyard.router")
+
+T = TypeVar("T")
+
+
+class Deployment:
+    __slots__ = ("adapter", "binding", "cooldown_until", "in_flight", "label")
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self.label = adapter.label
+        self.in_flight = 0
+        self.cooldown_until = 0.0
+        #: Set when the cooldown came from the upstream's Retry-After: then it is binding.
+        self.binding = False
+
+    def cooling(self, now: float) -> bool:
+        return now < self.cooldown_until
+
+
+class Router:
+    def __init__(
+        self,
+        deployments: dict[str, list[Deployment]],
+        fallbacks: dict[str, list[str]],
+        *,
+        cooldown_s: float,
+        max_retry_after_s: float,
+        metrics: Metrics,
+    ) -> None:
+        self.deployments = deployments
+        self.fallbacks = fallbacks
+        self.cooldown_s = cooldown_s
+        self.max_retry_after_s = max_retry_after_s
+        self.metrics = metrics
+        self._rotation = itertools.count()
+
+    def deployments_of(self, model: str) -> list[Deployment]:
+        found = self.deployments.get(model)
+        if found is None:
+            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
+        return found
+
+    def _ordered(self, model: str, capability: Capability, now: float) -> list[Deployment]:
+        """Healthy deployments by fewest in-flight (ties rotate), then cooling ones."""
+        able = [d for d in self.deployments_of(model) if capability in d.adapter.capabilities]
+        if len(able) > 1:
+            turn = next(self._rotation) % len(able)
+            able = able[turn:] + able[:turn]
+        healthy = sorted((d for d in able if not d.cooling(now)), key=lambda d: d.in_flight)
+        cooling = sorted(
+            (d for d in able if d.cooling(now) and not d.binding), key=lambda d: d.cooldown_until
+        )
+        return healthy + cooling
+
+    def _attempts(self, model: str, capability: Capability) -> Iterator[Deployment]:
+        deployments = self.deployments_of(model)
+        if not any(capability in d.adapter.capabilities for d in deployments):
+            adapter = deployments[0].adapter
+            raise UnsupportedCapability(
+                f"Model '{model}' ({adapter.name} adapter) does not support {capability}.",
+                param="model",
+            )
+        now = time.monotonic()
+        for name in (model, *self.fallbacks.get(model, ())):
+            yield from self._ordered(name, capability, now)
+
+    def _blocked(self, model: str) -> RateLimited:
+        now = time.monotonic()
+        waits = [d.cooldown_until - now for d in self.deployments_of(model) if d.cooling(now)]
+        return RateLimited(
+            f"Every deployment of '{model}' is rate limited upstream.",
+            retry_after_s=min(waits) if waits else self.cooldown_s,
+        )
+
+    def _failed(self, deployment: Deployment, error: SwitchyardError) -> None:
+        self.metrics.upstream_error(deployment.label, type(error).__name__)
+        if not error.retryable:
+            return
+        retry_after = getattr(error, "retry_after_s", None)
+        if retry_after is not None:
+            seconds, deployment.binding = min(retry_after, self.max_retry_after_s), True
+        else:
+            seconds, deployment.binding = self.cooldown_s, False
+        deployment.cooldown_until = time.monotonic() + seconds
+        self.metrics.cooldown(deployment.label)
+        log.warning(
+            "deployment %s failed (%s); cooling down for %.1fs",
+            deployment.label,
+            type(error).__name__,
+            seconds,
+        )
+
+    async def call(
+        self,
+        model: str,
+        capability: Capability,
+        invoke: Callable[[Adapter], Awaitable[T]],
+        stats: CallStats,
+    ) -> T:
+        """Run ``invoke`` on the best deployment, moving on while failures are retryable."""
+        last: SwitchyardError | None = None
+        for deployment in self._attempts(model, capability):
+            stats.attempts += 1
+            stats.deployment = deployment.label
+            deployment.in_flight += 1
+            try:
+                result = await invoke(deployment.adapter)
+            except SwitchyardError as error:
+                self._failed(deployment, error)
+                if not error.retryable:
+                    raise
+                last = error
+                continue
+            finally:
+                deployment.in_flight -= 1
+            deployment.binding = False
+            return result
+        raise last or self._blocked(model)
+
+    async def open_stream(
+        self,
+        model: str,
+        capability: Capability,
+        start: Callable[[Adapter], AsyncIterator[T]],
+        stats: CallStats,
+    ) -> AsyncIterator[T]:
+        """Start a stream on the best deployment and return it once its first item arrived.
+
+        Failing before the first item counts as failing before the first byte: the next
+        deployment is tried. The returned iterator yields the first item again.
+        """
+        last: SwitchyardError | None = None
+        for deployment in self._attempts(model, capability):
+            stats.attempts += 1
+            stats.deployment = deployment.label
+            stream = start(deployment.adapter)
+            deployment.in_flight += 1
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return _tracked(deployment, None, stream)
+            except SwitchyardError as error:
+                deployment.in_flight -= 1
+                await stream.aclose()
+                self._failed(deployment, error)
+                if not error.retryable:
+                    raise
+                last = error
+                continue
+            except BaseException:
+                deployment.in_flight -= 1
+                await stream.aclose()
+                raise
+            return _tracked(deployment, first, stream)
+        raise last or self._blocked(model)
+
+
+async def _tracked(
+    deployment: Deployment, first: T | None, stream: AsyncIterator[T]
+) -> AsyncIterator[T]:
+    """Yield ``first`` then the rest, keeping the deployment's in-flight count right."""
+    try:
+        if first is not None:
+            yield first
+        async for item in stream:
+            yield item
+    finally:
+        deployment.in_flight -= 1
+        await stream.aclose()  # type: ignore[attr-defined]

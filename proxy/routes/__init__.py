@@ -1,0 +1,1 @@
+"""HTTP handlers: thin, each one decodes, calls the gateway, and encodes."""

@@ -1,0 +1,61 @@
+"""The OpenAI-compatible endpoints under /v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+
+from proxy.errors import ModelNotFound
+from proxy.gateway import CHAT, COMPLETIONS, EMBEDDINGS, Gateway, json_response
+from proxy.schemas.models import Model, ModelList
+from proxy.state import AppState
+
+
+def _gateway(request: Request[Any, Any, Any]) -> Gateway:
+    state: AppState = request.app.state.switchyard
+    return state.gateway
+
+
+@post("/chat/completions", summary="Create a chat completion", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(CHAT, request)
+
+
+@post("/completions", summary="Create a (legacy) completion", status_code=200)
+async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(COMPLETIONS, request)
+
+
+@post("/embeddings", summary="Create embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(EMBEDDINGS, request)
+
+
+def _models(state: AppState) -> list[Model]:
+    return state.model_cards
+
+
+@get("/models", summary="List models")
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    state: AppState = request.app.state.switchyard
+    return json_response(ModelList(data=_models(state)))
+
+
+@get("/models/{model_id:path}", summary="Retrieve a model")
+async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+    state: AppState = request.app.state.switchyard
+    wanted = model_id.lstrip("/")
+    for card in _models(state):
+        if card.id == wanted:
+            return json_response(card)
+    raise ModelNotFound(f"The model '{wanted}' does not exist.", param="model")
+
+
+def openai_router(guards: list[Any]) -> Router:
+    return Router(
+        path="/v1",
+        route_handlers=[chat_completions, completions, embeddings, list_models, get_model],
+        guards=guards,
+        tags=["OpenAI"],
+    )

@@ -1,0 +1,105 @@
+"""The policy every wire type shares, and the decoded-request envelope.
+
+A gateway must forward what it does not understand: a provider's new parameter, or a
+field in a message that only one upstream knows, must reach that upstream untouched.
+msgspec Structs validate types but drop unknown keys, so a decoded request keeps two
+views of one body: ``params``, the typed Struct used for validation and for reading
+parameters, and ``body``, the JSON object exactly as the client sent it, which is what
+OpenAI-compatible upstreams receive. ``Envelope.update`` changes both together, so
+they never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from proxy.errors import InvalidRequest
+
+UNSET = msgspec.UNSET
+UnsetType = msgspec.UnsetType
+
+
+class WireRequest(msgspec.Struct, kw_only=True):
+    """Base of every request type: unknown fields are tolerated (and kept in ``body``)."""
+
+
+class WireResponse(msgspec.Struct, kw_only=True):
+    """Base of every response type.
+
+    Optional fields default to ``UNSET``, which msgspec never writes; fields OpenAI always
+    sends (``object``, ``finish_reason: null``) keep plain defaults and are always written,
+    because the SDKs read them.
+    """
+
+
+T = TypeVar("T", bound=WireRequest)
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+def _param_of(error: msgspec.ValidationError) -> str | None:
+    text = str(error)
+    missing = _MISSING.search(text)
+    path = _PATH.search(text)
+    prefix = path.group(1) if path else ""
+    if missing:
+        return f"{prefix}.{missing.group(1)}" if prefix else missing.group(1)
+    return prefix or None
+
+
+class Envelope(Generic[T]):
+    """A decoded request: the typed ``params`` and the client's JSON object ``body``."""
+
+    __slots__ = ("body", "params")
+
+    def __init__(self, params: T, body: dict[str, Any]) -> None:
+        self.params = params
+        self.body = body
+
+    @property
+    def model(self) -> str:
+        return self.params.model  # type: ignore[attr-defined, no-any-return]
+
+    def update(self, **fields: Any) -> None:
+        """Set fields on both views (``UNSET`` removes a field from the body)."""
+        self.params = msgspec.structs.replace(self.params, **fields)
+        for key, value in fields.items():
+            if value is UNSET:
+                self.body.pop(key, None)
+            else:
+                self.body[key] = msgspec.to_builtins(value)
+
+    def upstream_body(self, upstream_model: str) -> dict[str, Any]:
+        """The body an OpenAI-compatible upstream receives: the client's, with its model id."""
+        if self.body.get("model") == upstream_model:
+            return self.body
+        return {**self.body, "model": upstream_model}
+
+
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def decode_request(raw: bytes, request_type: type[T]) -> Envelope[T]:
+    """Decode and validate a JSON request body, raising ``InvalidRequest`` naming the field."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; a JSON object is required.")
+    try:
+        body = _decode_object(raw)
+    except msgspec.ValidationError:
+        raise InvalidRequest("The request body must be a JSON object.") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    return convert_request(body, request_type)
+
+
+def convert_request(body: dict[str, Any], request_type: type[T]) -> Envelope[T]:
+    try:
+        params = msgspec.convert(body, request_type, str_keys=True)
+    except msgspec.ValidationError as exc:
+        param = _param_of(exc)
+        raise InvalidRequest(f"Invalid request: {exc}", param=param) from None
+    return Envelope(params, body)

@@ -1,0 +1,27 @@
+"""What the app lifespan builds and handlers read (``app.state.switchyard``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from proxy.gateway import Gateway
+from proxy.metrics import Metrics
+from proxy.router import Router
+from proxy.schemas.models import Model
+from proxy.settings import Settings
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    metrics: Metrics
+    http: httpx.AsyncClient
+    router: Router
+    gateway: Gateway
+    model_cards: list[Model] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return self.settings.source

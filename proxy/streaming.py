@@ -1,0 +1,52 @@
+"""Turning an adapter's stream into SSE bytes, and building the streaming response.
+
+Items are either ``bytes`` (complete SSE events from an upstream, forwarded as they
+are) or response Structs (encoded here, once). The stream ends with ``data: [DONE]``;
+a failure after the first byte ends it with an OpenAI error event instead, because
+the status line has already gone out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import msgspec
+from litestar import Response
+from litestar.response import Stream
+
+from proxy.errors import SwitchyardError, UpstreamError, sse_error_frame
+
+log = logging.getLogger("switchyard.streaming")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def sse_frame(item: Any) -> bytes:
+    return b"data: " + _encode(item) + b"\n\n"
+
+
+async def sse_bytes(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """SSE bytes for ``items``; closing this generator closes ``items`` (and the upstream)."""
+    try:
+        async with aclosing(items):  # type: ignore[type-var]
+            async for item in items:
+                yield item if isinstance(item, bytes) else sse_frame(item)
+    except SwitchyardError as exc:
+        log.warning("stream failed after it began: %s", exc.message)
+        yield sse_error_frame(exc)
+        return
+    except Exception:
+        log.exception("stream failed after it began")
+        yield sse_error_frame(UpstreamError("The stream failed unexpectedly."))
+        return
+    yield DONE
+
+
+def sse_response(items: AsyncIterator[Any]) -> Response[Any]:
+    return Stream(sse_bytes(items), media_type="text/event-stream", headers=SSE_HEADERS)
