@@ -1,0 +1,1 @@
+"""Shared fixtures. Test servers live in tests/support/."""

@@ -1,0 +1,1 @@
+"""Test servers and harnesses shared by the test tiers."""

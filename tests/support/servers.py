@@ -1,0 +1,86 @@
+"""Run real ASGI apps under uvicorn on a free loopback port, in a background thread.
+
+Used for the gateway itself and for the protocol-faithful test upstreams: tests talk
+to them over real sockets, exactly as clients and upstreams do in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from proxy.app import create_app
+from proxy.settings import Settings, settings_from_mapping
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, app: Any, port: int) -> None:
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+@contextmanager
+def serve_asgi(
+    app: Any, *, port: int | None = None, startup_timeout: float = 60.0
+) -> Iterator[RunningServer]:
+    """Serve ``app`` until the block ends; the lifespan runs, as in production."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="asyncio",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    running = RunningServer(app, port)
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        running.loop = loop
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.serve())
+        loop.close()
+
+    thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"server on port {port} failed to start")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"server on port {port} did not start in {startup_timeout}s")
+        time.sleep(0.01)
+    try:
+        yield running
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@contextmanager
+def serve_gateway(config: dict[str, Any] | Settings) -> Iterator[RunningServer]:
+    """Start Switchyard itself from a config mapping (as the YAML file would hold)."""
+    settings = config if isinstance(config, Settings) else settings_from_mapping(config, "<test>")
+    with serve_asgi(create_app(settings)) as running:
+        yield running
