@@ -1,26 +1,129 @@
-"""The extension protocol: hooks around one request, found by name.
+"""The extension protocol: hooks around one chat request, found by name.
 
-Extensions are registered through the ``switchyard.extensions`` entry-point group.
-When no extension is active, a request takes the core's passthrough path untouched.
+An extension is a class registered in the ``switchyard.extensions`` entry-point group.
+One instance lives for the app's lifetime; per-request state lives on the ``ChatCall``.
+The pipeline (``extensions.pipeline``) calls, for the extensions a request activates,
+in ascending ``order`` (persona 10, session 20, rag 30, tools 40):
+
+1. ``validate``: reject unknown names with a 400 before anything happens;
+2. ``before_request``: change the request (system prompt, history, context, tools);
+3. ``execute``: at most one active extension may drive the model calls itself (the
+   tool loop); otherwise the pipeline makes one call, streaming or not;
+4. ``after_response``: see the final assistant message (store it), in reverse order,
+   only when the request succeeded.
+
+When a request activates no extension, none of this runs: the core's passthrough path
+serves it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from extensions.activation import Activation
+from proxy.schemas.base import Envelope
+from proxy.schemas.chat import ChatCompletionRequest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from proxy.metrics import Metrics
+    from proxy.router import Router
+    from proxy.settings import Settings
 
 ENTRY_POINT_GROUP = "switchyard.extensions"
 
+#: Makes one non-streaming model call for ``call`` and returns the response as a dict.
+ModelCall = Callable[["ChatCall"], Awaitable[dict[str, Any]]]
 
-class Extension(Protocol):
+
+@dataclass(slots=True)
+class ChatCall:
+    """One chat request on its way through the active extensions."""
+
+    envelope: Envelope[ChatCompletionRequest]
+    activation: Activation
+    model: str
+    key_id: str | None
+    stream: bool
+    #: The messages exactly as the client sent them (before any extension added to them).
+    client_messages: list[dict[str, Any]]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.envelope.body["messages"]  # type: ignore[no-any-return]
+
+    def set_messages(self, messages: list[dict[str, Any]]) -> None:
+        self.envelope.update(messages=messages)
+
+
+@dataclass(slots=True)
+class ExtensionServices:
+    """What the app lends to extensions (all owned by the lifespan)."""
+
+    settings: Settings
+    router: Router
+    http: httpx.AsyncClient
+    metrics: Metrics
+    count_tokens: Callable[[str, str], Awaitable[int]]
+    """``count_tokens(model, text)``: the model's tokenizer when it has one, else an estimate."""
+    context_window: Callable[[str], int | None]
+    rag: Any = None
+    embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None
+
+
+class Extension:
     name: ClassVar[str]
+    order: ClassVar[int]
 
-    async def before_request(self, request: Any) -> None:
-        """Adjust the request before it is routed (add messages, defaults, tools)."""
+    def __init__(self, services: ExtensionServices) -> None:
+        self.services = services
 
-    def on_stream(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        """Wrap the stream of typed chunks (observe or transform them)."""
-        ...
+    async def start(self) -> None:
+        """Open what the extension needs (called from the lifespan)."""
 
-    async def after_response(self, request: Any, response: Any) -> None:
-        """See the finished response (store it, attach sources)."""
+    async def aclose(self) -> None:
+        """Release it."""
+
+    def active(self, activation: Activation) -> bool:
+        raise NotImplementedError
+
+    async def validate(self, call: ChatCall) -> None:
+        """Raise ``InvalidRequest`` naming anything unknown.
+
+        Runs before any ``before_request``. An extension may expand ``call.activation``
+        here (a persona switches on its default tools and collections); extensions later
+        in the order are checked for activity after it.
+        """
+
+    async def before_request(self, call: ChatCall) -> None:
+        """Change the request before the model sees it."""
+
+    #: Set by an extension that drives the model calls itself (see ``execute``).
+    executes: ClassVar[bool] = False
+
+    async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
+        """Make the model calls for this request and return the final response."""
+        raise NotImplementedError
+
+    async def after_response(self, call: ChatCall, reply: dict[str, Any]) -> None:
+        """See the final assistant message of a successful request."""
+
+    def model_ids(self) -> list[str]:
+        """Extra ids for /v1/models (a persona lists itself as ``persona:<name>``)."""
+        return []
+
+    @classmethod
+    def routes(cls) -> list[Any]:
+        """Litestar route handlers this extension adds under /v1 (guarded like /v1)."""
+        return []
+
+
+def registered_extensions() -> dict[str, type[Extension]]:
+    return {entry.name: entry.load() for entry in entry_points(group=ENTRY_POINT_GROUP)}

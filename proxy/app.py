@@ -8,16 +8,15 @@ globals, so tests can run several apps in one process.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from adapters.base import Adapter, Resources, registered_adapters
+from extensions.base import registered_extensions
 from proxy import __version__
 from proxy.auth import KeyChecker
 from proxy.context import RequestContextMiddleware
@@ -28,15 +27,11 @@ from proxy.errors import (
     SwitchyardError,
     encode_error,
 )
-from proxy.gateway import Gateway
-from proxy.http_client import build_http_client
+from proxy.lifespan import build_state
 from proxy.metrics import Metrics
-from proxy.router import Deployment, Router
 from proxy.routes.openai import openai_router
 from proxy.routes.ops import ops_handlers
-from proxy.schemas.models import Model
 from proxy.settings import Settings
-from proxy.state import AppState
 
 log = logging.getLogger("switchyard.app")
 
@@ -66,58 +61,22 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
     )
 
 
-def _model_cards(settings: Settings, started: int) -> list[Model]:
-    adapters = {m.name: m.adapter for m in reversed(settings.models)}
-    return [
-        Model(id=name, created=started, owned_by=adapters[name]) for name in settings.model_names()
-    ]
-
-
 def create_app(settings: Settings) -> Any:
     metrics = Metrics()
     keys = KeyChecker(settings.server.api_keys)
 
+    extension_classes = registered_extensions()
+    extension_routes = [h for cls in extension_classes.values() for h in cls.routes()]
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        http = build_http_client(settings.http)
-        resources = Resources(settings=settings, http=http)
-        classes = registered_adapters()
-        adapters: list[Adapter] = []
-        try:
-            deployments: dict[str, list[Deployment]] = {}
-            for config in settings.models:
-                adapter = classes[config.adapter](config, resources)
-                adapters.append(adapter)
-                deployments.setdefault(config.name, []).append(Deployment(adapter))
-            for adapter in adapters:
-                await adapter.start()
-            router = Router(
-                deployments,
-                {m.name: m.fallbacks for m in settings.models if m.fallbacks},
-                cooldown_s=settings.server.cooldown_s,
-                max_retry_after_s=settings.server.max_retry_after_s,
-                metrics=metrics,
-            )
-            app.state.switchyard = AppState(
-                settings=settings,
-                metrics=metrics,
-                http=http,
-                router=router,
-                gateway=Gateway(router, log_prompts=settings.server.log_prompts),
-                model_cards=_model_cards(settings, int(time.time())),
-            )
+        async with AsyncExitStack() as stack:
+            app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
             yield
-        finally:
-            for adapter in adapters:
-                try:
-                    await adapter.aclose()
-                except Exception:
-                    log.exception("closing adapter %s failed", adapter.label)
-            await http.aclose()
 
     app = Litestar(
         route_handlers=[
-            openai_router([keys.guard]),
+            openai_router([keys.guard], extension_routes),
             *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
         ],
         lifespan=[lifespan],

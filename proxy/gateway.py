@@ -15,6 +15,9 @@ import msgspec
 from litestar import Request, Response
 
 from adapters.base import Adapter, Capability, RawJSON
+from extensions.activation import read_activation
+from extensions.base import ChatCall
+from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
@@ -56,20 +59,38 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 
 class Gateway:
-    def __init__(self, router: Router, *, log_prompts: bool) -> None:
+    def __init__(
+        self, router: Router, *, log_prompts: bool, extensions: ExtensionPipeline | None = None
+    ) -> None:
         self.router = router
         self.log_prompts = log_prompts
+        self.extensions = extensions
 
     async def serve(self, endpoint: Endpoint, request: Request[Any, Any, Any]) -> Response[Any]:
         info = request_info(request.scope)
         info.route = endpoint.route
         envelope = decode_request(await request.body(), endpoint.request_type)
         model = envelope.model
-        self.router.deployments_of(model)
-        info.model = model
         if self.log_prompts:
             info.prompt = _prompt_text(envelope.body)
         stats = info.stats
+        if endpoint is CHAT and self.extensions is not None:
+            base, activation = read_activation(model, request.headers, envelope.body)
+            if activation or base != model:
+                call = ChatCall(
+                    envelope=envelope,  # type: ignore[arg-type]
+                    activation=activation,
+                    model=base,
+                    key_id=info.key_id,
+                    stream=bool(envelope.params.stream),  # type: ignore[attr-defined]
+                    client_messages=list(envelope.body["messages"]),
+                )
+                info.stream = call.stream
+                response = await self.extensions.serve(call, stats)
+                info.model = call.model
+                return response
+        self.router.deployments_of(model)
+        info.model = model
 
         if endpoint.stream_method and getattr(envelope.params, "stream", False):
             info.stream = True

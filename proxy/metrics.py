@@ -81,6 +81,24 @@ class Metrics:
             registry=registry,
         )
 
+        self.tool_calls = Counter(
+            "switchyard_tool_calls",
+            "Server-side tool executions, by tool and outcome.",
+            ["tool", "outcome"],
+            registry=registry,
+        )
+        self.tool_duration = Histogram(
+            "switchyard_tool_duration_seconds",
+            "Time to execute one server-side tool call.",
+            ["tool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
+        self.tool_calls.labels(tool, outcome).inc()
+        self.tool_duration.labels(tool).observe(seconds)
+
     def upstream_error(self, deployment: str, kind: str) -> None:
         self.upstream_errors.labels(deployment, kind).inc()
 

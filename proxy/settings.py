@@ -7,10 +7,11 @@ entry is validated by its adapter's own ``Config`` Struct, found by adapter name
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -55,16 +56,128 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Connection engine under httpx: aiohttp's pool (faster under load) or httpx's own."""
 
 
-class _FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class PersonasConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    dir: str | None = None
+    """Directory of persona YAML files; unset: the four bundled examples."""
+    default_model: str | None = "smollm2-135m"
+    """Model for a request that names only a persona whose file sets no model."""
+
+
+class SessionsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    database: str | None = None
+    """SQLite file for server-side conversations; unset: ``<data_dir>/sessions.sqlite3``."""
+    max_context_tokens: int = 4096
+    """History budget for models whose context window is unknown (remote ones)."""
+    reserve_tokens: int = 512
+    """Room kept free for the answer when trimming history to the context window."""
+
+
+class WebFetchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``web_fetch`` server tool: limits and the private-address policy."""
+
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    """Deadline for one whole fetch: DNS, every redirect hop and the body together."""
+    max_bytes: Annotated[int, msgspec.Meta(gt=0)] = 5_000_000
+    """Largest response body read; a larger one is refused (reading stops at the cap)."""
+    max_chars: Annotated[int, msgspec.Meta(gt=0)] = 20_000
+    """Longest text handed back to the model; longer text is cut and marked as cut."""
+    max_redirects: Annotated[int, msgspec.Meta(ge=0)] = 5
+    """Redirect hops followed, each one checked like the first request."""
+    allow_private: bool = False
+    """Allow loopback, private, link-local (cloud metadata) and other non-public
+    addresses. Off: the tool must not become a way into the deployment's network."""
+    allowed_hosts: list[str] = []
+    """Exceptions to the private-address refusal: host names (``intranet.example``,
+    ``*.corp.example``), addresses or CIDR ranges (``10.1.0.0/16``). A listed host name
+    trusts whatever its DNS answers."""
+
+    def __post_init__(self) -> None:
+        for entry in self.allowed_hosts:
+            if not entry.strip():
+                raise ValueError("allowed_hosts entries must not be empty")
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"allowed_hosts: '{entry}' is not a CIDR range") from None
+
+
+class WebSearchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``web_search`` server tool; off unless ``provider`` is set."""
+
+    provider: str | None = None
+    """Search provider by registered name (``searxng``, or one installed through the
+    ``switchyard.search_providers`` entry points). Unset: no ``web_search`` tool."""
+    url: str | None = None
+    """The provider's base URL, e.g. a SearXNG instance with the JSON format enabled."""
+    max_results: Annotated[int, msgspec.Meta(gt=0)] = 5
+    """Results handed back to the model per search (the model may ask for fewer)."""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Deadline for one search request."""
+
+
+class ToolsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Server-side tools (``web_fetch``, ``web_search``, ``rag_search``) and their loop."""
+
+    max_rounds: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """Model calls at most in one tool loop before the answer is returned as it stands."""
+    web_fetch: WebFetchConfig = msgspec.field(default_factory=WebFetchConfig)
+    web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
+
+
+class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Retrieval over ChromaDB: the vector store, chunking and the request-time budget."""
+
+    chroma_url: str | None = None
+    """A Chroma server (``http://host:8000``, ``https://...``) for shared deployments.
+    Unset: an embedded store under ``<server.data_dir>/chroma``."""
+    embedding_model: str = "smollm2-135m-embed"
+    """Configured model (any adapter with embeddings) that embeds chunks and queries.
+    Changing it needs a re-index: vectors of different models do not compare."""
+    allowed_dirs: list[str] = []
+    """Server-side directories that may be indexed through the API (symlinks and ``..``
+    are resolved first). Empty: directory indexing is refused."""
+    chunk_tokens: Annotated[int, msgspec.Meta(ge=16)] = 256
+    """Largest chunk, in tokens of the embedding model (approximated when unknown)."""
+    chunk_overlap: Annotated[int, msgspec.Meta(ge=0)] = 32
+    """Tokens repeated at the start of the next chunk, so a fact cut by a chunk boundary
+    still appears whole in one of them. Must be less than half of ``chunk_tokens``."""
+    context_tokens: Annotated[int, msgspec.Meta(gt=0)] = 1024
+    """Budget for the retrieved context inserted into a chat request."""
+    top_k: Annotated[int, msgspec.Meta(gt=0)] = 4
+    """Chunks retrieved per request (before the token budget is applied)."""
+    max_upload_mb: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Largest file accepted by upload or directory indexing, in MiB (larger gets 413)."""
+    max_index_files: Annotated[int, msgspec.Meta(gt=0)] = 10_000
+    """Most files one directory-index request may match; more is refused before any
+    work, so a mistyped path cannot start indexing a whole disk."""
+    embed_batch_size: Annotated[int, msgspec.Meta(gt=0)] = 32
+    """Chunks sent to the embedding model per request."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_overlap * 2 > self.chunk_tokens:
+            raise ValueError("chunk_overlap must be at most half of chunk_tokens")
+        if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):
+            raise ValueError("chroma_url must be an http:// or https:// URL")
+
+
+class _Sections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every top-level config section except ``models``. Add new sections here."""
+
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    personas: PersonasConfig = msgspec.field(default_factory=PersonasConfig)
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
+    tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
+    rag: RagConfig = msgspec.field(default_factory=RagConfig)
+
+
+class _FileConfig(_Sections, kw_only=True, forbid_unknown_fields=True):
     models: list[dict[str, Any]] = []
 
 
-class Settings(msgspec.Struct, kw_only=True):
-    server: ServerConfig
-    http: HttpConfig
-    models: list[DeploymentConfig]
+class Settings(_Sections, kw_only=True):
+    models: list[DeploymentConfig] = []
     source: str = "<defaults>"
 
     def model_names(self) -> list[str]:
@@ -137,7 +250,8 @@ def settings_from_mapping(raw: Any, source: str = "<mapping>") -> Settings:
         for fallback in model.fallbacks:
             if fallback not in names:
                 raise ConfigError(f"models[{index}].fallbacks: unknown model '{fallback}'")
-    return Settings(server=file_config.server, http=file_config.http, models=models, source=source)
+    sections = {name: getattr(file_config, name) for name in _Sections.__struct_fields__}
+    return Settings(**sections, models=models, source=source)
 
 
 def load_settings(path: str | os.PathLike[str] | None) -> Settings:

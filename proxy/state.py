@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -21,6 +22,8 @@ class AppState:
     router: Router
     gateway: Gateway
     model_cards: list[Model] = field(default_factory=list)
+    extensions: dict[str, Any] = field(default_factory=dict)
+    rag: Any = None
 
     @property
     def source(self) -> str:

@@ -48,5 +48,9 @@ async def sse_bytes(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     yield DONE
 
 
-def sse_response(items: AsyncIterator[Any]) -> Response[Any]:
-    return Stream(sse_bytes(items), media_type="text/event-stream", headers=SSE_HEADERS)
+def sse_response(items: AsyncIterator[Any], headers: dict[str, str] | None = None) -> Response[Any]:
+    return Stream(
+        sse_bytes(items),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS,
+    )

@@ -52,10 +52,18 @@ async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[
     raise ModelNotFound(f"The model '{wanted}' does not exist.", param="model")
 
 
-def openai_router(guards: list[Any]) -> Router:
+def openai_router(guards: list[Any], extra_handlers: list[Any] | None = None) -> Router:
+    """/v1 with the OpenAI endpoints plus ``extra_handlers`` (extensions' APIs), all guarded."""
     return Router(
         path="/v1",
-        route_handlers=[chat_completions, completions, embeddings, list_models, get_model],
+        route_handlers=[
+            chat_completions,
+            completions,
+            embeddings,
+            list_models,
+            get_model,
+            *(extra_handlers or ()),
+        ],
         guards=guards,
         tags=["OpenAI"],
     )

@@ -65,13 +65,18 @@ class Envelope(Generic[T]):
         return self.params.model  # type: ignore[attr-defined, no-any-return]
 
     def update(self, **fields: Any) -> None:
-        """Set fields on both views (``UNSET`` removes a field from the body)."""
-        self.params = msgspec.structs.replace(self.params, **fields)
+        """Set fields on the body (``UNSET`` removes one) and re-validate the typed view.
+
+        Re-validating keeps ``params`` typed even when an extension supplies plain values
+        (a persona's ``response_format`` dict), at the cost of one conversion: this is
+        only used on the extension path.
+        """
         for key, value in fields.items():
             if value is UNSET:
                 self.body.pop(key, None)
             else:
                 self.body[key] = msgspec.to_builtins(value)
+        self.params = convert_request(self.body, type(self.params)).params
 
     def upstream_body(self, upstream_model: str) -> dict[str, Any]:
         """The body an OpenAI-compatible upstream receives: the client's, with its model id."""

@@ -7,7 +7,9 @@ from typing import Any, Literal
 from proxy.schemas.base import UNSET, UnsetType, WireRequest, WireResponse
 from proxy.schemas.chat import StreamOptions, Usage
 
-Prompt = str | list[str] | list[int] | list[list[int]]
+# msgspec allows one array-like type per union, so the four OpenAI shapes (a string,
+# strings, one token array, token arrays) are one list whose items may be any of them.
+Prompt = str | list[str | int | list[int]]
 
 
 class CompletionRequest(WireRequest):

@@ -6,7 +6,9 @@ from typing import Literal
 
 from proxy.schemas.base import UNSET, UnsetType, WireRequest, WireResponse
 
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+# msgspec allows one array-like type per union, so the four OpenAI shapes (a string,
+# strings, one token array, token arrays) are one list whose items may be any of them.
+EmbeddingInput = str | list[str | int | list[int]]
 
 
 class EmbeddingRequest(WireRequest):

@@ -1,0 +1,105 @@
+"""RAG at request time: the latest user message queries the active collections, and the
+best chunks that fit ``rag.context_tokens`` go to the model as numbered sources.
+
+The context joins the leading system message (or becomes one at the top): many chat
+templates reject a system message anywhere but first. The sources reach the client in
+an ``x-switchyard-sources`` header and, for non-streamed answers, in the body's
+``switchyard.sources``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from extensions.activation import Activation
+from extensions.base import ChatCall, Extension
+from proxy.errors import InvalidRequest
+
+_HEADER_LIMIT = 4000
+_INSTRUCTION = (
+    "Use the numbered sources below when they are relevant to the question, and cite "
+    "them by number like [1]. If they do not contain the answer, say so."
+)
+
+
+def latest_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict)
+                ).strip()
+            return str(content or "").strip()
+    return ""
+
+
+def sources_header(sources: list[dict[str, Any]]) -> str:
+    """Compact ASCII JSON (header-safe), dropping trailing sources past the size limit."""
+    shown = list(sources)
+    while shown:
+        text = json.dumps(shown, ensure_ascii=True, separators=(",", ":"))
+        if len(text) <= _HEADER_LIMIT:
+            return text
+        shown.pop()
+    return "[]"
+
+
+def with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+    if (
+        messages
+        and messages[0].get("role") == "system"
+        and isinstance(messages[0].get("content"), str)
+    ):
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{context}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": context}, *messages]
+
+
+class RagExtension(Extension):
+    name = "rag"
+    order = 30
+
+    def active(self, activation: Activation) -> bool:
+        return bool(activation.rag)
+
+    async def validate(self, call: ChatCall) -> None:
+        store = self.services.rag
+        if store is None:
+            raise InvalidRequest("RAG is not enabled on this server.", param="rag")
+        for collection in call.activation.rag:
+            if not await store.has_collection(collection):
+                raise InvalidRequest(f"Unknown RAG collection '{collection}'.", param="rag")
+
+    async def before_request(self, call: ChatCall) -> None:
+        query = latest_user_text(call.messages)
+        if not query:
+            return
+        config = self.services.settings.rag
+        hits = await self.services.rag.search(call.activation.rag, query, config.top_k)
+        budget = config.context_tokens
+        blocks: list[str] = []
+        for hit in hits:
+            number = len(blocks) + 1
+            block = f"[{number}] ({hit.source or hit.source_id})\n{hit.text.strip()}"
+            cost = await self.services.count_tokens(call.model, block)
+            if cost > budget:
+                break
+            budget -= cost
+            blocks.append(block)
+            call.sources.append(
+                {
+                    "index": number,
+                    "id": hit.id,
+                    "source_id": hit.source_id,
+                    "source": hit.source,
+                    "collection": hit.collection,
+                    "score": round(float(hit.score), 4),
+                }
+            )
+        if not blocks:
+            return
+        context = _INSTRUCTION + "\n\n" + "\n\n".join(blocks)
+        call.set_messages(with_context(call.messages, context))
+        call.response_headers["x-switchyard-sources"] = sources_header(call.sources)

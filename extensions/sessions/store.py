@@ -1,0 +1,124 @@
+"""Conversations in SQLite (aiosqlite, WAL mode), scoped to the API key that made them.
+
+Every row carries the owner's ``key_id`` (a digest of the key, never the key), and
+every query filters on it: one key can never read, list or delete another key's
+session, even by guessing its id — to that key the id simply does not exist.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    owner TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (owner, id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    owner TEXT NOT NULL,
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (owner, session, seq),
+    FOREIGN KEY (owner, session) REFERENCES sessions (owner, id) ON DELETE CASCADE
+);
+"""
+
+ANONYMOUS = "-"
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class SessionInfo(msgspec.Struct):
+    id: str
+    created_at: int
+    updated_at: int
+    message_count: int
+    object: str = "switchyard.session"
+
+
+class SessionStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("session store is not open")
+        return self._db
+
+    async def history(self, owner: str, session: str) -> list[dict[str, Any]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT message FROM messages WHERE owner = ? AND session = ? ORDER BY seq",
+            (owner, session),
+        )
+        return [_decode(row[0]) for row in rows]
+
+    async def append(self, owner: str, session: str, messages: list[dict[str, Any]]) -> None:
+        """Add messages to the end of a session (creating it), in one transaction."""
+        now = time.time()
+        db = self.db
+        await db.execute(
+            "INSERT INTO sessions (owner, id, created, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (owner, id) DO UPDATE SET updated = excluded.updated",
+            (owner, session, now, now),
+        )
+        cursor = await db.execute(
+            "SELECT COALESCE(MAX(seq), -1) FROM messages WHERE owner = ? AND session = ?",
+            (owner, session),
+        )
+        row = await cursor.fetchone()
+        start = (row[0] if row else -1) + 1
+        await db.executemany(
+            "INSERT INTO messages (owner, session, seq, message, created) VALUES (?, ?, ?, ?, ?)",
+            [(owner, session, start + i, _encode(m), now) for i, m in enumerate(messages)],
+        )
+        await db.commit()
+
+    _INFO = (
+        "SELECT s.id, s.created, s.updated, (SELECT COUNT(*) FROM messages m "
+        "WHERE m.owner = s.owner AND m.session = s.id) FROM sessions s WHERE s.owner = ?"
+    )
+
+    async def list(self, owner: str) -> list[SessionInfo]:
+        rows = await self.db.execute_fetchall(self._INFO + " ORDER BY s.updated DESC", (owner,))
+        return [SessionInfo(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    async def get(self, owner: str, session: str) -> SessionInfo | None:
+        rows = list(await self.db.execute_fetchall(self._INFO + " AND s.id = ?", (owner, session)))
+        return (
+            SessionInfo(rows[0][0], int(rows[0][1]), int(rows[0][2]), rows[0][3]) if rows else None
+        )
+
+    async def delete(self, owner: str, session: str) -> bool:
+        cursor = await self.db.execute(
+            "DELETE FROM sessions WHERE owner = ? AND id = ?", (owner, session)
+        )
+        await self.db.commit()
+        return cursor.rowcount > 0

@@ -1,0 +1,126 @@
+"""Building what the app owns, in dependency order, with its cleanup on one exit stack.
+
+The upstream HTTP client first, then adapters and the router, then the services
+extensions borrow (the RAG store embeds through the router), then the extensions.
+Everything is closed in reverse order when the server stops, or when start-up fails
+halfway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter, Resources, registered_adapters
+from extensions.base import Extension, ExtensionServices
+from extensions.pipeline import ExtensionPipeline
+from extensions.services import make_context_window, make_embedder, make_token_counter
+from proxy.gateway import Gateway
+from proxy.http_client import build_http_client
+from proxy.metrics import Metrics
+from proxy.router import Deployment, Router
+from proxy.schemas.models import Model
+from proxy.settings import Settings
+from proxy.state import AppState
+
+log = logging.getLogger("switchyard.app")
+
+
+async def _closing(label: str, close: Any) -> None:
+    try:
+        await close()
+    except Exception:
+        log.exception("closing %s failed", label)
+
+
+async def build_router(
+    settings: Settings, resources: Resources, metrics: Metrics, stack: AsyncExitStack
+) -> Router:
+    classes = registered_adapters()
+    deployments: dict[str, list[Deployment]] = {}
+    adapters: list[Adapter] = []
+    for config in settings.models:
+        adapter = classes[config.adapter](config, resources)
+        stack.push_async_callback(_closing, adapter.label, adapter.aclose)
+        adapters.append(adapter)
+        deployments.setdefault(config.name, []).append(Deployment(adapter))
+    for adapter in adapters:
+        await adapter.start()
+    return Router(
+        deployments,
+        {m.name: m.fallbacks for m in settings.models if m.fallbacks},
+        cooldown_s=settings.server.cooldown_s,
+        max_retry_after_s=settings.server.max_retry_after_s,
+        metrics=metrics,
+    )
+
+
+def model_cards(settings: Settings, extensions: list[Extension]) -> list[Model]:
+    started = int(time.time())
+    owners = {m.name: m.adapter for m in reversed(settings.models)}
+    cards = [
+        Model(id=name, created=started, owned_by=owners[name]) for name in settings.model_names()
+    ]
+    for extension in extensions:
+        cards += [
+            Model(id=i, created=started, owned_by="switchyard") for i in extension.model_ids()
+        ]
+    return cards
+
+
+async def build_state(
+    settings: Settings,
+    metrics: Metrics,
+    extension_classes: dict[str, type[Extension]],
+    stack: AsyncExitStack,
+) -> AppState:
+    http = build_http_client(settings.http)
+    stack.push_async_callback(http.aclose)
+    resources = Resources(settings=settings, http=http)
+    router = await build_router(settings, resources, metrics, stack)
+    services = ExtensionServices(
+        settings=settings,
+        router=router,
+        http=http,
+        metrics=metrics,
+        count_tokens=make_token_counter(router),
+        context_window=make_context_window(router),
+    )
+    services.rag = await build_rag(settings, services, stack)
+    extensions: dict[str, Extension] = {}
+    for name, cls in extension_classes.items():
+        extension = cls(services)
+        await extension.start()
+        stack.push_async_callback(_closing, f"extension {name}", extension.aclose)
+        extensions[name] = extension
+    pipeline = ExtensionPipeline(list(extensions.values()), router)
+    return AppState(
+        settings=settings,
+        metrics=metrics,
+        http=http,
+        router=router,
+        gateway=Gateway(router, log_prompts=settings.server.log_prompts, extensions=pipeline),
+        model_cards=model_cards(settings, list(extensions.values())),
+        extensions=extensions,
+        rag=services.rag,
+    )
+
+
+async def build_rag(settings: Settings, services: ExtensionServices, stack: AsyncExitStack) -> Any:
+    """The RAG store (extensions/rag), embedding through the router."""
+    try:
+        from extensions.rag import RagStore
+    except ImportError:  # the RAG package is being written; until then RAG is off
+        return None
+    services.embed = make_embedder(services.router, settings.rag.embedding_model)
+    store = RagStore(
+        settings.rag,
+        data_dir=Path(settings.server.data_dir),
+        embed=services.embed,
+    )
+    await store.start()
+    stack.push_async_callback(_closing, "rag store", store.aclose)
+    return store
