@@ -15,6 +15,7 @@ import msgspec
 from litestar import Response
 
 from adapters.base import Adapter, CallStats, Capability, RawJSON
+from extensions.activation import KEYS
 from extensions.base import ChatCall, Extension
 from proxy.errors import InvalidRequest
 from proxy.router import Router
@@ -120,6 +121,14 @@ class ExtensionPipeline:
             if extension.active(call.activation):
                 await extension.validate(call)
                 active.append(extension)
+        names = {e.name for e in active}
+        for key in KEYS:
+            if getattr(call.activation, key) and key not in names:
+                raise InvalidRequest(
+                    f"The '{key}' extension is not enabled on this server "
+                    f"(requested: {getattr(call.activation, key)}).",
+                    param=key,
+                )
         for extension in active:
             await extension.before_request(call)
         if not call.model:

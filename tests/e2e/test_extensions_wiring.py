@@ -1,0 +1,286 @@
+"""Extensions against the protocol-faithful fake upstream, whose recorded requests show
+exactly what the model received: personas, the three ways of switching extensions on,
+and server-side sessions (history, trimming, key isolation, the API).
+
+The same extensions run against the real SmolLM2 model in ``test_extensions_local.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import model_entry
+from tests.support.fake_openai import FakeOpenAI, status_fault
+from tests.support.servers import RunningServer, serve_gateway
+
+KEY_A = "sk-extension-tests-a"
+KEY_B = "sk-extension-tests-b"
+EDITOR_PROMPT_START = "You are a careful line editor."
+
+
+@pytest.fixture(scope="module")
+def ext_gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir: Path = tmp_path_factory.mktemp("ext-data")
+    config: dict[str, Any] = {
+        "server": {"api_keys": [KEY_A, KEY_B], "data_dir": str(data_dir)},
+        "personas": {"default_model": "gpt-test"},
+        "sessions": {"max_context_tokens": 400, "reserve_tokens": 50},
+        "models": [
+            model_entry("gpt-test", "upstream-gpt", fake_url),
+            model_entry("flaky", "upstream-flaky", fake_url),
+        ],
+    }
+    with serve_gateway(config) as running:
+        yield running
+
+
+def client_for(server: RunningServer, key: str = KEY_A) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=15)
+
+
+def ask(client: openai.OpenAI, text: str, **kw: Any) -> Any:
+    return client.chat.completions.create(
+        model=kw.pop("model", "gpt-test"), messages=[{"role": "user", "content": text}], **kw
+    )
+
+
+# ----------------------------------------------------------------- personas
+
+
+def test_persona_prompt_and_sampling_defaults_reach_the_model(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    reply = ask(
+        client_for(ext_gateway),
+        "Fix: me and him goes.",
+        extra_headers={"X-Switchyard-Persona": "editor"},
+    )
+    assert reply.choices[0].message.content.startswith("Hello! You said:")
+    body = fake.last("/v1/chat/completions").body
+    assert body["messages"][0]["role"] == "system"
+    assert body["messages"][0]["content"].startswith(EDITOR_PROMPT_START)
+    assert body["messages"][1] == {"role": "user", "content": "Fix: me and him goes."}
+    assert body["temperature"] == 0.6
+    assert body["max_tokens"] == 800
+    assert "switchyard" not in body
+
+
+def test_request_values_override_persona_defaults(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    ask(
+        client_for(ext_gateway),
+        "Draft a scene.",
+        temperature=0.1,
+        max_completion_tokens=50,
+        extra_body={"switchyard": {"persona": "writer"}},
+    )
+    body = fake.last("/v1/chat/completions").body
+    assert body["temperature"] == 0.1
+    assert body["max_completion_tokens"] == 50
+    assert "max_tokens" not in body
+
+
+def test_character_sheet_fills_the_persona_prompt(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    sheet = "Captain Mara Vey, smuggler, dry humour, afraid of deep water."
+    ask(
+        client_for(ext_gateway),
+        "Who are you?",
+        extra_body={
+            "switchyard": {"persona": "character", "variables": {"character_sheet": sheet}}
+        },
+    )
+    system = fake.last("/v1/chat/completions").body["messages"][0]["content"]
+    assert sheet in system
+    assert "{character_sheet}" not in system
+
+
+def test_rater_persona_asks_for_json_schema(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    ask(client_for(ext_gateway), "Rate: The cat sat.", model="persona:rater")
+    body = fake.last("/v1/chat/completions").body
+    assert body["model"] == "upstream-gpt"  # the persona's default model
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "rating"
+    assert body["temperature"] == 0.7
+
+
+def test_personas_are_listed_as_models(ext_gateway: RunningServer) -> None:
+    ids = {m.id for m in client_for(ext_gateway).models.list().data}
+    assert {"persona:writer", "persona:editor", "persona:character", "persona:rater"} <= ids
+    assert "gpt-test" in ids
+
+
+# ------------------------------------------------------- three activation ways
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"extra_headers": {"X-Switchyard-Persona": "editor"}},
+        {"extra_body": {"switchyard": {"persona": "editor"}}},
+        {"model": "gpt-test+persona:editor"},
+    ],
+    ids=["header", "body", "model-suffix"],
+)
+def test_three_activation_ways_are_equivalent(
+    ext_gateway: RunningServer, fake: FakeOpenAI, how: dict[str, Any]
+) -> None:
+    ask(client_for(ext_gateway), "Tighten this.", **how)
+    body = fake.last("/v1/chat/completions").body
+    assert body["model"] == "upstream-gpt"
+    assert body["messages"][0]["content"].startswith(EDITOR_PROMPT_START)
+    assert body["temperature"] == 0.6
+    assert "switchyard" not in body
+
+
+@pytest.mark.parametrize(
+    ("how", "param", "named"),
+    [
+        ({"extra_headers": {"X-Switchyard-Persona": "poet"}}, "persona", "poet"),
+        ({"model": "gpt-test+persona:poet"}, "persona", "poet"),
+        ({"extra_body": {"switchyard": {"tools": ["teleport"]}}}, "tools", "teleport"),
+        ({"extra_headers": {"X-Switchyard-RAG": "nowhere"}}, "rag", "nowhere"),
+        ({"model": "gpt-test+colour:blue"}, "model", "colour"),
+        ({"extra_body": {"switchyard": {"mood": "happy"}}}, "switchyard", "mood"),
+        ({"extra_headers": {"X-Switchyard-Session": "bad id with spaces"}}, "session", "Session"),
+    ],
+)
+def test_unknown_names_are_400_naming_them(
+    ext_gateway: RunningServer, fake: FakeOpenAI, how: dict[str, Any], param: str, named: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client_for(ext_gateway), "hello", **how)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == param
+    assert named in error["message"]
+    assert fake.received("/v1/chat/completions") == []
+
+
+def test_streaming_with_a_persona_streams_and_applies_it(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    stream = client_for(ext_gateway).chat.completions.create(
+        model="gpt-test+persona:writer",
+        messages=[{"role": "user", "content": "Begin."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello! You said: Begin."
+    assert chunks[-1].usage is not None
+    assert fake.last("/v1/chat/completions").body["max_tokens"] == 2000
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def session_ask(server: RunningServer, session: str, text: str, key: str = KEY_A, **kw: Any) -> Any:
+    return ask(client_for(server, key), text, extra_headers={"X-Switchyard-Session": session}, **kw)
+
+
+def test_session_history_is_prepended_across_three_requests(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    session_ask(ext_gateway, "trip", "one")
+    session_ask(ext_gateway, "trip", "two")
+    session_ask(ext_gateway, "trip", "three")
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", "one"),
+        ("assistant", "Hello! You said: one"),
+        ("user", "two"),
+        ("assistant", "Hello! You said: two"),
+        ("user", "three"),
+    ]
+
+
+def test_streamed_turns_are_stored_too(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    client = client_for(ext_gateway)
+    for text in ("first", "second"):
+        list(
+            client.chat.completions.create(
+                model="gpt-test+session:streamed",
+                messages=[{"role": "user", "content": text}],
+                stream=True,
+            )
+        )
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert [m["content"] for m in sent] == ["first", "Hello! You said: first", "second"]
+
+
+def test_failed_request_stores_nothing(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    session_ask(ext_gateway, "fragile", "kept", model="flaky")
+    fake.faults["upstream-flaky"] = status_fault(400, "bad thing")
+    with pytest.raises(openai.BadRequestError):
+        session_ask(ext_gateway, "fragile", "lost", model="flaky")
+    fake.faults.clear()
+    session_ask(ext_gateway, "fragile", "after", model="flaky")
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert [m["content"] for m in sent] == ["kept", "Hello! You said: kept", "after"]
+
+
+def test_history_over_budget_drops_oldest_turns_keeps_system(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    client = client_for(ext_gateway)
+    client.chat.completions.create(
+        model="gpt-test",
+        messages=[
+            {"role": "system", "content": "Always be brief."},
+            {"role": "user", "content": "turn 0 " + "word " * 60},
+        ],
+        extra_headers={"X-Switchyard-Session": "long"},
+    )
+    for turn in range(1, 6):
+        session_ask(ext_gateway, "long", f"turn {turn} " + "word " * 60)
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert sent[0] == {"role": "system", "content": "Always be brief."}
+    assert sent[-1]["content"].startswith("turn 5")
+    users = [m["content"].split()[1] for m in sent if m["role"] == "user"]
+    assert "0" not in users  # the oldest turn went first
+    assert users == sorted(users)  # what is left is still in order
+    total_chars = sum(len(m["content"]) for m in sent)
+    assert total_chars // 4 < 400  # within the configured budget (estimated tokens)
+
+
+def test_sessions_are_scoped_to_the_key(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    session_ask(ext_gateway, "shared-name", "secret of A", key=KEY_A)
+    session_ask(ext_gateway, "shared-name", "hello from B", key=KEY_B)
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert [m["content"] for m in sent] == ["hello from B"]
+
+    api = f"{ext_gateway.url}/v1/switchyard/sessions"
+    as_a = {"Authorization": f"Bearer {KEY_A}"}
+    as_b = {"Authorization": f"Bearer {KEY_B}"}
+    a_session = httpx.get(f"{api}/shared-name", headers=as_a).json()
+    assert a_session["messages"][0]["content"] == "secret of A"
+    b_session = httpx.get(f"{api}/shared-name", headers=as_b).json()
+    assert "secret of A" not in str(b_session)
+    assert httpx.delete(f"{api}/shared-name", headers=as_b).status_code == 200
+    assert httpx.get(f"{api}/shared-name", headers=as_a).status_code == 200  # A's survives
+
+
+def test_session_api_lists_gets_and_deletes(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    session_ask(ext_gateway, "api-demo", "hi", key=KEY_B)
+    api = f"{ext_gateway.url}/v1/switchyard/sessions"
+    headers = {"Authorization": f"Bearer {KEY_B}"}
+    listed = httpx.get(api, headers=headers).json()
+    assert "api-demo" in [s["id"] for s in listed["data"]]
+    one = httpx.get(f"{api}/api-demo", headers=headers).json()
+    assert one["message_count"] == 2
+    assert one["messages"][1]["role"] == "assistant"
+    assert httpx.delete(f"{api}/api-demo", headers=headers).json()["deleted"] is True
+    missing = httpx.get(f"{api}/api-demo", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["param"] == "session_id"
+    assert httpx.get(api).status_code == 401
