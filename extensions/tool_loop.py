@@ -13,14 +13,15 @@ A streaming client receives the final answer as a stream of chunks.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall
+from extensions.tools import ToolContext, call_tool, load_tools
 from proxy.errors import InvalidRequest
+from proxy.schemas.base import UNSET
 
 log = logging.getLogger("switchyard.tools")
 
@@ -36,8 +37,6 @@ class ToolsExtension(Extension):
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
-        from extensions.tools import load_tools
-
         self.tools = load_tools(services.settings.tools)
 
     def active(self, activation: Activation) -> bool:
@@ -61,37 +60,27 @@ class ToolsExtension(Extension):
         call.envelope.update(tools=[*(call.envelope.body.get("tools") or ()), *definitions])
 
     async def _run_one(self, call: ChatCall, tool_call: dict[str, Any]) -> dict[str, Any]:
-        from extensions.tools import ToolContext
-
         function = tool_call.get("function") or {}
         name = function.get("name", "")
+        context = ToolContext(
+            http=self.services.http,
+            config=self.services.settings.tools,
+            rag=self.services.rag,
+            rag_collections=list(call.activation.rag),
+            key_id=call.key_id,
+        )
         started = time.perf_counter()
-        outcome = "ok"
         try:
-            arguments = json.loads(function.get("arguments") or "{}")
-            if not isinstance(arguments, dict):
-                raise ValueError("arguments must be a JSON object")
-        except ValueError as exc:
-            result, outcome = f"error: invalid arguments: {exc}", "bad_arguments"
-        else:
-            context = ToolContext(
-                http=self.services.http,
-                config=self.services.settings.tools,
-                rag=self.services.rag,
-                rag_collections=list(call.activation.rag),
-                key_id=call.key_id,
-            )
-            try:
-                result = await self.tools[name].run(arguments, context)
-            except Exception:
-                log.exception("tool %s failed", name)
-                result, outcome = "error: the tool failed unexpectedly", "error"
-            if result.startswith("error:"):
-                outcome = "error" if outcome == "ok" else outcome
+            result = await call_tool(self.tools, name, function.get("arguments"), context)
+        except Exception:
+            log.exception("tool %s failed", name)
+            result = "error: the tool failed unexpectedly"
         elapsed = time.perf_counter() - started
+        outcome = "error" if result.startswith("error:") else "ok"
         self.services.metrics.tool_call(name, outcome, elapsed)
         log.info(
-            "tool call", extra={"tool": name, "outcome": outcome, "ms": round(elapsed * 1000, 1)}
+            "tool call",
+            extra={"tool": name, "outcome": outcome, "ms": round(elapsed * 1000, 1)},
         )
         return {"role": "tool", "tool_call_id": tool_call.get("id", ""), "content": result}
 
@@ -116,6 +105,6 @@ class ToolsExtension(Extension):
                 message["tool_calls"] = theirs
                 return response
             # The client's tool_choice applied to the first round; later rounds choose freely.
-            if call.envelope.params.tool_choice not in (None, "none", "auto"):
+            if call.envelope.params.tool_choice not in (UNSET, None, "none", "auto"):
                 call.envelope.update(tool_choice="auto")
         return response

@@ -167,7 +167,7 @@ class Router:
                 return _tracked(deployment, None, stream)
             except SwitchyardError as error:
                 deployment.in_flight -= 1
-                await stream.aclose()
+                await _close(stream)
                 self._failed(deployment, error)
                 if not error.retryable:
                     raise
@@ -175,7 +175,7 @@ class Router:
                 continue
             except BaseException:
                 deployment.in_flight -= 1
-                await stream.aclose()
+                await _close(stream)
                 raise
             return _tracked(deployment, first, stream)
         raise last or self._blocked(model)
@@ -192,4 +192,11 @@ async def _tracked(
             yield item
     finally:
         deployment.in_flight -= 1
-        await stream.aclose()  # type: ignore[attr-defined]
+        await _close(stream)
+
+
+async def _close(stream: AsyncIterator[object]) -> None:
+    """Close an async generator now (not at garbage collection), so the upstream goes too."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -284,3 +284,92 @@ def test_session_api_lists_gets_and_deletes(ext_gateway: RunningServer, fake: Fa
     assert missing.status_code == 404
     assert missing.json()["error"]["param"] == "session_id"
     assert httpx.get(api).status_code == 401
+
+
+# ----------------------------------------------------------------- tool loop
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def tool_metric(server: RunningServer, tool: str, outcome: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(f'switchyard_tool_calls_total{{outcome="{outcome}",tool="{tool}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_server_tool_is_executed_and_the_loop_continues(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    before = tool_metric(ext_gateway, "web_fetch", "error")
+    reply = ask(client_for(ext_gateway), "Read the page.", model="gpt-test+tools:web_fetch")
+    message = reply.choices[0].message
+    # The fake calls web_fetch with a url that is not a URL; the tool's error text went
+    # back to the model, which answered with it: the loop ran two rounds.
+    assert message.tool_calls is None
+    assert message.content.startswith("The tool said: error:")
+    rounds = fake.received("/v1/chat/completions")
+    assert len(rounds) == 2
+    assert rounds[0].body["tools"][0]["function"]["name"] == "web_fetch"
+    tool_message = rounds[1].body["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert tool_message["tool_call_id"] == "call_fake_0"
+    assert tool_metric(ext_gateway, "web_fetch", "error") == before + 1
+
+
+def test_client_and_server_tools_in_one_request(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    client = client_for(ext_gateway)
+    executed_before = tool_metric(ext_gateway, "web_fetch", "error")
+    messages: list[Any] = [{"role": "user", "content": "Weather in Oslo, and read a page."}]
+    first = client.chat.completions.create(
+        model="gpt-test",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        extra_headers={"X-Switchyard-Tools": "web_fetch"},
+    )
+    # Both were called; the server ran web_fetch and hands back only the client's call.
+    assert first.choices[0].finish_reason == "tool_calls"
+    calls = first.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["get_weather"]
+    sent = fake.received("/v1/chat/completions")
+    assert len(sent) == 1
+    assert {t["function"]["name"] for t in sent[0].body["tools"]} == {"get_weather", "web_fetch"}
+    assert tool_metric(ext_gateway, "web_fetch", "error") == executed_before + 1
+
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "Sunny, 21 C"},
+    ]
+    second = client.chat.completions.create(
+        model="gpt-test",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        extra_headers={"X-Switchyard-Tools": "web_fetch"},
+    )
+    assert second.choices[0].message.content == "The tool said: Sunny, 21 C"
+
+
+def test_streaming_client_gets_the_final_answer_streamed(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    stream = client_for(ext_gateway).chat.completions.create(
+        model="gpt-test+tools:web_fetch",
+        messages=[{"role": "user", "content": "Read the page."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("The tool said: error:")
+    assert chunks[-1].usage is not None
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop"
