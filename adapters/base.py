@@ -19,7 +19,7 @@ Return conventions, shared by every adapter:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -31,10 +31,33 @@ from proxy.errors import UnsupportedCapability
 if TYPE_CHECKING:
     import httpx
 
+    from proxy.media.jobs import JobReporter
+    from proxy.media.outputs import GeneratedImages, VideoOutput
+    from proxy.media.uploads import FormEnvelope
+    from proxy.schemas.audio import (
+        RawBody,
+        SpeechRequest,
+        TranscriptionRequest,
+        TranslationRequest,
+        VerboseTranscription,
+    )
     from proxy.schemas.base import Envelope
     from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
     from proxy.schemas.completions import Completion, CompletionRequest
     from proxy.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+    from proxy.schemas.images import (
+        ImageEditRequest,
+        ImageGenerationRequest,
+        ImageVariationRequest,
+    )
+    from proxy.schemas.tokenize import (
+        DetokenizeRequest,
+        DetokenizeResponse,
+        TokenCountResponse,
+        TokenizeRequest,
+        TokenizeResponse,
+    )
+    from proxy.schemas.videos import VideoCreateRequest
     from proxy.settings import Settings
 
 
@@ -119,6 +142,15 @@ class Adapter:
     async def aclose(self) -> None:
         """Release what the adapter holds."""
 
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the model can attend to, when the adapter knows (local models do)."""
+        return None
+
+    async def count_text_tokens(self, text: str) -> int | None:
+        """Exact token count of ``text`` with the model's tokenizer, when there is one here."""
+        return None
+
     def readiness(self) -> tuple[bool, str]:
         """Whether this deployment can serve, and why not."""
         return True, "ok"
@@ -154,15 +186,94 @@ class Adapter:
     ) -> EmbeddingResponse | RawJSON:
         raise self._unsupported(Capability.EMBEDDINGS)
 
+    async def tokenize(
+        self, request: Envelope[TokenizeRequest], stats: CallStats
+    ) -> TokenizeResponse | RawJSON:
+        """Text, or chat messages as the model's template renders them, to token ids."""
+        raise self._unsupported(Capability.TOKENIZE)
+
+    async def detokenize(
+        self, request: Envelope[DetokenizeRequest], stats: CallStats
+    ) -> DetokenizeResponse | RawJSON:
+        raise self._unsupported(Capability.TOKENIZE)
+
+    async def count_tokens(
+        self, request: Envelope[TokenizeRequest], stats: CallStats
+    ) -> TokenCountResponse | RawJSON:
+        """How many tokens ``tokenize`` would return, without the ids."""
+        raise self._unsupported(Capability.TOKENIZE)
+
+    async def generate_images(
+        self, request: Envelope[ImageGenerationRequest], stats: CallStats
+    ) -> GeneratedImages | RawJSON:
+        """Text to image. ``GeneratedImages`` are stored or encoded by the images route
+        (``response_format``, ``output_format``); ``RawJSON`` is an upstream's answer."""
+        raise self._unsupported(Capability.IMAGES)
+
+    async def edit_images(
+        self, request: FormEnvelope[ImageEditRequest], stats: CallStats
+    ) -> GeneratedImages | RawJSON:
+        """Image(s) + prompt (+ mask) to image; same return convention as ``generate_images``."""
+        raise self._unsupported(Capability.IMAGES)
+
+    async def image_variations(
+        self, request: FormEnvelope[ImageVariationRequest], stats: CallStats
+    ) -> GeneratedImages | RawJSON:
+        raise self._unsupported(Capability.IMAGES)
+
+    async def create_video(
+        self, request: FormEnvelope[VideoCreateRequest], job: JobReporter, stats: CallStats
+    ) -> VideoOutput:
+        """Run one video job to the end (it runs as a background task): call
+        ``job.accept()`` once the engine took it, report progress, store the file."""
+        raise self._unsupported(Capability.VIDEO)
+
+    async def transcribe(
+        self, request: FormEnvelope[TranscriptionRequest], stats: CallStats
+    ) -> VerboseTranscription | RawJSON | RawBody:
+        """Speech to text. A ``VerboseTranscription`` is rendered by the route into the
+        requested ``response_format``; ``RawJSON`` / ``RawBody`` are already in it."""
+        raise self._unsupported(Capability.TRANSCRIPTION)
+
+    async def translate(
+        self, request: FormEnvelope[TranslationRequest], stats: CallStats
+    ) -> VerboseTranscription | RawJSON | RawBody:
+        """Speech in any language to English text; same return convention as ``transcribe``."""
+        raise self._unsupported(Capability.TRANSCRIPTION)
+
+    def speech(self, request: Envelope[SpeechRequest], stats: CallStats) -> AsyncIterator[bytes]:
+        """Text to speech: yields the encoded audio in ``response_format`` as it is produced."""
+        raise self._unsupported(Capability.SPEECH)
+
 
 ENTRY_POINT_GROUP = "switchyard.adapters"
 
 AdapterFactory = Callable[[DeploymentConfig, Resources], Adapter]
 
 
-def registered_adapters() -> dict[str, type[Adapter]]:
-    """Every adapter class installed, by its registered name."""
-    found: dict[str, type[Adapter]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        found[entry.name] = entry.load()
-    return found
+class AdapterRegistry(Mapping[str, type[Adapter]]):
+    """Installed adapters by name; a class is imported only when it is looked up.
+
+    Loading lazily means a broken or heavy third-party adapter costs nothing, and breaks
+    nothing, for configurations that do not use it.
+    """
+
+    def __init__(self) -> None:
+        self._entries = {e.name: e for e in entry_points(group=ENTRY_POINT_GROUP)}
+        self._loaded: dict[str, type[Adapter]] = {}
+
+    def __getitem__(self, name: str) -> type[Adapter]:
+        if name not in self._loaded:
+            self._loaded[name] = self._entries[name].load()
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def registered_adapters() -> AdapterRegistry:
+    """Every adapter installed, by its registered name."""
+    return AdapterRegistry()

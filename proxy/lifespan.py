@@ -17,9 +17,11 @@ from typing import Any
 from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
+from extensions.rag import RagStore
 from extensions.services import make_context_window, make_embedder, make_token_counter
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client
+from proxy.media import MediaServices
 from proxy.metrics import Metrics
 from proxy.router import Deployment, Router
 from proxy.schemas.models import Model
@@ -80,7 +82,10 @@ async def build_state(
     http = build_http_client(settings.http)
     stack.push_async_callback(http.aclose)
     resources = Resources(settings=settings, http=http)
+    media = MediaServices.create(settings, resources)
     router = await build_router(settings, resources, metrics, stack)
+    stack.push_async_callback(_closing, "media", media.aclose)
+    media.start()
     services = ExtensionServices(
         settings=settings,
         router=router,
@@ -106,15 +111,12 @@ async def build_state(
         model_cards=model_cards(settings, list(extensions.values())),
         extensions=extensions,
         rag=services.rag,
+        media=media,
     )
 
 
 async def build_rag(settings: Settings, services: ExtensionServices, stack: AsyncExitStack) -> Any:
     """The RAG store (extensions/rag), embedding through the router."""
-    try:
-        from extensions.rag import RagStore
-    except ImportError:  # the RAG package is being written; until then RAG is off
-        return None
     services.embed = make_embedder(services.router, settings.rag.embedding_model)
     store = RagStore(
         settings.rag,

