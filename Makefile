@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 setup: system-deps $(STAMP)
 
 # Debian packages used by tests and benchmarks, installed only when missing.
-SYSTEM_TOOLS := wrk:wrk
+SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

@@ -16,12 +16,15 @@ import httpx
 import msgspec
 
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
+from adapters.openai.audio import AudioPassthrough
+from adapters.openai.forms import post_form
 from adapters.openai.upstream import (
     error_from_response,
     mapped_transport_errors,
     probe_usage,
     sse_events,
 )
+from proxy.media.uploads import FormEnvelope
 from proxy.schemas.base import Envelope
 
 _encode = msgspec.json.Encoder().encode
@@ -41,10 +44,13 @@ class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
     """Extra headers sent upstream (e.g. ``OpenAI-Organization``)."""
 
 
-class OpenAIAdapter(Adapter):
+class OpenAIAdapter(AudioPassthrough, Adapter):
     name = "openai"
     Config = OpenAIConfig
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS})
+    capabilities = frozenset(
+        {Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.IMAGES}
+        | {Capability.TRANSCRIPTION, Capability.SPEECH}
+    )
 
     def __init__(self, config: DeploymentConfig, resources: Any) -> None:
         super().__init__(config, resources)
@@ -122,3 +128,24 @@ class OpenAIAdapter(Adapter):
 
     async def embed(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
         return await self._post("/embeddings", request, stats)
+
+    async def generate_images(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post("/images/generations", request, stats)
+
+    async def edit_images(self, request: FormEnvelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post_form("/images/edits", request, stats)
+
+    async def image_variations(self, request: FormEnvelope[Any], stats: CallStats) -> RawJSON:
+        return await self._post_form("/images/variations", request, stats)
+
+    async def _post_form(self, path: str, form: FormEnvelope[Any], stats: CallStats) -> RawJSON:
+        return await post_form(
+            self.resources.http,
+            self._base + path,
+            form,
+            upstream_model=self.cfg.upstream_model,
+            headers=self._headers,
+            timeouts=self._timeout,
+            model=self.config.name,
+            stats=stats,
+        )

@@ -1,17 +1,14 @@
 """Audio: ``POST /v1/audio/transcriptions``, ``/v1/audio/translations``, ``/v1/audio/speech``.
 
 Field names follow openai-python's ``types/audio``. Transcriptions and translations are
-multipart uploads: their text fields are validated into a Struct (``AudioUpload.params``)
-while every field the client sent is kept (``AudioUpload.fields``) so that a remote
-upstream receives parameters Switchyard does not know. The uploaded file stays in the
-parser's spooled temporary file (on disk above 1 MiB) and is never read whole into
-memory by the gateway itself.
+multipart uploads, decoded into a ``proxy.media.uploads.FormEnvelope``: the text fields
+validated into the request Struct (``params``), as sent (``body``, forwarded by
+pass-through adapters), and the file, left in the parser's spooled temporary file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import IO, Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -128,38 +125,3 @@ class RawBody(msgspec.Struct, frozen=True):
 
     content: bytes
     media_type: str
-
-
-@dataclass(slots=True)
-class AudioFile:
-    """The uploaded file: a binary file object positioned anywhere (readers seek first)."""
-
-    filename: str
-    content_type: str
-    file: IO[bytes]
-    size: int
-
-    def close(self) -> None:
-        self.file.close()
-
-
-T = TypeVar("T", bound=WireRequest)
-
-
-class AudioUpload(Generic[T]):
-    """A decoded multipart request: typed ``params``, the raw text ``fields``, the ``file``."""
-
-    __slots__ = ("fields", "file", "params")
-
-    def __init__(self, params: T, fields: list[tuple[str, str]], file: AudioFile) -> None:
-        self.params = params
-        self.fields = fields
-        self.file = file
-
-    @property
-    def model(self) -> str:
-        return self.params.model  # type: ignore[attr-defined, no-any-return]
-
-    def upstream_fields(self, upstream_model: str) -> list[tuple[str, str]]:
-        """The text fields an OpenAI-compatible upstream receives, with its model id."""
-        return [(k, upstream_model if k == "model" else v) for k, v in self.fields]

@@ -1,0 +1,1 @@
+"""End-to-end tests: the real server on a free port, driven by the official SDK."""

@@ -1,0 +1,1 @@
+"""Unit tests; upstreams are faked at the transport layer (httpx.MockTransport)."""

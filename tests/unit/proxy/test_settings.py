@@ -1,0 +1,211 @@
+"""Configuration: typed, strict about unknown keys, secrets through ``env:``; and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.openai import OpenAIConfig
+from proxy.cli import main
+from proxy.settings import ConfigError, load_settings, settings_from_mapping
+
+
+def openai_model(name: str = "gpt", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "adapter": "openai", **extra}
+
+
+def test_defaults() -> None:
+    settings = settings_from_mapping({})
+
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.api_keys == []
+    assert settings.models == []
+
+
+def test_model_entries_are_typed_by_their_adapter() -> None:
+    settings = settings_from_mapping(
+        {
+            "models": [
+                openai_model("gpt", model="gpt-4o-mini", base_url="http://a/v1", timeout_s=3),
+                openai_model("gpt", base_url="http://b/v1"),
+                openai_model("other", fallbacks=["gpt"]),
+            ]
+        }
+    )
+
+    first, second, other = settings.models
+    assert isinstance(first, OpenAIConfig)
+    assert first.upstream_model == "gpt-4o-mini"
+    assert first.timeout_s == 3.0
+    assert second.upstream_model == "gpt"  # defaults to the name
+    assert other.fallbacks == ["gpt"]
+    assert settings.model_names() == ["gpt", "other"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"server": {"bogus": 1}}, ["bogus", "server"]),
+        ({"sever": {}}, ["sever"]),
+        ({"http": {"pool": 3}}, ["pool", "http"]),
+        ({"models": [openai_model(colour="blue")]}, ["colour", "models[0]"]),
+        ({"models": [openai_model(), openai_model(timeout_s="slow")]}, ["models[1].timeout_s"]),
+        ({"server": {"port": "eighty"}}, ["server.port"]),
+    ],
+)
+def test_bad_keys_and_types_name_their_path(raw: dict[str, Any], expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(raw, "switchyard.yaml")
+
+    for fragment in expected:
+        assert fragment in str(caught.value)
+
+
+def test_env_indirection_resolves_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_CLIENT_KEY", "sk-client")
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-upstream")
+
+    settings = settings_from_mapping(
+        {
+            "server": {"api_keys": ["env:TEST_CLIENT_KEY", "literal"]},
+            "models": [openai_model(api_key="env:TEST_UPSTREAM_KEY")],
+        }
+    )
+
+    assert settings.server.api_keys == ["sk-client", "literal"]
+    model = settings.models[0]
+    assert isinstance(model, OpenAIConfig)
+    assert model.api_key == "sk-upstream"
+
+
+def test_env_indirection_to_a_missing_variable_names_path_and_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SWITCHYARD_TEST_MISSING", raising=False)
+
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"models": [openai_model(api_key="env:SWITCHYARD_TEST_MISSING")]})
+
+    assert "models[0].api_key" in str(caught.value)
+    assert "SWITCHYARD_TEST_MISSING" in str(caught.value)
+
+
+def test_env_prefix_only_applies_to_whole_references() -> None:
+    settings = settings_from_mapping({"models": [openai_model(api_key="not env:REALLY")]})
+
+    assert settings.models[0].api_key == "not env:REALLY"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ([openai_model(fallbacks=["nowhere"])], "unknown model 'nowhere'"),
+        ([{"name": "x", "adapter": "no-such-adapter"}], "unknown adapter 'no-such-adapter'"),
+        ([{"name": "x"}], "models[0].adapter"),
+        ([openai_model("a+b")], "models[0].name"),
+        ([openai_model("  ")], "models[0].name"),
+        (["just a string"], "models[0]"),
+    ],
+)
+def test_invalid_models(models: list[Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"models": models})
+    assert expected in str(caught.value)
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError):
+        settings_from_mapping(["models"])
+
+
+def test_load_settings_reads_yaml_and_the_env_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("server: {port: 9999}\nmodels:\n  - {name: m, adapter: openai}\n")
+    monkeypatch.setenv("SWITCHYARD_CONFIG", str(file))
+
+    from_env = load_settings(None)
+    explicit = load_settings(file)
+
+    assert from_env.server.port == explicit.server.port == 9999
+    assert from_env.source == str(file)
+    assert [m.name for m in explicit.models] == ["m"]
+
+
+def test_load_settings_without_any_file_gives_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SWITCHYARD_CONFIG", raising=False)
+
+    settings = load_settings(None)
+
+    assert settings.source == "<defaults>"
+    assert settings.server.host == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def test_check_config_prints_the_routing_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-very-secret")
+    file = tmp_path / "ok.yaml"
+    file.write_text(
+        "server: {api_keys: [k1]}\n"
+        "models:\n"
+        "  - {name: chat, adapter: openai, model: up-a, base_url: 'http://a:1/v1',"
+        " api_key: 'env:TEST_UPSTREAM_KEY', fallbacks: [backup]}\n"
+        "  - {name: chat, adapter: openai, model: up-b, base_url: 'http://b:2/v1'}\n"
+        "  - {name: backup, adapter: openai}\n"
+    )
+
+    assert main(["check-config", str(file)]) == 0
+
+    out = capsys.readouterr().out
+    assert "model chat" in out
+    assert "model backup" in out
+    assert "up-a" in out
+    assert "up-b" in out
+    assert "fallbacks: backup" in out
+    assert "1 api key" in out
+    assert "sk-very-secret" not in out  # secrets are never printed
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("server: {bogus: 1}\n", "bogus"),
+        ("models: [{name: m, adapter: openai, fallbacks: [x]}]\n", "unknown model 'x'"),
+        ("server: [unclosed\n", "not valid YAML"),
+        ("- just\n- a list\n", "mapping"),
+    ],
+)
+def test_check_config_rejects_bad_files_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text(content)
+
+    assert main(["check-config", str(file)]) == 1
+
+    captured = capsys.readouterr()
+    assert expected in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_check_config_on_a_missing_file_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(tmp_path / "absent.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_requires_a_command() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert caught.value.code == 2
