@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from extensions.base import registered_extensions
+from extensions.rag.routes import rag_router
 from proxy import __version__
 from proxy.auth import KeyChecker
 from proxy.context import RequestContextMiddleware
@@ -29,8 +30,12 @@ from proxy.errors import (
 )
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
+from proxy.routes.audio import audio_router
+from proxy.routes.images import images_router
+from proxy.routes.media import media_router
 from proxy.routes.openai import openai_router
 from proxy.routes.ops import ops_handlers
+from proxy.routes.videos import videos_router
 from proxy.settings import Settings
 
 log = logging.getLogger("switchyard.app")
@@ -77,6 +82,11 @@ def create_app(settings: Settings) -> Any:
     app = Litestar(
         route_handlers=[
             openai_router([keys.guard], extension_routes),
+            audio_router([keys.guard]),
+            images_router([keys.guard]),
+            videos_router([keys.guard]),
+            media_router(),
+            rag_router([keys.guard], max_upload_mb=settings.rag.max_upload_mb),
             *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
         ],
         lifespan=[lifespan],

@@ -24,6 +24,7 @@ from proxy.schemas.base import WireRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
 from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
+from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from proxy.streaming import sse_response
 
 _encode = msgspec.json.Encoder().encode
@@ -43,6 +44,9 @@ COMPLETIONS = Endpoint(
     "completions", CompletionRequest, Capability.COMPLETIONS, "complete", "complete_stream"
 )
 EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, Capability.EMBEDDINGS, "embed", None)
+TOKENIZE = Endpoint("tokenize", TokenizeRequest, Capability.TOKENIZE, "tokenize", None)
+DETOKENIZE = Endpoint("detokenize", DetokenizeRequest, Capability.TOKENIZE, "detokenize", None)
+TOKENS_COUNT = Endpoint("tokens_count", TokenizeRequest, Capability.TOKENIZE, "count_tokens", None)
 
 
 def json_response(result: Any, status_code: int = 200) -> Response[bytes]:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from proxy.gateway import Gateway
+from proxy.media import MediaServices
 from proxy.metrics import Metrics
 from proxy.router import Router
 from proxy.schemas.models import Model
@@ -24,6 +25,7 @@ class AppState:
     model_cards: list[Model] = field(default_factory=list)
     extensions: dict[str, Any] = field(default_factory=dict)
     rag: Any = None
+    media: MediaServices | None = None
 
     @property
     def source(self) -> str:

@@ -74,12 +74,12 @@ def convert_image(data: bytes, output_format: str, compression: int | None = Non
     with Image.open(io.BytesIO(data)) as image:
         if image.format == target:
             return data
-        converted = image
+        converted: Image.Image = image
         if target == "JPEG" and image.mode not in ("RGB", "L"):
             converted = image.convert("RGB")
         out = io.BytesIO()
-        options = {} if compression is None or target == "PNG" else {"quality": 100 - compression}
-        if target == "PNG" and compression is not None:
-            options = {"compress_level": min(9, compression // 10)}
+        # OpenAI's output_compression defaults to 100 for the best image: read it as quality.
+        quality = 90 if compression is None else max(1, compression)
+        options = {} if target == "PNG" else {"quality": quality}
         converted.save(out, format=target, **options)
     return out.getvalue()

@@ -9,7 +9,7 @@ and only regular files (not links) are served. So no request can name a path out
 the directory, nor a file that the store did not write itself.
 
 Retention: a file older than ``retention_s`` is never served, and a periodic sweep
-(``run_sweeper``, started by the app lifespan) deletes it.
+(started by the app lifespan) deletes it.
 """
 
 from __future__ import annotations
@@ -178,12 +178,3 @@ class MediaStore:
         if removed:
             log.info("media retention removed %d file(s)", removed)
         return removed
-
-    async def run_sweeper(self, interval_s: float) -> None:
-        """Sweep every ``interval_s`` seconds until cancelled."""
-        while True:
-            try:
-                await asyncio.to_thread(self.sweep)
-            except Exception:
-                log.exception("media sweep failed")
-            await asyncio.sleep(interval_s)

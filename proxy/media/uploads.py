@@ -75,7 +75,9 @@ def _size_of(file: IO[bytes]) -> int:
     return size
 
 
-def convert_form(body: dict[str, Any], request_type: type[T], files: list[Upload]) -> FormEnvelope[T]:
+def convert_form(
+    body: dict[str, Any], request_type: type[T], files: list[Upload]
+) -> FormEnvelope[T]:
     """Validate text fields that arrived as strings (``"2"`` is accepted for an int)."""
     try:
         params = msgspec.convert(body, request_type, strict=False)

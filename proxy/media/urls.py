@@ -12,15 +12,16 @@ strict patterns, so a forged header can never inject text into a URL.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from proxy.settings import ServerConfig
 
 _HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
-_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*")  # no "." or ".." segments
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
 
 
@@ -31,7 +32,7 @@ def _first(value: str | None) -> str | None:
     return value.split(",")[0].strip() or None
 
 
-def base_url(scope: dict[str, Any], server: ServerConfig) -> str:
+def base_url(scope: Mapping[str, Any], server: ServerConfig) -> str:
     """The ``scheme://host[/prefix]`` clients should use to reach this server."""
     if server.public_base_url:
         return server.public_base_url.rstrip("/")

@@ -7,7 +7,16 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 
 from proxy.errors import ModelNotFound
-from proxy.gateway import CHAT, COMPLETIONS, EMBEDDINGS, Gateway, json_response
+from proxy.gateway import (
+    CHAT,
+    COMPLETIONS,
+    DETOKENIZE,
+    EMBEDDINGS,
+    TOKENIZE,
+    TOKENS_COUNT,
+    Gateway,
+    json_response,
+)
 from proxy.schemas.models import Model, ModelList
 from proxy.state import AppState
 
@@ -30,6 +39,21 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/embeddings", summary="Create embeddings", status_code=200)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(EMBEDDINGS, request)
+
+
+@post("/tokenize", summary="Tokenize text or chat messages", status_code=200)
+async def tokenize(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(TOKENIZE, request)
+
+
+@post("/detokenize", summary="Turn token ids back into text", status_code=200)
+async def detokenize(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(DETOKENIZE, request)
+
+
+@post("/tokens/count", summary="Count the tokens of text or chat messages", status_code=200)
+async def tokens_count(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _gateway(request).serve(TOKENS_COUNT, request)
 
 
 def _models(state: AppState) -> list[Model]:
@@ -60,6 +84,9 @@ def openai_router(guards: list[Any], extra_handlers: list[Any] | None = None) ->
             chat_completions,
             completions,
             embeddings,
+            tokenize,
+            detokenize,
+            tokens_count,
             list_models,
             get_model,
             *(extra_handlers or ()),

@@ -27,7 +27,7 @@ OutputFormat = Literal["png", "jpeg", "webp"]
 MAX_SIDE = 8192
 
 
-class _ImageParams(WireRequest):
+class _ImageParams(WireRequest, kw_only=True):
     model: str
     n: ImageCount = 1
     size: str | UnsetType | None = UNSET
@@ -45,7 +45,7 @@ class _ImageParams(WireRequest):
         return self.response_format == "b64_json"
 
 
-class ImageGenerationRequest(_ImageParams):
+class ImageGenerationRequest(_ImageParams, kw_only=True):
     prompt: str
     quality: str | UnsetType | None = UNSET
     style: str | UnsetType | None = UNSET
@@ -54,7 +54,7 @@ class ImageGenerationRequest(_ImageParams):
     background: str | UnsetType | None = UNSET
 
 
-class ImageEditRequest(_ImageParams):
+class ImageEditRequest(_ImageParams, kw_only=True):
     prompt: str
     quality: str | UnsetType | None = UNSET
     output_format: OutputFormat | UnsetType | None = UNSET
@@ -63,7 +63,7 @@ class ImageEditRequest(_ImageParams):
     input_fidelity: str | UnsetType | None = UNSET
 
 
-class ImageVariationRequest(_ImageParams):
+class ImageVariationRequest(_ImageParams, kw_only=True):
     prompt: str | UnsetType = UNSET
     """Not an OpenAI field (``extra_body``): steers a variation when the workflow maps it."""
 

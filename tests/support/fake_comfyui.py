@@ -40,14 +40,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from tests.support.fake_comfyui_nodes import (
-    IMAGE_LOADERS,
-    MODEL_LISTS,
-    NODES,
-    OUTPUT_NODES,
-    Context,
-    Saved,
-)
+from tests.support.fake_comfyui_nodes import NODES, Context, Saved, is_link, validate_prompt
 from tests.support.servers import free_port
 
 ERROR_MESSAGE = "Allocation on device 0 would exceed allowed memory. (out of memory)"
@@ -55,10 +48,6 @@ ERROR_MESSAGE = "Allocation on device 0 would exceed allowed memory. (out of mem
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
 class FakeComfyUI:
@@ -168,55 +157,10 @@ class FakeComfyUI:
                 event.set()
         return web.json_response({})
 
-    def _validate(self, prompt: Any) -> dict[str, Any] | None:
-        """ComfyUI's ``validate_prompt``: the 400 body, or None when the prompt is valid."""
-        if not isinstance(prompt, dict):
-            return {"error": {"type": "invalid_prompt", "message": "Prompt is not a dict"}}
-        for node_id, node in prompt.items():
-            if node.get("class_type") not in NODES:
-                error = {
-                    "type": "invalid_prompt",
-                    "message": f"Cannot execute because node {node.get('class_type')} does not "
-                    "exist.",
-                    "details": f"Node ID '#{node_id}'",
-                    "extra_info": {},
-                }
-                return {"error": error, "node_errors": {}}
-        outputs = [n for n, node in prompt.items() if node["class_type"] in OUTPUT_NODES]
-        if not outputs:
-            error = {"type": "prompt_no_outputs", "message": "Prompt has no outputs"}
-            return {"error": {**error, "details": "", "extra_info": {}}, "node_errors": []}
-        node_errors: dict[str, Any] = {}
-        for node_id, node in prompt.items():
-            errors = []
-            for name, value in node["inputs"].items():
-                if _is_link(value) and str(value[0]) not in prompt:
-                    errors.append(("missing_node", f"{name}: node {value[0]} is missing"))
-                if name in MODEL_LISTS and value not in MODEL_LISTS[name]:
-                    details = f"{name}: '{value}' not in {MODEL_LISTS[name]}"
-                    errors.append(("value_not_in_list", details))
-            if node["class_type"] in IMAGE_LOADERS and node["inputs"]["image"] not in self.uploads:
-                details = f"image - Invalid image file: {node['inputs']['image']}"
-                errors.append(("custom_validation_failed", details))
-            if errors:
-                node_errors[node_id] = {
-                    "errors": [
-                        {"type": t, "message": t.replace("_", " ").capitalize(), "details": d}
-                        for t, d in errors
-                    ],
-                    "dependent_outputs": outputs,
-                    "class_type": node["class_type"],
-                }
-        if node_errors:
-            error = {"type": "prompt_outputs_failed_validation"}
-            error |= {"message": "Prompt outputs failed validation", "details": ""}
-            return {"error": error, "node_errors": node_errors}
-        return None
-
     async def prompt(self, request: web.Request) -> web.Response:
         body = await request.json()
         workflow = body.get("prompt")
-        problem = self._validate(workflow)
+        problem = validate_prompt(workflow, self.uploads)
         if problem is not None:
             return web.json_response(problem, status=400)
         prompt_id = str(uuid.uuid4())
@@ -267,7 +211,7 @@ class FakeComfyUI:
             if node_id in done:
                 return
             for value in workflow[node_id]["inputs"].values():
-                if _is_link(value):
+                if is_link(value):
                     visit(str(value[0]))
             done.append(node_id)
 
@@ -291,7 +235,7 @@ class FakeComfyUI:
             node = workflow[node_id]
             await send("executing", {"node": node_id, "display_node": node_id})
             inputs = {
-                name: results[str(v[0])][v[1]] if _is_link(v) else v
+                name: results[str(v[0])][v[1]] if is_link(v) else v
                 for name, v in node["inputs"].items()
             }
             if "steps" in inputs and not await self._sample(prompt_id, node_id, inputs, send):

@@ -1,4 +1,5 @@
-"""The node types of the shipped ComfyUI templates, simulated with Pillow.
+"""The node types of the shipped ComfyUI templates, simulated with Pillow, and
+ComfyUI's prompt validation (``validate_prompt``) over them.
 
 Enough of each node's meaning survives to make tests meaningful: sizes and batch
 sizes are honoured, ``LoadImageMask`` on the alpha channel marks transparent pixels
@@ -37,6 +38,55 @@ MODEL_LISTS = {
     "clip_name": ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"],
     "vae_name": ["wan_2.1_vae.safetensors"],
 }
+
+
+def is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def validate_prompt(prompt: Any, uploads: dict[str, bytes]) -> dict[str, Any] | None:
+    """ComfyUI's ``validate_prompt``: the 400 body, or None when the prompt is valid."""
+    if not isinstance(prompt, dict):
+        return {"error": {"type": "invalid_prompt", "message": "Prompt is not a dict"}}
+    for node_id, node in prompt.items():
+        if node.get("class_type") not in NODES:
+            error = {
+                "type": "invalid_prompt",
+                "message": f"Cannot execute because node {node.get('class_type')} does not exist.",
+                "details": f"Node ID '#{node_id}'",
+                "extra_info": {},
+            }
+            return {"error": error, "node_errors": {}}
+    outputs = [n for n, node in prompt.items() if node["class_type"] in OUTPUT_NODES]
+    if not outputs:
+        error = {"type": "prompt_no_outputs", "message": "Prompt has no outputs"}
+        return {"error": {**error, "details": "", "extra_info": {}}, "node_errors": []}
+    node_errors: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        errors = []
+        for name, value in node["inputs"].items():
+            if is_link(value) and str(value[0]) not in prompt:
+                errors.append(("missing_node", f"{name}: node {value[0]} is missing"))
+            if name in MODEL_LISTS and value not in MODEL_LISTS[name]:
+                details = f"{name}: '{value}' not in {MODEL_LISTS[name]}"
+                errors.append(("value_not_in_list", details))
+        if node["class_type"] in IMAGE_LOADERS and node["inputs"]["image"] not in uploads:
+            details = f"image - Invalid image file: {node['inputs']['image']}"
+            errors.append(("custom_validation_failed", details))
+        if errors:
+            node_errors[node_id] = {
+                "errors": [
+                    {"type": t, "message": t.replace("_", " ").capitalize(), "details": d}
+                    for t, d in errors
+                ],
+                "dependent_outputs": outputs,
+                "class_type": node["class_type"],
+            }
+    if node_errors:
+        error = {"type": "prompt_outputs_failed_validation"}
+        error |= {"message": "Prompt outputs failed validation", "details": ""}
+        return {"error": error, "node_errors": node_errors}
+    return None
 
 
 @dataclass
@@ -127,21 +177,20 @@ def save_image(ctx: Context, images: list[Image.Image], filename_prefix: str, **
 
 
 def encode_mp4(frames: list[Image.Image], fps: float) -> bytes:
-    """A real H.264 MP4 via ffmpeg; without ffmpeg, a bare ``ftyp`` box (not playable)."""
+    """A real MP4 via ffmpeg (H.264, or MPEG-4 part 2 where libx264 is missing);
+    without ffmpeg, a bare ``ftyp`` box that is not playable."""
     if shutil.which("ffmpeg") is None:
         return b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+    frames_in = b"".join(_png(f.resize((f.width // 2 * 2, f.height // 2 * 2))) for f in frames)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "out.mp4"
-        frames_in = b"".join(_png(f.resize((f.width // 2 * 2, f.height // 2 * 2))) for f in frames)
-        command = ["ffmpeg", "-v", "error", "-y", "-f", "image2pipe", "-framerate", f"{fps:g}"]
-        command += ["-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(target)]
-        subprocess.run(
-            command,
-            input=frames_in,
-            check=True,
-            timeout=60,
-        )
-        return target.read_bytes()
+        for codec in ("libx264", "mpeg4"):
+            command = ["ffmpeg", "-v", "error", "-y", "-f", "image2pipe", "-framerate", f"{fps:g}"]
+            command += ["-i", "-", "-c:v", codec, "-pix_fmt", "yuv420p", str(target)]
+            done = subprocess.run(command, input=frames_in, capture_output=True, timeout=60)
+            if done.returncode == 0:
+                return target.read_bytes()
+        raise RuntimeError(f"ffmpeg failed: {done.stderr.decode(errors='replace')[-500:]}")
 
 
 def save_video(ctx: Context, video: dict[str, Any], filename_prefix: str, **_: Any) -> Saved:
