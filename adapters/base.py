@@ -31,6 +31,7 @@ from proxy.errors import UnsupportedCapability
 if TYPE_CHECKING:
     import httpx
 
+    from adapters.transport import JsonTransport
     from proxy.media.jobs import JobReporter
     from proxy.media.outputs import GeneratedImages, VideoOutput
     from proxy.media.uploads import FormEnvelope
@@ -117,7 +118,17 @@ class Resources:
 
     settings: Settings
     http: httpx.AsyncClient
+    """The shared client, for everything off the hot path."""
+    upstream: JsonTransport = None  # type: ignore[assignment]
+    """JSON requests to remote models (chat, completions, embeddings); by default the
+    shared client (tests fake it at httpx's transport layer)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.upstream is None:
+            from adapters.transport import HttpxTransport
+
+            self.upstream = HttpxTransport(self.http)
 
 
 class Adapter:

@@ -8,9 +8,10 @@ and writes the access-log line. It is plain ASGI because it runs on every reques
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,18 @@ def request_info(scope: Any) -> RequestInfo:
     return scope[SCOPE_KEY]  # type: ignore[no-any-return]
 
 
+_ID_PREFIX = secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique per process and across restarts (random prefix), cheaper than uuid4.
+
+    Request ids identify, they do not authorise: they need not be unpredictable.
+    """
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
+
+
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -56,7 +69,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        request_id = given.decode("latin-1")[:128] if given else uuid.uuid4().hex
+        request_id = given.decode("latin-1")[:128] if given else _new_request_id()
         info = RequestInfo(request_id=request_id, started=started)
         scope[SCOPE_KEY] = info
         status = 500
@@ -93,19 +106,19 @@ class RequestContextMiddleware:
     ) -> None:
         total = time.perf_counter() - info.started
         stats = info.stats
-        m = self.metrics
-        m.requests.labels(info.model, info.route, str(status)).inc()
-        m.duration.labels(info.model, info.route).observe(total)
-        m.overhead.labels(info.route).observe(overhead)
+        series = self.metrics.series(info.model, info.route)
+        series.count(status)
+        series.duration.observe(total)
+        series.overhead.observe(overhead)
         if stats.attempts:
-            m.upstream.labels(info.model, info.route).observe(stats.upstream_s)
+            series.upstream.observe(stats.upstream_s)
         ttft = None
         if info.stream and first_body_at is not None and status < 400:
             ttft = first_body_at - info.started
-            m.ttft.labels(info.model, info.route).observe(ttft)
+            series.ttft.observe(ttft)
         if stats.prompt_tokens or stats.completion_tokens:
-            m.prompt_tokens.labels(info.model).inc(stats.prompt_tokens)
-            m.completion_tokens.labels(info.model).inc(stats.completion_tokens)
+            series.prompt_tokens.inc(stats.prompt_tokens)
+            series.completion_tokens.inc(stats.completion_tokens)
         if scope["path"].startswith("/health") or scope["path"] == "/metrics":
             return
         extra: dict[str, Any] = {

@@ -1,9 +1,10 @@
-"""The one shared upstream HTTP client, owned by the app lifespan.
+"""The upstream HTTP clients, owned by the app lifespan.
 
-httpx is the API every adapter uses. Its default connection pool degrades under many
-concurrent connections; with ``transport: aiohttp`` (the default) requests go through
-aiohttp's pool via httpx-aiohttp, which bench/overhead.py measures several times
-faster at concurrency 64. ``transport: httpx`` keeps httpx's own pool.
+The shared ``httpx.AsyncClient`` serves everything off the hot path (forms, audio,
+ComfyUI, tools). httpx's own connection pool degrades under many concurrent
+connections, so with ``transport: aiohttp`` (the default) it runs on aiohttp's pool via
+httpx-aiohttp. The hot path (JSON chat/completions/embeddings) uses the transport from
+``build_json_transport``; see ``adapters.transport`` for why.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from adapters.transport import AiohttpTransport as NativeAiohttp
+from adapters.transport import HttpxTransport, JsonTransport
 from proxy.settings import HttpConfig
 
 
@@ -27,3 +30,11 @@ def build_http_client(config: HttpConfig) -> httpx.AsyncClient:
     else:
         transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+
+
+def build_json_transport(config: HttpConfig, client: httpx.AsyncClient) -> JsonTransport:
+    if config.transport == "aiohttp":
+        return NativeAiohttp(
+            max_connections=config.max_connections, keepalive_s=config.keepalive_expiry_s
+        )
+    return HttpxTransport(client)

@@ -20,7 +20,7 @@ from extensions.pipeline import ExtensionPipeline
 from extensions.rag import RagStore
 from extensions.services import make_context_window, make_embedder, make_token_counter
 from proxy.gateway import Gateway
-from proxy.http_client import build_http_client
+from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
 from proxy.metrics import Metrics
 from proxy.router import Deployment, Router
@@ -81,7 +81,9 @@ async def build_state(
 ) -> AppState:
     http = build_http_client(settings.http)
     stack.push_async_callback(http.aclose)
-    resources = Resources(settings=settings, http=http)
+    upstream = build_json_transport(settings.http, http)
+    stack.push_async_callback(upstream.aclose)
+    resources = Resources(settings=settings, http=http, upstream=upstream)
     media = MediaServices.create(settings, resources)
     router = await build_router(settings, resources, metrics, stack)
     stack.push_async_callback(_closing, "media", media.aclose)

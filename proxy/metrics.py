@@ -7,6 +7,8 @@ so clients cannot blow up the label space.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -95,6 +97,16 @@ class Metrics:
             registry=registry,
         )
 
+        self._series: dict[tuple[str, str], RequestSeries] = {}
+
+    def series(self, model: str, route: str) -> RequestSeries:
+        """The children for one (model, route), looked up once: ``labels()`` takes a lock
+        and builds a key on every call, which shows in the per-request profile."""
+        found = self._series.get((model, route))
+        if found is None:
+            found = self._series[(model, route)] = RequestSeries(self, model, route)
+        return found
+
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
         self.tool_duration.labels(tool).observe(seconds)
@@ -107,3 +119,37 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestSeries:
+    __slots__ = (
+        "_by_status",
+        "_metrics",
+        "_model",
+        "completion_tokens",
+        "duration",
+        "overhead",
+        "prompt_tokens",
+        "route",
+        "ttft",
+        "upstream",
+    )
+
+    def __init__(self, metrics: Metrics, model: str, route: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self.route = route
+        self._by_status: dict[int, Any] = {}
+        self.duration = metrics.duration.labels(model, route)
+        self.upstream = metrics.upstream.labels(model, route)
+        self.overhead = metrics.overhead.labels(route)
+        self.ttft = metrics.ttft.labels(model, route)
+        self.prompt_tokens = metrics.prompt_tokens.labels(model)
+        self.completion_tokens = metrics.completion_tokens.labels(model)
+
+    def count(self, status: int) -> None:
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._metrics.requests.labels(self._model, self.route, str(status))
+            self._by_status[status] = counter
+        counter.inc()

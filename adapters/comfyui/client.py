@@ -23,7 +23,7 @@ import aiohttp
 import httpx
 
 from adapters.comfyui.events import OutputFile, Tracker, history_outputs, history_state, rejected
-from adapters.openai.upstream import mapped_transport_errors
+from adapters.transport import mapped_transport_errors
 from proxy.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.media.store import MediaStore, StoredMedia
 

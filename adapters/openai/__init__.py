@@ -18,12 +18,8 @@ import msgspec
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
 from adapters.openai.audio import AudioPassthrough
 from adapters.openai.forms import post_form
-from adapters.openai.upstream import (
-    error_from_response,
-    mapped_transport_errors,
-    probe_usage,
-    sse_events,
-)
+from adapters.openai.upstream import error_from_response, probe_usage, sse_events
+from adapters.transport import Timeouts
 from proxy.media.uploads import FormEnvelope
 from proxy.schemas.base import Envelope
 
@@ -63,56 +59,47 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         self._headers = headers
         connect = config.connect_timeout_s or resources.settings.http.connect_timeout_s
         self._timeout = httpx.Timeout(config.timeout_s, connect=connect, pool=connect)
+        self._timeouts = Timeouts(connect=connect, read=config.timeout_s)
 
     @property
     def label(self) -> str:
         return f"{self.name}:{httpx.URL(self._base).host}/{self.cfg.upstream_model}"
 
-    def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
-        return self.resources.http.build_request(
-            "POST",
-            self._base + path,
-            content=_encode(body),
-            headers=self._headers,
-            timeout=self._timeout,
-        )
-
     async def _post(self, path: str, envelope: Envelope[Any], stats: CallStats) -> RawJSON:
-        request = self._request(path, envelope.upstream_body(self.cfg.upstream_model))
+        content = _encode(envelope.upstream_body(self.cfg.upstream_model))
         started = time.perf_counter()
         try:
-            with mapped_transport_errors(self.config.name):
-                response = await self.resources.http.send(request)
-                content = await response.aread()
+            status, headers, body = await self.resources.upstream.post(
+                self._base + path, content, self._headers, self._timeouts, self.config.name
+            )
         finally:
             stats.upstream_s += time.perf_counter() - started
-        if response.status_code >= 400:
-            raise error_from_response(response.status_code, content, response.headers)
-        probe_usage(content, stats)
-        return RawJSON(content)
+        if status >= 400:
+            raise error_from_response(status, body, headers)
+        probe_usage(body, stats)
+        return RawJSON(body)
 
     async def _stream(
         self, path: str, envelope: Envelope[Any], stats: CallStats
     ) -> AsyncIterator[bytes]:
-        body = envelope.upstream_body(self.cfg.upstream_model)
-        request = self._request(path, body)
+        content = _encode(envelope.upstream_body(self.cfg.upstream_model))
         started = time.perf_counter()
-        with mapped_transport_errors(self.config.name):
-            response = await self.resources.http.send(request, stream=True)
+        reply = await self.resources.upstream.stream(
+            self._base + path, content, self._headers, self._timeouts, self.config.name
+        )
+        complete = False
         try:
-            if response.status_code >= 400:
-                with mapped_transport_errors(self.config.name):
-                    content = await response.aread()
-                raise error_from_response(response.status_code, content, response.headers)
-            with mapped_transport_errors(self.config.name):
-                first = True
-                async for block in sse_events(response.aiter_bytes(), stats, self.config.name):
-                    if first:
-                        stats.upstream_s += time.perf_counter() - started
-                        first = False
-                    yield block
+            if reply.status >= 400:
+                raise error_from_response(reply.status, await reply.read(), reply.headers)
+            first = True
+            async for block in sse_events(reply.chunks(), stats, self.config.name):
+                if first:
+                    stats.upstream_s += time.perf_counter() - started
+                    first = False
+                yield block
+            complete = True
         finally:
-            await response.aclose()
+            await reply.release(complete=complete)
 
     async def chat(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
         return await self._post("/chat/completions", request, stats)
@@ -139,7 +126,7 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         return await self._post_form("/images/variations", request, stats)
 
     async def _post_form(self, path: str, form: FormEnvelope[Any], stats: CallStats) -> RawJSON:
-        return await post_form(
+        content, _ = await post_form(
             self.resources.http,
             self._base + path,
             form,
@@ -149,3 +136,4 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
             model=self.config.name,
             stats=stats,
         )
+        return RawJSON(content)

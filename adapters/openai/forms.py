@@ -1,28 +1,71 @@
-"""Multipart requests to an OpenAI-compatible upstream (image edits and variations).
+"""Multipart requests to an OpenAI-compatible upstream (image edits, variations, audio).
 
 The client's form is sent on with its text fields as they came (``model`` replaced)
 and its files in their order and under their field names (``image[]`` stays
-``image[]``). Uploaded files over 1 MiB were spooled to disk by the form parser, and
-httpx reads file objects in 64 KiB chunks while it sends, so a large upload is never
-held whole in memory; httpx rewinds each file first, so a retry on another
-deployment sends it again from the start.
+``image[]``). The body is encoded here rather than by httpx so that it can carry an
+exact ``Content-Length`` (some upstreams refuse chunked uploads) while the files,
+spooled to disk by the form parser above 1 MiB, are read in 1 MiB pieces in a worker
+thread: a large upload is never held whole in memory nor read on the event loop. Each
+call builds a fresh body from the start of the files, so a retry on another
+deployment sends everything again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from adapters.base import CallStats, RawJSON
-from adapters.openai.upstream import error_from_response, mapped_transport_errors
-from proxy.media.uploads import FormEnvelope
+from adapters.base import CallStats
+from adapters.openai.upstream import error_from_response
+from adapters.transport import mapped_transport_errors
+from proxy.media.uploads import FormEnvelope, Upload
+
+_READ_SIZE = 1024 * 1024
 
 
-def form_fields(form: FormEnvelope[Any], upstream_model: str) -> dict[str, Any]:
-    """The text fields to send: the client's, with the upstream's model id."""
-    return {**form.body, "model": upstream_model}
+def _quote(value: str) -> str:
+    """A multipart header parameter value, escaped as browsers and httpx do."""
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def multipart_body(
+    fields: dict[str, Any], files: list[Upload], boundary: str
+) -> tuple[int, AsyncIterator[bytes]]:
+    """The length and the streamed bytes of a multipart/form-data body."""
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'.encode()
+        + str(value).encode()
+        + b"\r\n"
+        for name, values in fields.items()
+        for value in (values if isinstance(values, list) else [values])
+    )
+    file_heads = [
+        (
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="{_quote(file.field)}"; filename="{_quote(file.filename)}"\r\n'
+            f"Content-Type: {file.content_type or 'application/octet-stream'}\r\n\r\n"
+        ).encode()
+        for file in files
+    ]
+    tail = f"--{boundary}--\r\n".encode()
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield head
+        for file, file_head in zip(files, file_heads, strict=True):
+            yield file_head
+            await asyncio.to_thread(file.file.seek, 0)
+            while chunk := await asyncio.to_thread(file.file.read, _READ_SIZE):
+                yield chunk
+            yield b"\r\n"
+        yield tail
+
+    length = len(head) + sum(len(h) + f.size + 2 for h, f in zip(file_heads, files, strict=True))
+    return length + len(tail), stream()
 
 
 async def post_form(
@@ -35,18 +78,14 @@ async def post_form(
     timeouts: httpx.Timeout,
     model: str,
     stats: CallStats,
-) -> RawJSON:
-    """POST ``form`` as multipart to ``url``; the upstream's JSON answer, or its error."""
-    files = [(u.field, (u.filename, u.file, u.content_type)) for u in form.files]
+) -> tuple[bytes, str]:
+    """POST ``form`` as multipart to ``url``; the upstream's answer and its media type."""
+    boundary = secrets.token_hex(16)
+    length, body = multipart_body({**form.body, "model": upstream_model}, form.files, boundary)
     sent_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    request = http.build_request(
-        "POST",
-        url,
-        data=form_fields(form, upstream_model),
-        files=files,
-        headers=sent_headers,
-        timeout=timeouts,
-    )
+    sent_headers["content-type"] = f"multipart/form-data; boundary={boundary}"
+    sent_headers["content-length"] = str(length)
+    request = http.build_request("POST", url, content=body, headers=sent_headers, timeout=timeouts)
     started = time.perf_counter()
     try:
         with mapped_transport_errors(model):
@@ -56,4 +95,4 @@ async def post_form(
         stats.upstream_s += time.perf_counter() - started
     if response.status_code >= 400:
         raise error_from_response(response.status_code, content, response.headers)
-    return RawJSON(content)
+    return content, response.headers.get("content-type", "application/json")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
-import aiohttp
 import httpx
 import msgspec
 
@@ -21,8 +19,6 @@ from proxy.errors import (
     SwitchyardError,
     UpstreamError,
     UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from proxy.schemas.chat import UsageProbe
 
@@ -91,34 +87,6 @@ def error_from_response(status: int, content: bytes, headers: httpx.Headers) -> 
     return UpstreamRejected(status, message, type=etype, param=param, code=code)
 
 
-def _is_timeout(exc: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp reports every aiohttp connection error (refused, reset) as
-    ``ConnectTimeout``; the aiohttp exception it wraps says what really happened."""
-    cause = exc.__cause__
-    return not isinstance(cause, aiohttp.ClientError) or isinstance(cause, TimeoutError)
-
-
-@contextmanager
-def mapped_transport_errors(model: str) -> Iterator[None]:
-    """Translate httpx's transport exceptions into the gateway's typed errors.
-
-    Messages name the model, not the upstream's address: clients need not learn the
-    deployment's internal hosts (the access log names the deployment).
-    """
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        if _is_timeout(exc):
-            raise UpstreamTimeout(f"The upstream for '{model}' timed out.") from None
-        raise UpstreamUnavailable(
-            f"The upstream for '{model}' is unreachable ({type(exc.__cause__).__name__})."
-        ) from None
-    except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(
-            f"The upstream for '{model}' is unreachable ({type(exc).__name__})."
-        ) from None
-
-
 def probe_usage(content: bytes, stats: CallStats) -> None:
     """Read ``usage`` from an encoded body or chunk without decoding anything else."""
     try:
@@ -132,38 +100,47 @@ def probe_usage(content: bytes, stats: CallStats) -> None:
 _DONE = b"[DONE]"
 
 
-def _check_events(block: bytes, stats: CallStats, model: str) -> tuple[bytes, bool]:
-    """Validate the complete SSE events in ``block``; return what to forward and whether done.
+def _check_data(payload: bytes, stats: CallStats, model: str) -> None:
+    """Reject a ``data:`` payload that is not JSON, and note the usage it may carry.
 
-    Each ``data:`` payload is parsed (into a Struct that only reads ``usage``) to reject
-    malformed JSON, but the bytes forwarded are the upstream's own.
+    Decoding into ``UsageProbe`` parses the JSON (so malformed data is caught) but
+    builds nothing except ``usage``; the bytes forwarded stay the upstream's own.
     """
-    forward_until = len(block)
+    try:
+        probe = _decode_usage(payload)
+    except msgspec.MsgspecError:
+        raise UpstreamError(
+            f"The upstream for '{model}' sent malformed SSE data: {payload[:80]!r}"
+        ) from None
+    if probe.usage is not None:
+        stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
+
+
+def _check_events(block: bytes, stats: CallStats, model: str) -> tuple[bytes, bool]:
+    """Validate the complete SSE events in ``block``; return what to forward and whether done."""
     position = 0
-    while position < len(block):
-        end = block.find(b"\n\n", position)
-        event = block[position:end]
+    for event in block.split(b"\n\n"):
+        start, position = position, position + len(event) + 2
+        if event.startswith(b"data: ") and b"\n" not in event:
+            # The common case: one event, one data line.
+            payload = event[6:]
+            if payload == _DONE:
+                return block[:start], True
+            _check_data(payload, stats, model)
+            continue
         for line in event.split(b"\n"):
             if not line or line.startswith(b":"):
                 continue
             field, _, value = line.partition(b":")
+            if field in (b"event", b"id", b"retry"):
+                continue
             if field != b"data":
-                if field in (b"event", b"id", b"retry"):
-                    continue
                 raise UpstreamError(f"The upstream for '{model}' sent malformed SSE: {line[:80]!r}")
             payload = value.strip()
             if payload == _DONE:
-                return block[:position], True
-            try:
-                probe = _decode_usage(payload)
-            except msgspec.MsgspecError:
-                raise UpstreamError(
-                    f"The upstream for '{model}' sent malformed SSE data: {payload[:80]!r}"
-                ) from None
-            if probe.usage is not None:
-                stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
-        position = end + 2
-    return block[:forward_until], False
+                return block[:start], True
+            _check_data(payload, stats, model)
+    return block, False
 
 
 async def sse_events(

@@ -17,13 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-import msgspec
 from litestar import Request
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 
 from proxy.errors import InvalidRequest, PayloadTooLarge
-from proxy.schemas.base import Envelope, WireRequest, _param_of
+from proxy.schemas.base import Envelope, WireRequest, validated
 
 T = TypeVar("T", bound=WireRequest)
 
@@ -76,22 +75,46 @@ def _size_of(file: IO[bytes]) -> int:
 
 
 def convert_form(
-    body: dict[str, Any], request_type: type[T], files: list[Upload]
+    body: dict[str, Any],
+    request_type: type[T],
+    files: list[Upload],
+    array_fields: frozenset[str] = frozenset(),
 ) -> FormEnvelope[T]:
-    """Validate text fields that arrived as strings (``"2"`` is accepted for an int)."""
-    try:
-        params = msgspec.convert(body, request_type, strict=False)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(exc)) from None
-    return FormEnvelope(params, body, files)
+    """Validate text fields that arrived as strings (``"2"`` is accepted for an int).
+
+    ``body`` stays as sent (what an upstream expects); the validated view reads array
+    fields under their plain name whether they came as ``name[]`` (as the SDKs send them)
+    or as a repeated or single ``name`` (as curl users often do).
+    """
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        name = key.removesuffix("[]")
+        if key.endswith("[]") or name in array_fields:
+            values[name] = value if isinstance(value, list) else [value]
+        else:
+            values[name] = value
+    return FormEnvelope(validated(values, request_type, strict=False), body, files)
 
 
-async def read_form(request: Request[Any, Any, Any], request_type: type[T]) -> FormEnvelope[T]:
-    """Parse a ``multipart/form-data`` body into a validated ``FormEnvelope``."""
+async def read_form(
+    request: Request[Any, Any, Any],
+    request_type: type[T],
+    *,
+    array_fields: frozenset[str] = frozenset(),
+    expect: str = "",
+) -> FormEnvelope[T]:
+    """Parse a ``multipart/form-data`` body into a validated ``FormEnvelope``.
+
+    ``expect`` names the file field the endpoint needs, for the message (and ``param``)
+    of the error a non-multipart request gets.
+    """
     media_type = request.content_type[0]
     if media_type != RequestEncodingType.MULTI_PART:
+        wanted = f" with a '{expect}' file" if expect else ""
         raise InvalidRequest(
-            f"This endpoint takes multipart/form-data, not '{media_type or 'no content type'}'."
+            f"This endpoint takes multipart/form-data{wanted}, "
+            f"not '{media_type or 'no content type'}'.",
+            param=expect or None,
         )
     form = await request.form()
     body: dict[str, Any] = {}
@@ -105,7 +128,7 @@ async def read_form(request: Request[Any, Any, Any], request_type: type[T]) -> F
             body[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             body[name] = value
-    return convert_form(body, request_type, files)
+    return convert_form(body, request_type, files, array_fields)
 
 
 def decode_data_url(url: str, field: str, *, max_bytes: int) -> Upload:

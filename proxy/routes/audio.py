@@ -10,22 +10,18 @@ chunk as the adapter produces it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-import msgspec
 from litestar import Request, Response, Router, post
-from litestar.datastructures import UploadFile
-from litestar.enums import RequestEncodingType
 from litestar.response import Stream
 
 from adapters.base import Adapter, Capability, RawJSON
 from proxy.context import request_info
 from proxy.errors import InvalidRequest, SwitchyardError
 from proxy.gateway import json_response
-from proxy.media.uploads import FormEnvelope, Upload
+from proxy.media.uploads import FormEnvelope, read_form
 from proxy.schemas.audio import (
     SPEECH_MEDIA_TYPES,
     RawBody,
@@ -35,7 +31,7 @@ from proxy.schemas.audio import (
     TranslationRequest,
     VerboseTranscription,
 )
-from proxy.schemas.base import WireRequest, _param_of, decode_request
+from proxy.schemas.base import WireRequest, decode_request
 from proxy.state import AppState
 
 log = logging.getLogger("switchyard.audio")
@@ -49,49 +45,15 @@ _ARRAY_FIELDS = frozenset({"timestamp_granularities", "include"})
 async def read_upload(request: Request[Any, Any, Any], request_type: type[T]) -> FormEnvelope[T]:
     """Parse a multipart audio request: the ``file`` upload and the text fields.
 
-    ``body`` keeps the fields as sent (``timestamp_granularities[]``, repeated -> list),
-    which is what an upstream expects; ``params`` is validated from the same fields with
-    array names normalised (the SDKs send ``name[]``, curl users often plain ``name``).
     Litestar closes the spooled files when the handler returns.
     """
-    media_type, _ = request.content_type
-    if media_type != RequestEncodingType.MULTI_PART:
-        raise InvalidRequest(
-            "Send the audio as multipart/form-data with a 'file' field "
-            f"(got content type '{media_type or 'none'}').",
-            param="file",
-        )
-    form = await request.form()
-    upload: Upload | None = None
-    body: dict[str, Any] = {}
-    values: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key == "file" and upload is None:
-                file: IO[bytes] = value.file  # type: ignore[assignment]
-                size = file.seek(0, os.SEEK_END)
-                file.seek(0)
-                upload = Upload(key, value.filename or "audio", value.content_type, file, size)
-            continue
-        previous = body.get(key)
-        body[key] = value if previous is None else [*_listed(previous), value]
-        name = key.removesuffix("[]")
-        if key.endswith("[]") or name in _ARRAY_FIELDS:
-            values.setdefault(name, []).append(value)
-        else:
-            values[name] = value
+    form = await read_form(request, request_type, array_fields=_ARRAY_FIELDS, expect="file")
+    upload = form.upload("file")
     if upload is None:
-        problem = "must be a file upload" if "file" in values else "is required"
+        problem = "must be a file upload" if "file" in form.body else "is required"
         raise InvalidRequest(f"The 'file' field {problem} (the audio file).", param="file")
-    try:
-        params = msgspec.convert(values, request_type, strict=False)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(exc)) from None
-    return FormEnvelope(params, body, [upload])
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+    form.files = [upload]
+    return form
 
 
 def _timestamp(seconds: float, separator: str) -> str:

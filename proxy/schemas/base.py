@@ -41,7 +41,8 @@ _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-def _param_of(error: msgspec.ValidationError) -> str | None:
+def param_of(error: msgspec.ValidationError) -> str | None:
+    """The request field a msgspec validation error is about (``messages[0].role``)."""
     text = str(error)
     missing = _MISSING.search(text)
     path = _PATH.search(text)
@@ -101,10 +102,16 @@ def decode_request(raw: bytes, request_type: type[T]) -> Envelope[T]:
     return convert_request(body, request_type)
 
 
-def convert_request(body: dict[str, Any], request_type: type[T]) -> Envelope[T]:
+def validated(body: dict[str, Any], request_type: type[T], *, strict: bool = True) -> T:
+    """``body`` as ``request_type``, or ``InvalidRequest`` naming the offending field.
+
+    ``strict=False`` accepts strings for numbers and booleans, as multipart forms send them.
+    """
     try:
-        params = msgspec.convert(body, request_type, str_keys=True)
+        return msgspec.convert(body, request_type, strict=strict, str_keys=True)
     except msgspec.ValidationError as exc:
-        param = _param_of(exc)
-        raise InvalidRequest(f"Invalid request: {exc}", param=param) from None
-    return Envelope(params, body)
+        raise InvalidRequest(f"Invalid request: {exc}", param=param_of(exc)) from None
+
+
+def convert_request(body: dict[str, Any], request_type: type[T]) -> Envelope[T]:
+    return Envelope(validated(body, request_type), body)

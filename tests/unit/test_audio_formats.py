@@ -10,7 +10,7 @@ import pytest
 from multipart import MultipartParser
 
 from adapters.base import RawJSON
-from adapters.openai.audio import multipart_body
+from adapters.openai.forms import multipart_body
 from proxy.media.uploads import Upload
 from proxy.routes.audio import render_srt, render_transcription, render_vtt
 from proxy.schemas.audio import (
@@ -103,7 +103,7 @@ async def test_multipart_body_is_well_formed_and_its_length_exact() -> None:
     upload = Upload.from_bytes("file", 'tricky "name".mp3', "audio/mpeg", audio)
     fields = {"model": "upstream", "timestamp_granularities[]": ["word", "segment"], "x": "é"}
 
-    length, stream = multipart_body(fields, upload, "BOUNDARY123")
+    length, stream = multipart_body(fields, [upload], "BOUNDARY123")
     body = b"".join([chunk async for chunk in stream])
 
     assert len(body) == length

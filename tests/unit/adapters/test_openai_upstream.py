@@ -14,11 +14,11 @@ import pytest
 from adapters.base import CallStats
 from adapters.openai.upstream import (
     error_from_response,
-    mapped_transport_errors,
     probe_usage,
     retry_after_seconds,
     sse_events,
 )
+from adapters.transport import mapped_transport_errors
 from proxy.errors import (
     RateLimited,
     UpstreamError,
