@@ -18,6 +18,7 @@ from adapters.base import Adapter, CallStats, Capability, RawJSON
 from extensions.activation import KEYS
 from extensions.base import ChatCall, Extension
 from proxy.errors import InvalidRequest
+from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import UNSET
 from proxy.streaming import sse_response
@@ -156,9 +157,7 @@ class ExtensionPipeline:
             return sse_response(_iterate(chunks_of(response, include_usage)), call.response_headers)
         if call.sources:
             response["switchyard"] = {"sources": call.sources}
-        return Response(
-            content=_encode(response), media_type="application/json", headers=call.response_headers
-        )
+        return BytesResponse(_encode(response), headers=call.response_headers)
 
     async def _complete(self, call: ChatCall, stats: CallStats) -> dict[str, Any]:
         """One non-streaming model call (a streaming request is asked for whole here)."""

@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> Any:
     metrics = Metrics()
     keys = KeyChecker(settings.server.api_keys)
 
+    guards = [keys.guard] if keys.enabled else []
     extension_classes = registered_extensions()
     extension_routes = [h for cls in extension_classes.values() for h in cls.routes()]
 
@@ -81,12 +82,12 @@ def create_app(settings: Settings) -> Any:
 
     app = Litestar(
         route_handlers=[
-            openai_router([keys.guard], extension_routes),
-            audio_router([keys.guard]),
-            images_router([keys.guard]),
-            videos_router([keys.guard]),
+            openai_router(guards, extension_routes),
+            audio_router(guards),
+            images_router(guards),
+            videos_router(guards),
             media_router(),
-            rag_router([keys.guard], max_upload_mb=settings.rag.max_upload_mb),
+            rag_router(guards, max_upload_mb=settings.rag.max_upload_mb),
             *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
         ],
         lifespan=[lifespan],

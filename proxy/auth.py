@@ -18,15 +18,11 @@ from litestar.handlers import BaseRouteHandler
 
 from proxy.context import request_info
 from proxy.errors import AuthenticationFailed
+from proxy.keys import key_id, presented_key
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-def key_id(key: str) -> str:
-    """A stable, non-reversible identifier for a key (for scoping data to it)."""
-    return hashlib.sha256(b"switchyard-key:" + key.encode("utf-8")).hexdigest()[:16]
 
 
 class KeyChecker:
@@ -36,16 +32,6 @@ class KeyChecker:
     @property
     def enabled(self) -> bool:
         return bool(self._digests)
-
-    @staticmethod
-    def presented_key(headers: Any) -> str | None:
-        authorization = headers.get("authorization")
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-        api_key = headers.get("api-key")
-        return api_key.strip() if api_key else None
 
     def verify(self, presented: str | None) -> bool:
         if presented is None:
@@ -64,12 +50,9 @@ class KeyChecker:
         ``async`` on purpose: Litestar runs a synchronous guard in a worker thread, which
         cost more than the check itself (measured with bench/overhead.py).
         """
-        presented = self.presented_key(connection.headers)
-        if not self.enabled:
-            request_info(connection.scope).key_id = key_id(presented) if presented else None
-            return
+        presented = presented_key(connection.headers.get)
         if presented is None:
             raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer <key>'.")
         if not self.verify(presented):
             raise AuthenticationFailed("Incorrect API key provided.")
-        request_info(connection.scope).key_id = key_id(presented)
+        request_info(connection.scope).verified_key_id = key_id(presented)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import CallStats
+from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 
 SCOPE_KEY = "switchyard.request"
@@ -29,9 +30,31 @@ class RequestInfo:
     route: str = "other"
     model: str = "unknown"
     stream: bool = False
-    key_id: str | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    verified_key_id: str | None = None
+    """Set by the auth guard once the key is checked."""
     prompt: str | None = None
     stats: CallStats = field(default_factory=CallStats)
+
+
+    @property
+    def key_id(self) -> str | None:
+        """Who is calling: the checked key, or (with auth off) whatever key was sent.
+
+        Without configured keys nothing is verified, but data scoped by key (sessions,
+        video jobs) still keeps clients that send different keys apart.
+        """
+        if self.verified_key_id is not None:
+            return self.verified_key_id
+        presented = presented_key(self._header)
+        return key_id(presented) if presented else None
+
+    def _header(self, name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
 
 
 def request_info(scope: Any) -> RequestInfo:
@@ -70,7 +93,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
         request_id = given.decode("latin-1")[:128] if given else _new_request_id()
-        info = RequestInfo(request_id=request_id, started=started)
+        info = RequestInfo(request_id=request_id, started=started, headers=scope["headers"])
         scope[SCOPE_KEY] = info
         status = 500
         overhead = 0.0

@@ -19,6 +19,7 @@ from extensions.activation import read_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
+from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
@@ -51,7 +52,7 @@ TOKENS_COUNT = Endpoint("tokens_count", TokenizeRequest, Capability.TOKENIZE, "c
 
 def json_response(result: Any, status_code: int = 200) -> Response[bytes]:
     content = result.content if isinstance(result, RawJSON) else _encode(result)
-    return Response(content=content, media_type="application/json", status_code=status_code)
+    return BytesResponse(content, status_code=status_code)
 
 
 def _prompt_text(body: dict[str, Any]) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 from litestar import Response
-from litestar.response import Stream
 
 from proxy.errors import SwitchyardError, UpstreamError, sse_error_frame
+from proxy.responses import EventStreamResponse
 
 log = logging.getLogger("switchyard.streaming")
 
@@ -49,8 +49,6 @@ async def sse_bytes(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 
 
 def sse_response(items: AsyncIterator[Any], headers: dict[str, str] | None = None) -> Response[Any]:
-    return Stream(
-        sse_bytes(items),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **headers} if headers else SSE_HEADERS,
+    return EventStreamResponse(
+        sse_bytes(items), {**SSE_HEADERS, **headers} if headers else SSE_HEADERS
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.auth import KeyChecker, key_id
+from proxy.auth import KeyChecker
+from proxy.keys import key_id, presented_key
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ from proxy.auth import KeyChecker, key_id
     ],
 )
 def test_presented_key(headers: dict[str, str], expected: str | None) -> None:
-    assert KeyChecker.presented_key(headers) == expected
+    assert presented_key(headers.get) == expected
 
 
 def test_verify_accepts_any_configured_key_and_nothing_else() -> None:

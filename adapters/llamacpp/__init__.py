@@ -1,0 +1,137 @@
+"""In-process GGUF models on llama.cpp (llama-cpp-python): chat, completions, embeddings.
+
+One adapter instance per ``models:`` entry. The heavy state lives elsewhere:
+``models.ModelManager`` (shared by all entries of an app) loads, evicts and unloads;
+each loaded model has one worker thread and one FIFO queue (``scheduler``); the
+request types are in ``chat``, ``completions``, ``embeddings`` and ``tokenizer``.
+An entry with ``embedding: true`` serves embeddings only; others serve chat and
+completions. Both serve the tokenizer endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, Resources
+from adapters.llamacpp import chat as chat_api
+from adapters.llamacpp import completions as completions_api
+from adapters.llamacpp import embeddings as embeddings_api
+from adapters.llamacpp import tokenizer as tokenizer_api
+from adapters.llamacpp.config import LlamaCppConfig, ModelFileError, load_spec, resolve_model_path
+from adapters.llamacpp.models import ModelLoadFailed, ModelManager, ModelSlot
+from proxy.schemas.base import Envelope
+
+log = logging.getLogger("switchyard.llamacpp")
+
+MANAGER_KEY = "llamacpp.models"
+
+_GENERATE = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE})
+_EMBED = frozenset({Capability.EMBEDDINGS, Capability.TOKENIZE})
+
+
+def _manager(resources: Resources) -> ModelManager:
+    manager = resources.extra.get(MANAGER_KEY)
+    if manager is None:
+        local = getattr(resources.settings, "local", None)
+        manager = ModelManager(
+            getattr(local, "max_loaded_models", None), getattr(local, "memory_budget_mb", None)
+        )
+        resources.extra[MANAGER_KEY] = manager
+    return manager  # type: ignore[no-any-return]
+
+
+class LlamaCppAdapter(Adapter):
+    name = "llamacpp"
+    Config = LlamaCppConfig
+    capabilities = _GENERATE | _EMBED
+
+    def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
+        super().__init__(config, resources)
+        assert isinstance(config, LlamaCppConfig)
+        self.cfg = config
+        self.capabilities = _EMBED if config.embedding else _GENERATE  # type: ignore[misc]
+        self.manager = _manager(resources)
+        self.file_error: str | None = None
+        try:
+            path = resolve_model_path(config)
+        except ModelFileError as exc:
+            self.file_error = str(exc)
+            path = Path(config.path or f"<{config.package}>")
+        self.slot: ModelSlot = self.manager.slot(load_spec(config, path), config.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.config.name}"
+
+    @property
+    def context_window(self) -> int | None:
+        return self.cfg.n_ctx
+
+    async def count_text_tokens(self, text: str) -> int | None:
+        if self.file_error is not None:
+            return None
+        try:
+            return await tokenizer_api.count_text(self, text)
+        except ModelLoadFailed:
+            return None
+
+    async def start(self) -> None:
+        await self.manager.start()
+        if self.file_error is not None:
+            log.error("model %s cannot load: %s", self.config.name, self.file_error)
+            return
+        try:
+            await asyncio.to_thread(self.slot.inspect)
+        except ModelFileError as exc:
+            log.error("model %s cannot load: %s", self.config.name, exc)
+            return
+        if self.cfg.preload:
+            with contextlib.suppress(ModelLoadFailed):  # recorded; /health/ready reports it
+                await self.manager.preload(self.slot)
+
+    async def aclose(self) -> None:
+        await self.manager.aclose()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.file_error is not None:
+            return False, self.file_error
+        return self.slot.readiness()
+
+    def check_file(self) -> None:
+        if self.file_error is not None:
+            raise ModelLoadFailed(f"Model '{self.config.name}' cannot load: {self.file_error}")
+
+    async def chat(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await chat_api.chat(self, request, stats)
+
+    def chat_stream(self, request: Envelope[Any], stats: CallStats) -> AsyncIterator[Any]:
+        return chat_api.chat_stream(self, request, stats)
+
+    async def complete(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await completions_api.complete(self, request, stats)
+
+    def complete_stream(self, request: Envelope[Any], stats: CallStats) -> AsyncIterator[Any]:
+        return completions_api.complete_stream(self, request, stats)
+
+    async def embed(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await embeddings_api.embed(self, request, stats)
+
+    async def tokenize(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await tokenizer_api.tokenize(self, request)
+
+    async def detokenize(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await tokenizer_api.detokenize(self, request)
+
+    async def count_tokens(self, request: Envelope[Any], stats: CallStats) -> Any:
+        self.check_file()
+        return await tokenizer_api.count_tokens(self, request)

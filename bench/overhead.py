@@ -1,0 +1,592 @@
+"""Gateway overhead: a mock upstream driven directly and through Switchyard, in one run.
+
+Starts bench/mock_upstream.py and one ``switchyard serve`` process per HTTP client
+engine (``http.transport``), each in its own process on a free 127.0.0.1 port, then
+drives them with ``wrk`` (bench/wrk/chat.lua) at each concurrency, for non-streaming
+and streaming (20-chunk) chat completions. Every scenario gets a warm-up run first,
+and for each (mode, concurrency) the direct run and the proxied runs follow one
+another, so drift on a shared machine touches them alike.
+
+Prints one table: requests/s, p50/p99 latency, the p50/p99 added by the gateway
+(proxied minus direct, same mode and concurrency), the gateway's CPU time per request
+(user+sys from /proc/<pid>/stat over the measured run, divided by requests served),
+the CPU use of gateway, mock and wrk, and the gateway's resident memory (VmRSS) idle
+after startup and at most during the concurrency-64 runs. Then the targets from the
+issue, PASS/MISS; nothing is asserted.
+
+    .venv/bin/python bench/overhead.py                 # both engines, ~3 minutes
+    .venv/bin/python bench/overhead.py --transport aiohttp --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LUA = BENCH / "wrk" / "chat.lua"
+MODEL = "bench"
+CHUNKS = 20
+TICK = os.sysconf("SC_CLK_TCK")
+
+# Targets from the issue (2-core machine, wrk and mock upstream on the same machine).
+TARGET_ADDED_P50_MS = 0.5
+TARGET_RPS = {"chat": 2500.0, "stream": 2000.0}
+TARGET_RSS_IDLE_MB = 100.0
+
+
+# ---------------------------------------------------------------- process helpers
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) in MiB."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RssSampler:
+    """Polls VmRSS of some processes in a thread; keeps the maximum of each."""
+
+    def __init__(self, pids: list[int], interval: float = 0.05) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak: dict[int, float] = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self.pids:
+                with suppress(OSError):
+                    self.peak[pid] = max(self.peak[pid], rss_mb(pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- the two servers
+
+
+def start_mock(stack: ExitStack) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", "0", "--chunks", str(CHUNKS)],
+        stdout=subprocess.PIPE,
+    )
+    stack.callback(stop_process, proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    if len(line) != 2 or line[0] != "READY":
+        raise SystemExit(f"mock upstream did not start: {line}")
+    return proc, int(line[1])
+
+
+@dataclass
+class Gateway:
+    transport: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    rss_idle_mb: float = 0.0
+    rss_peak_mb: float | None = None
+    rss_after_mb: float = 0.0
+
+
+def switchyard_command() -> list[str]:
+    exe = Path(sys.executable).parent / "switchyard"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("switchyard")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "proxy.cli"]
+
+
+def start_gateway(
+    stack: ExitStack, workdir: Path, transport: str, upstream_port: int, log_level: str
+) -> Gateway:
+    port = free_port()
+    config = workdir / f"switchyard-{transport}.yaml"
+    config.write_text(
+        "server:\n"
+        "  host: 127.0.0.1\n"
+        f"  port: {port}\n"
+        f"  data_dir: {workdir / 'data'}\n"
+        "http:\n"
+        f"  transport: {transport}\n"
+        "models:\n"
+        f"  - name: {MODEL}\n"
+        "    adapter: openai\n"
+        "    model: mock-model\n"
+        f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
+        "    api_key: sk-mock\n",
+        encoding="utf-8",
+    )
+    log = workdir / f"switchyard-{transport}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*switchyard_command(), "serve", "--config", str(config), "--log-level", log_level],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+    stack.callback(stop_process, proc)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"gateway ({transport}) exited:\n{log.read_text()[-3000:]}")
+        try:
+            status, _, _ = http_request(port, "GET", "/health")
+            if status == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gateway ({transport}) not ready after 60 s")
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the lifespan settle before reading idle memory
+    return Gateway(transport, proc, port, log, rss_idle_mb=rss_mb(proc.pid))
+
+
+def http_request(
+    port: int, method: str, path: str, body: dict[str, object] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"content-type": "application/json"} if payload else {}
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def check_answers(port: int, label: str) -> None:
+    """Fail loudly unless the target answers both request kinds correctly."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
+    status, _, content = http_request(port, "POST", "/v1/chat/completions", body)
+    if status != 200 or not json.loads(content).get("choices"):
+        raise SystemExit(f"{label}: bad non-streaming answer {status}: {content[:300]!r}")
+    status, headers, content = http_request(
+        port, "POST", "/v1/chat/completions", {**body, "stream": True}
+    )
+    events = [e for e in content.split(b"\n\n") if e.strip()]
+    data = [e.removeprefix(b"data: ") for e in events]
+    chunks = [json.loads(d) for d in data[:-1]]
+    content_chunks = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    if (
+        status != 200
+        or not headers.get("content-type", "").startswith("text/event-stream")
+        or data[-1:] != [b"[DONE]"]
+        or len(content_chunks) != CHUNKS
+    ):
+        raise SystemExit(f"{label}: bad stream {status} {headers}: {content[:300]!r}")
+
+
+# ---------------------------------------------------------------- wrk
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    wrk_cpu_s: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+def run_wrk(port: int, mode: str, connections: int, seconds: float, threads: int) -> Run:
+    threads = max(1, min(threads, connections))
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        "--",
+        MODEL,
+        *(["stream"] if mode == "stream" else []),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate()
+    # communicate() reaped the child; its CPU is in our RUSAGE_CHILDREN, measured by caller.
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed ({proc.returncode}): {err.decode()[-2000:]}")
+    line = next(
+        (ln for ln in out.decode().splitlines() if ln.startswith("BENCH_JSON ")),
+        None,
+    )
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{out.decode()[-2000:]}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    return Run(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors={k: v for k, v in data["errors"].items() if v},
+        wrk_cpu_s=0.0,
+    )
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Row:
+    mode: str
+    connections: int
+    target: str  # "direct" or the transport name
+    run: Run
+    gw_cpu_s: float | None = None
+    mock_cpu_s: float = 0.0
+    wall_s: float = 0.0
+    rss_peak_mb: float | None = None
+    base: Row | None = None
+
+    @property
+    def label(self) -> str:
+        kind = "chat" if self.mode == "chat" else f"stream{CHUNKS}"
+        via = "direct" if self.target == "direct" else f"via gw/{self.target}"
+        return f"{kind} c={self.connections} {via}"
+
+
+def measure(
+    mode: str,
+    connections: int,
+    target: str,
+    port: int,
+    mock_pid: int,
+    gateway: Gateway | None,
+    args: argparse.Namespace,
+) -> Row:
+    run_wrk(port, mode, connections, args.warmup, args.threads)
+    gw_pid = gateway.proc.pid if gateway else None
+    watched = [gw_pid] if gw_pid else []
+    profiler = None
+    if args.profile and gateway is not None and connections > 1:
+        name = f"{mode}-c{connections}-{target}"
+        profiler = subprocess.Popen(
+            [
+                args.py_spy,
+                "record",
+                "--pid",
+                str(gw_pid),
+                "--duration",
+                str(max(1, round(args.duration))),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(Path(args.profile) / f"{name}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    mock0 = cpu_seconds(mock_pid)
+    gw0 = cpu_seconds(gw_pid) if gw_pid else 0.0
+    wrk0 = children_cpu()
+    started = time.perf_counter()
+    with RssSampler(watched) as sampler:
+        run = run_wrk(port, mode, connections, args.duration, args.threads)
+    wall = time.perf_counter() - started
+    run.wrk_cpu_s = children_cpu() - wrk0
+    row = Row(mode, connections, target, run, wall_s=wall)
+    row.mock_cpu_s = cpu_seconds(mock_pid) - mock0
+    if gw_pid:
+        row.gw_cpu_s = cpu_seconds(gw_pid) - gw0
+        row.rss_peak_mb = sampler.peak[gw_pid]
+    if profiler is not None:
+        profiler.wait()
+    return row
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[Row], gateways: list[Gateway], out: list[str]) -> None:
+    header = (
+        f"{'scenario':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
+        f"{'+p99 ms':>8} {'gw CPU/req':>11} {'gw CPU':>7} {'mock CPU':>8} {'wrk CPU':>8} "
+        f"{'errors':>7}"
+    )
+    out.append(header)
+    out.append("-" * len(header))
+    for row in rows:
+        r = row.run
+        added50 = r.p50_ms - row.base.run.p50_ms if row.base else None
+        added99 = r.p99_ms - row.base.run.p99_ms if row.base else None
+        per_req = row.gw_cpu_s / r.requests * 1e6 if row.gw_cpu_s is not None else None
+        gw_pct = row.gw_cpu_s / row.wall_s * 100 if row.gw_cpu_s is not None else None
+        out.append(
+            f"{row.label:<32} {r.rps:>9,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+            f"{fmt(added50, '+8.3f'):>8} {fmt(added99, '+8.3f'):>8} "
+            f"{fmt(per_req, '8.0f') + ' us' if per_req is not None else '-':>11} "
+            f"{fmt(gw_pct, '6.0f') + '%' if gw_pct is not None else '-':>7} "
+            f"{row.mock_cpu_s / row.wall_s * 100:>7.0f}% "
+            f"{r.wrk_cpu_s / row.wall_s * 100:>7.0f}% "
+            f"{r.error_count:>7}"
+        )
+    out.append("")
+    out.append("gateway resident memory (VmRSS, MiB):")
+    for gw in gateways:
+        out.append(
+            f"  {gw.transport:<8} idle after startup {gw.rss_idle_mb:6.1f}   "
+            f"max under load (c>1) {fmt(gw.rss_peak_mb, '6.1f'):>6}   "
+            f"idle after the run {gw.rss_after_mb:6.1f}"
+        )
+    errors = [row for row in rows if row.run.error_count]
+    for row in errors:
+        out.append(f"  !! {row.label}: wrk errors {row.run.errors}")
+
+
+def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> None:
+    out.append("")
+    out.append("targets (issue #2; reported, never asserted):")
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    for gw in gateways:
+        mine = [row for row in rows if row.target == gw.transport]
+        for row in mine:
+            if row.connections == 1 and row.base is not None:
+                added = row.run.p50_ms - row.base.run.p50_ms
+                out.append(
+                    f"  [{verdict(added <= TARGET_ADDED_P50_MS)}] {gw.transport:<8} "
+                    f"{row.mode:<6} c=1  added p50 {added:.3f} ms  (<= {TARGET_ADDED_P50_MS} ms)"
+                )
+        for row in mine:
+            if row.connections >= 64:
+                goal = TARGET_RPS[row.mode]
+                out.append(
+                    f"  [{verdict(row.run.rps >= goal)}] {gw.transport:<8} {row.mode:<6} "
+                    f"c={row.connections} {row.run.rps:,.0f} req/s  (>= {goal:,.0f})"
+                )
+        out.append(
+            f"  [{verdict(gw.rss_idle_mb <= TARGET_RSS_IDLE_MB)}] {gw.transport:<8} "
+            f"idle RSS {gw.rss_idle_mb:.1f} MiB  (<= {TARGET_RSS_IDLE_MB:.0f} MB)"
+        )
+    if len(gateways) > 1:
+        out.append("")
+        out.append("engines compared (req/s, higher is better):")
+        first, second = gateways[0].transport, gateways[1].transport
+        for row in rows:
+            if row.target != first:
+                continue
+            other = next(
+                (
+                    r
+                    for r in rows
+                    if r.target == second
+                    and r.mode == row.mode
+                    and r.connections == row.connections
+                ),
+                None,
+            )
+            if other and other.run.rps:
+                out.append(
+                    f"  {row.mode:<6} c={row.connections:<3} {first} {row.run.rps:>8,.0f}  "
+                    f"{second} {other.run.rps:>8,.0f}  ratio {row.run.rps / other.run.rps:.2f}x"
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--transport", choices=["aiohttp", "httpx", "both"], default="both")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    parser.add_argument(
+        "--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)"
+    )
+    parser.add_argument(
+        "--mode", choices=["chat", "stream", "both"], default="both", help="request kind"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="gateway log level (default info: one access-log line per request, to a file)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the gateway with py-spy during each c>1 proxied run (raw stacks in DIR)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: `make system-deps` or `apt-get install -y wrk`")
+    if args.profile:
+        args.py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(args.py_spy).exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    transports = ["aiohttp", "httpx"] if args.transport == "both" else [args.transport]
+    modes = ["chat", "stream"] if args.mode == "both" else [args.mode]
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+
+    rows: list[Row] = []
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="switchyard-bench")))
+        mock, mock_port = start_mock(stack)
+        check_answers(mock_port, "mock upstream")
+        gateways = [start_gateway(stack, workdir, t, mock_port, args.log_level) for t in transports]
+        for gw in gateways:
+            check_answers(gw.port, f"gateway ({gw.transport})")
+        scenarios = len(modes) * len(levels) * (1 + len(gateways))
+        eta = scenarios * (max(1, round(args.warmup)) + max(1, round(args.duration)) + 0.3)
+        print(
+            f"mock upstream :{mock_port}; gateways "
+            + ", ".join(f"{g.transport} :{g.port} (pid {g.proc.pid})" for g in gateways)
+            + f"; {scenarios} runs, about {eta:.0f} s",
+            file=sys.stderr,
+        )
+        for mode in modes:
+            for conns in levels:
+                direct = measure(mode, conns, "direct", mock_port, mock.pid, None, args)
+                rows.append(direct)
+                print(f"  {direct.label}: {direct.run.rps:,.0f} req/s", file=sys.stderr)
+                for gw in gateways:
+                    row = measure(mode, conns, gw.transport, gw.port, mock.pid, gw, args)
+                    row.base = direct
+                    if conns > 1 and row.rss_peak_mb is not None:
+                        gw.rss_peak_mb = max(gw.rss_peak_mb or 0.0, row.rss_peak_mb)
+                    rows.append(row)
+                    print(f"  {row.label}: {row.run.rps:,.0f} req/s", file=sys.stderr)
+        time.sleep(1.0)
+        for gw in gateways:
+            gw.rss_after_mb = rss_mb(gw.proc.pid)
+
+    out = [
+        "",
+        f"Switchyard overhead: wrk -t{args.threads}, {args.duration:g} s per run after "
+        f"{args.warmup:g} s warm-up, {os.cpu_count()} CPUs, stream = {CHUNKS} content chunks",
+        "",
+    ]
+    print_table(rows, gateways, out)
+    print_targets(rows, gateways, out)
+    print("\n".join(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(rows, gateways, args), indent=2) + "\n")
+    return 0
+
+
+def to_json(rows: list[Row], gateways: list[Gateway], args: argparse.Namespace) -> object:
+    return {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "wrk_threads": args.threads,
+        "cpus": os.cpu_count(),
+        "rows": [
+            {
+                "mode": r.mode,
+                "connections": r.connections,
+                "target": r.target,
+                "requests": r.run.requests,
+                "rps": r.run.rps,
+                "p50_ms": r.run.p50_ms,
+                "p99_ms": r.run.p99_ms,
+                "added_p50_ms": r.run.p50_ms - r.base.run.p50_ms if r.base else None,
+                "added_p99_ms": r.run.p99_ms - r.base.run.p99_ms if r.base else None,
+                "gw_cpu_us_per_request": (
+                    r.gw_cpu_s / r.run.requests * 1e6
+                    if r.gw_cpu_s is not None and r.run.requests
+                    else None
+                ),
+                "gw_cpu_pct": r.gw_cpu_s / r.wall_s * 100 if r.gw_cpu_s is not None else None,
+                "mock_cpu_pct": r.mock_cpu_s / r.wall_s * 100,
+                "wrk_cpu_pct": r.run.wrk_cpu_s / r.wall_s * 100,
+                "gw_rss_peak_mb": r.rss_peak_mb,
+                "errors": r.run.errors,
+            }
+            for r in rows
+        ],
+        "gateways": [
+            {
+                "transport": g.transport,
+                "rss_idle_mb": g.rss_idle_mb,
+                "rss_peak_mb": g.rss_peak_mb,
+                "rss_after_mb": g.rss_after_mb,
+            }
+            for g in gateways
+        ],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Lean responses for the hot path, usable wherever Litestar expects a ``Response``.
+
+Litestar's own responses are general (cookies, background tasks, encoders) and its
+streaming response runs an anyio task group per stream to notice disconnects;
+bench/overhead.py showed both in the per-request profile. These send prepared bytes,
+and a stream watches for the client leaving with one plain task: when it leaves, the
+streaming task is cancelled at once, which closes the body generator and so the
+upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing, suppress
+from typing import Any
+
+from litestar import Response
+
+_JSON = b"application/json"
+
+
+def _raw_headers(media_type: bytes, headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    raw = [(b"content-type", media_type)]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return raw
+
+
+class BytesResponse(Response[bytes]):
+    """A complete body that is already encoded."""
+
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        status_code: int = 200,
+        media_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, status_code=status_code, media_type=media_type, headers=headers)
+        self._media_type = media_type.encode("latin-1")
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Headers are read now, not at construction: handlers may add some after.
+        headers = _raw_headers(self._media_type, self.headers)
+        headers.append((b"content-length", str(len(self.content)).encode()))
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": self.content, "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Any, streaming: asyncio.Task[Any]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            streaming.cancel()
+            return
+
+
+class EventStreamResponse(Response[bytes]):
+    """``text/event-stream`` from an async iterator of bytes, sent as they come."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        super().__init__(b"", media_type="text/event-stream", headers=headers)
+        self._iterator = body
+        self._start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": _raw_headers(b"text/event-stream", headers),
+        }
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, streaming))
+        try:
+            await send(self._start)
+            async with aclosing(self._iterator) as body:  # type: ignore[type-var]
+                async for chunk in body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise
+            # The client left: the generator (and the upstream) is closed; nothing to send.
+            streaming.uncancel()
+        finally:
+            watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
