@@ -137,6 +137,9 @@ class Adapter:
     name: ClassVar[str]
     Config: ClassVar[type[DeploymentConfig]] = DeploymentConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: Stop a non-streaming call when its client disconnects. Worth a watcher task per
+    #: request where the work is expensive and local (generation); remote calls skip it.
+    cancel_on_disconnect: ClassVar[bool] = False
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         self.config = config

@@ -36,7 +36,6 @@ class RequestInfo:
     prompt: str | None = None
     stats: CallStats = field(default_factory=CallStats)
 
-
     @property
     def key_id(self) -> str | None:
         """Who is calling: the checked key, or (with auth off) whatever key was sent.

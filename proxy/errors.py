@@ -154,6 +154,14 @@ class UpstreamRejected(SwitchyardError):
         )
 
 
+class ClientDisconnected(SwitchyardError):
+    """The client went away before the answer was ready (logged as nginx's 499)."""
+
+    status = 499
+    type = "client_closed_request"
+    code = "client_disconnected"
+
+
 class ServiceUnavailable(SwitchyardError):
     status = 503
     type = "server_error"

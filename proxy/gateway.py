@@ -7,6 +7,8 @@ embeddings differ only in their table row.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from extensions.activation import read_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
+from proxy.errors import ClientDisconnected
 from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
@@ -61,6 +64,31 @@ def _prompt_text(body: dict[str, Any]) -> str:
         if key in body:
             return _encode(body[key]).decode()[:4000]
     return ""
+
+
+async def _disconnected(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnected(
+    receive: Callable[[], Awaitable[dict[str, Any]]], work: Awaitable[Any]
+) -> Any:
+    """Await ``work``, cancelling it if the client disconnects first (the request body
+    has been read, so the next ASGI message can only be the disconnect)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.cancelled() or not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("The client disconnected before the answer was ready.")
+    return task.result()
 
 
 class Gateway:
@@ -110,6 +138,8 @@ class Gateway:
 
         def invoke(adapter: Adapter) -> Awaitable[Any]:
             call: Callable[..., Awaitable[Any]] = getattr(adapter, endpoint.method)
+            if adapter.cancel_on_disconnect:
+                return until_disconnected(request.receive, call(envelope, stats))
             return call(envelope, stats)
 
         result = await self.router.call(model, endpoint.capability, invoke, stats)

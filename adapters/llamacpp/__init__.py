@@ -49,6 +49,7 @@ class LlamaCppAdapter(Adapter):
     name = "llamacpp"
     Config = LlamaCppConfig
     capabilities = _GENERATE | _EMBED
+    cancel_on_disconnect = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)
