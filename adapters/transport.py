@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -44,7 +44,9 @@ class Timeouts:
 
 class StreamingReply(Protocol):
     status: int
-    headers: Mapping[str, str]
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
 
@@ -70,8 +72,9 @@ class JsonTransport(Protocol):
 _background: set[asyncio.Task[None]] = set()
 
 
-def _in_background(work: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
-    task = asyncio.ensure_future(work)  # type: ignore[arg-type]
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` detached, keeping a reference so it is not collected mid-way."""
+    task = asyncio.ensure_future(work)
     _background.add(task)
     task.add_done_callback(_background.discard)
 

@@ -41,21 +41,29 @@ from proxy.settings import Settings
 log = logging.getLogger("switchyard.app")
 
 
-def _as_switchyard_error(exc: Exception, path: str) -> SwitchyardError:
+def _body_limit(request: Request[Any, Any, Any]) -> str:
+    try:
+        limit = request.route_handler.resolve_request_max_body_size()
+    except Exception:  # no route matched: the app-wide limit applies, not known here
+        return "the configured limit"
+    return f"the limit of {limit / (1024 * 1024):g} MiB" if limit else "the configured limit"
+
+
+def _as_switchyard_error(exc: Exception, request: Request[Any, Any, Any]) -> SwitchyardError:
     if isinstance(exc, SwitchyardError):
         return exc
     if isinstance(exc, HTTPException):
         if exc.status_code == 413:
-            return PayloadTooLarge("The request body is larger than the configured limit.")
+            return PayloadTooLarge(f"The request body is larger than {_body_limit(request)}.")
         if exc.status_code == 404:
-            return NotFound(f"Unknown path: {path}")
+            return NotFound(f"Unknown path: {request.url.path}")
         return InvalidRequest(str(exc.detail), status=exc.status_code)
     return SwitchyardError("The server had an error while processing your request.")
 
 
 def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The one place an exception becomes an HTTP response: an OpenAI error object."""
-    error = _as_switchyard_error(exc, request.url.path)
+    error = _as_switchyard_error(exc, request)
     if error is not exc and not isinstance(exc, HTTPException):
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return Response(

@@ -66,14 +66,12 @@ def _prompt_text(body: dict[str, Any]) -> str:
     return ""
 
 
-async def _disconnected(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def until_disconnected(
-    receive: Callable[[], Awaitable[dict[str, Any]]], work: Awaitable[Any]
-) -> Any:
+async def until_disconnected(receive: Callable[[], Awaitable[Any]], work: Awaitable[Any]) -> Any:
     """Await ``work``, cancelling it if the client disconnects first (the request body
     has been read, so the next ASGI message can only be the disconnect)."""
     task = asyncio.ensure_future(work)

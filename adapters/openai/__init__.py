@@ -38,6 +38,9 @@ class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
     """Connect timeout; defaults to ``http.connect_timeout_s``."""
     headers: dict[str, str] = {}
     """Extra headers sent upstream (e.g. ``OpenAI-Organization``)."""
+    capabilities: list[Capability] | None = None
+    """What this upstream offers, e.g. ``[chat, embeddings]`` for a chat-only provider, so
+    that other requests get a clear 400 here; unset: everything the adapter passes on."""
 
 
 class OpenAIAdapter(AudioPassthrough, Adapter):
@@ -52,6 +55,8 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         super().__init__(config, resources)
         assert isinstance(config, OpenAIConfig)
         self.cfg = config
+        if config.capabilities is not None:
+            self.capabilities = frozenset(config.capabilities) & type(self).capabilities  # type: ignore[misc]
         self._base = config.base_url.rstrip("/")
         headers = {"content-type": "application/json", **config.headers}
         if config.api_key:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-import httpx
 import msgspec
 
 from adapters.base import CallStats
@@ -40,7 +39,7 @@ _decode_error = msgspec.json.Decoder(_UpstreamErrorEnvelope).decode
 _decode_usage = msgspec.json.Decoder(UsageProbe).decode
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (sent by OpenAI), or ``Retry-After`` in seconds or as an HTTP date."""
     if millis := headers.get("retry-after-ms"):
         try:
@@ -61,7 +60,7 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def error_from_response(status: int, content: bytes, headers: httpx.Headers) -> SwitchyardError:
+def error_from_response(status: int, content: bytes, headers: Mapping[str, str]) -> SwitchyardError:
     """Turn a non-2xx upstream answer into the matching typed error."""
     message = content.decode("utf-8", "replace").strip()[:2000] or f"HTTP {status}"
     etype = param = code = None

@@ -37,3 +37,22 @@ async def test_label_names_host_and_model_but_no_secret() -> None:
 
     assert adapter.label == "openai:api.example.com/gpt-4o-mini"
     assert "sk-secret" not in adapter.label
+
+
+async def test_an_openai_entry_can_declare_fewer_capabilities() -> None:
+    settings = settings_from_mapping(
+        {
+            "models": [
+                {
+                    "name": "chat-only",
+                    "adapter": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "capabilities": ["chat", "embeddings", "video"],
+                }
+            ]
+        }
+    )
+    async with httpx.AsyncClient() as http:
+        adapter = OpenAIAdapter(settings.models[0], Resources(settings=settings, http=http))
+    # What the adapter cannot do at all (video) is not gained by declaring it.
+    assert adapter.capabilities == {Capability.CHAT, Capability.EMBEDDINGS}
