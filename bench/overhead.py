@@ -21,217 +21,39 @@ issue, PASS/MISS; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import (
+    BENCH,
+    CHUNKS,
+    MODEL,
+    Gateway,
+    RssSampler,
+    check_answers,
+    cpu_seconds,
+    rss_mb,
+    start_gateway,
+    start_mock,
+)
+
 LUA = BENCH / "wrk" / "chat.lua"
-MODEL = "bench"
-CHUNKS = 20
-TICK = os.sysconf("SC_CLK_TCK")
 
 # Targets from the issue (2-core machine, wrk and mock upstream on the same machine).
 TARGET_ADDED_P50_MS = 0.5
 TARGET_RPS = {"chat": 2500.0, "stream": 2000.0}
 TARGET_RSS_IDLE_MB = 100.0
-
-
-# ---------------------------------------------------------------- process helpers
-
-
-def cpu_seconds(pid: int) -> float:
-    """user+sys CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory (VmRSS) in MiB."""
-    with open(f"/proc/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RssSampler:
-    """Polls VmRSS of some processes in a thread; keeps the maximum of each."""
-
-    def __init__(self, pids: list[int], interval: float = 0.05) -> None:
-        self.pids = pids
-        self.interval = interval
-        self.peak: dict[int, float] = dict.fromkeys(pids, 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for pid in self.pids:
-                with suppress(OSError):
-                    self.peak[pid] = max(self.peak[pid], rss_mb(pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# ---------------------------------------------------------------- the two servers
-
-
-def start_mock(stack: ExitStack) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", "0", "--chunks", str(CHUNKS)],
-        stdout=subprocess.PIPE,
-    )
-    stack.callback(stop_process, proc)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode().split()
-    if len(line) != 2 or line[0] != "READY":
-        raise SystemExit(f"mock upstream did not start: {line}")
-    return proc, int(line[1])
-
-
-@dataclass
-class Gateway:
-    transport: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    rss_idle_mb: float = 0.0
-    rss_peak_mb: float | None = None
-    rss_after_mb: float = 0.0
-
-
-def switchyard_command() -> list[str]:
-    exe = Path(sys.executable).parent / "switchyard"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("switchyard")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "proxy.cli"]
-
-
-def start_gateway(
-    stack: ExitStack, workdir: Path, transport: str, upstream_port: int, log_level: str
-) -> Gateway:
-    port = free_port()
-    config = workdir / f"switchyard-{transport}.yaml"
-    config.write_text(
-        "server:\n"
-        "  host: 127.0.0.1\n"
-        f"  port: {port}\n"
-        f"  data_dir: {workdir / 'data'}\n"
-        "http:\n"
-        f"  transport: {transport}\n"
-        "models:\n"
-        f"  - name: {MODEL}\n"
-        "    adapter: openai\n"
-        "    model: mock-model\n"
-        f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
-        "    api_key: sk-mock\n",
-        encoding="utf-8",
-    )
-    log = workdir / f"switchyard-{transport}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*switchyard_command(), "serve", "--config", str(config), "--log-level", log_level],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-        )
-    stack.callback(stop_process, proc)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"gateway ({transport}) exited:\n{log.read_text()[-3000:]}")
-        try:
-            status, _, _ = http_request(port, "GET", "/health")
-            if status == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gateway ({transport}) not ready after 60 s")
-        time.sleep(0.1)
-    time.sleep(0.5)  # let the lifespan settle before reading idle memory
-    return Gateway(transport, proc, port, log, rss_idle_mb=rss_mb(proc.pid))
-
-
-def http_request(
-    port: int, method: str, path: str, body: dict[str, object] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"content-type": "application/json"} if payload else {}
-        conn.request(method, path, body=payload, headers=headers)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def check_answers(port: int, label: str) -> None:
-    """Fail loudly unless the target answers both request kinds correctly."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
-    status, _, content = http_request(port, "POST", "/v1/chat/completions", body)
-    if status != 200 or not json.loads(content).get("choices"):
-        raise SystemExit(f"{label}: bad non-streaming answer {status}: {content[:300]!r}")
-    status, headers, content = http_request(
-        port, "POST", "/v1/chat/completions", {**body, "stream": True}
-    )
-    events = [e for e in content.split(b"\n\n") if e.strip()]
-    data = [e.removeprefix(b"data: ") for e in events]
-    chunks = [json.loads(d) for d in data[:-1]]
-    content_chunks = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
-    if (
-        status != 200
-        or not headers.get("content-type", "").startswith("text/event-stream")
-        or data[-1:] != [b"[DONE]"]
-        or len(content_chunks) != CHUNKS
-    ):
-        raise SystemExit(f"{label}: bad stream {status} {headers}: {content[:300]!r}")
-
-
-# ---------------------------------------------------------------- wrk
 
 
 @dataclass
