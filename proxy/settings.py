@@ -253,15 +253,23 @@ def _model_entry(
 
 
 def settings_from_mapping(raw: Any, source: str = "<mapping>") -> Settings:
+    """Validate a parsed config; every error message starts with ``source`` (the file)."""
+    try:
+        return _settings(raw, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _settings(raw: Any, source: str) -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
+        raise ConfigError("the top level must be a mapping")
     raw = _resolve_env(raw, "")
     try:
         file_config = msgspec.convert(raw, _FileConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_located(exc, '')}") from None
+        raise ConfigError(_located(exc, "")) from None
     adapters = registered_adapters()
     models = [_model_entry(e, i, adapters) for i, e in enumerate(file_config.models)]
     names = {m.name for m in models}

@@ -100,6 +100,20 @@ def _stderr_text(raw: bytes) -> str:
     return text[-500:] or "no message"
 
 
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` if it still runs and wait for it.
+
+    ``Process.wait()`` returns only once the process's pipes are closed as well. A
+    consumer that stopped early leaves stdout's pipe paused with a full buffer, so its
+    end would never be seen and ``wait()`` would hang: stdout is read to its end too.
+    """
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    drain = [process.stdout.read()] if process.stdout is not None else []
+    await asyncio.gather(process.wait(), *drain, return_exceptions=True)
+
+
 async def stream_chain(
     commands: list[list[str]], feed: bytes | AsyncIterator[bytes]
 ) -> AsyncGenerator[bytes, None]:
@@ -146,10 +160,7 @@ async def stream_chain(
             raise UpstreamError("Speech synthesis failed: " + "; ".join(failed))
     finally:
         for process in processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+            await _reap(process)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
