@@ -51,6 +51,8 @@ class ChatCall:
     stream: bool
     #: The messages exactly as the client sent them (before any extension added to them).
     client_messages: list[dict[str, Any]]
+    #: The ASGI ``receive`` of the request, to stop local work when the client leaves.
+    receive: Callable[[], Awaitable[Any]] | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)

@@ -7,8 +7,6 @@ embeddings differ only in their table row.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +19,7 @@ from extensions.activation import read_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
-from proxy.errors import ClientDisconnected
+from proxy.disconnect import until_disconnected
 from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
@@ -66,29 +64,6 @@ def _prompt_text(body: dict[str, Any]) -> str:
     return ""
 
 
-async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def until_disconnected(receive: Callable[[], Awaitable[Any]], work: Awaitable[Any]) -> Any:
-    """Await ``work``, cancelling it if the client disconnects first (the request body
-    has been read, so the next ASGI message can only be the disconnect)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-        watcher.cancel()
-    if task.cancelled() or not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientDisconnected("The client disconnected before the answer was ready.")
-    return task.result()
-
-
 class Gateway:
     def __init__(
         self, router: Router, *, log_prompts: bool, extensions: ExtensionPipeline | None = None
@@ -115,6 +90,7 @@ class Gateway:
                     key_id=info.key_id,
                     stream=bool(envelope.params.stream),  # type: ignore[attr-defined]
                     client_messages=list(envelope.body["messages"]),
+                    receive=request.receive,
                 )
                 info.stream = call.stream
                 response = await self.extensions.serve(call, stats)

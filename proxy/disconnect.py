@@ -1,0 +1,39 @@
+"""Noticing that a client went away while a non-streaming answer is being made.
+
+Streams notice on their own (``proxy.responses``). A non-streaming handler is only
+told when it tries to send, which for a local generation is minutes of wasted work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.errors import ClientDisconnected
+
+Receive = Callable[[], Awaitable[Any]]
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnected(receive: Receive, work: Awaitable[Any]) -> Any:
+    """Await ``work``, cancelling it if the client disconnects first (the request body
+    has been read, so the next ASGI message can only be the disconnect)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.cancelled() or not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("The client disconnected before the answer was ready.")
+    return task.result()
