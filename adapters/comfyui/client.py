@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -216,36 +216,35 @@ class ComfyClient:
             "GET", self.base + "/view", params=params, headers=self.headers, timeout=self.timeout
         )
 
-    async def download(self, ref: OutputFile, *, max_bytes: int) -> bytes:
+    @contextlib.asynccontextmanager
+    async def _viewing(self, ref: OutputFile) -> AsyncIterator[httpx.Response]:
+        """An output file's response, open for streaming; closed when the block ends."""
         with mapped_transport_errors(self.model):
             response = await self.http.send(self._view(ref), stream=True)
             try:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._fail(response, f"/view {ref.filename}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"ComfyUI output {ref.filename} is too large.")
-                    chunks.append(chunk)
+                yield response
             finally:
                 await response.aclose()
+
+    async def download(self, ref: OutputFile, *, max_bytes: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async with self._viewing(ref) as response:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"ComfyUI output {ref.filename} is too large.")
+                chunks.append(chunk)
         return b"".join(chunks)
 
     async def download_to(
         self, ref: OutputFile, store: MediaStore, *, max_bytes: int
     ) -> StoredMedia:
         """Stream an output (a video) straight into the media store."""
-        with mapped_transport_errors(self.model):
-            response = await self.http.send(self._view(ref), stream=True)
-            try:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise self._fail(response, f"/view {ref.filename}")
-                return await store.save_stream(
-                    response.aiter_bytes(), ref.content_type, max_bytes=max_bytes
-                )
-            finally:
-                await response.aclose()
+        async with self._viewing(ref) as response:
+            return await store.save_stream(
+                response.aiter_bytes(), ref.content_type, max_bytes=max_bytes
+            )
