@@ -49,11 +49,8 @@ class RequestInfo:
         return key_id(presented) if presented else None
 
     def _header(self, name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        for key, value in self.headers:
-            if key == wanted:
-                return value.decode("latin-1")
-        return None
+        value = raw_header(self.headers, name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
 
 def request_info(scope: Any) -> RequestInfo:
@@ -72,10 +69,11 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
+def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case) in ASGI's raw header list."""
+    for key, value in headers:
         if key == name:
-            return value  # type: ignore[no-any-return]
+            return value
     return None
 
 
@@ -90,7 +88,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = _header(scope, b"x-request-id")
+        given = raw_header(scope["headers"], b"x-request-id")
         request_id = given.decode("latin-1")[:128] if given else _new_request_id()
         info = RequestInfo(request_id=request_id, started=started, headers=scope["headers"])
         scope[SCOPE_KEY] = info
