@@ -17,7 +17,7 @@ from litestar import Response
 from adapters.base import Adapter, CallStats, Capability, RawJSON
 from extensions.activation import KEYS
 from extensions.base import ChatCall, Extension
-from proxy.disconnect import until_disconnected
+from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import InvalidRequest
 from proxy.responses import BytesResponse
 from proxy.router import Router
@@ -168,9 +168,7 @@ class ExtensionPipeline:
             envelope.update(stream=False, stream_options=UNSET)
 
         async def invoke(adapter: Adapter) -> Any:
-            if adapter.cancel_on_disconnect and call.receive is not None:
-                return await until_disconnected(call.receive, adapter.chat(envelope, stats))
-            return await adapter.chat(envelope, stats)
+            return await stopped_on_disconnect(adapter, call.receive, adapter.chat(envelope, stats))
 
         result = await self.router.call(call.model, Capability.CHAT, invoke, stats)
         return response_dict(result)

@@ -9,11 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ClientDisconnected
 
+if TYPE_CHECKING:
+    from adapters.base import Adapter
+
 Receive = Callable[[], Awaitable[Any]]
+
+
+def stopped_on_disconnect(
+    adapter: Adapter, receive: Receive | None, work: Awaitable[Any]
+) -> Awaitable[Any]:
+    """``work``, cancelled when the client leaves if ``adapter`` asks for that."""
+    if adapter.cancel_on_disconnect and receive is not None:
+        return until_disconnected(receive, work)
+    return work
 
 
 async def _disconnected(receive: Receive) -> None:

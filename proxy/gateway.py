@@ -19,7 +19,7 @@ from extensions.activation import read_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
-from proxy.disconnect import until_disconnected
+from proxy.disconnect import stopped_on_disconnect
 from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
@@ -112,9 +112,7 @@ class Gateway:
 
         def invoke(adapter: Adapter) -> Awaitable[Any]:
             call: Callable[..., Awaitable[Any]] = getattr(adapter, endpoint.method)
-            if adapter.cancel_on_disconnect:
-                return until_disconnected(request.receive, call(envelope, stats))
-            return call(envelope, stats)
+            return stopped_on_disconnect(adapter, request.receive, call(envelope, stats))
 
         result = await self.router.call(model, endpoint.capability, invoke, stats)
         return json_response(result)
