@@ -28,7 +28,7 @@ from extensions.tools.netguard import Address, Resolver, system_resolver
 from extensions.tools.web_fetch import WebFetchTool
 from proxy.http_client import build_http_client
 from proxy.settings import HttpConfig, ToolsConfig, WebFetchConfig
-from tests.support.servers import serve_asgi
+from tests.support.servers import answer_lifespan, serve_asgi
 
 PAGE = b"""<!doctype html><html><head><title>Test  page</title>
 <script>var secret = "do not show";</script><style>p {color: red}</style></head>
@@ -47,9 +47,7 @@ class Site:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         headers = dict(scope["headers"])
         path = scope["path"]

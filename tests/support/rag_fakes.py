@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.support.servers import serve_asgi
+from tests.support.servers import answer_lifespan, read_body, serve_asgi
 
 DIMENSIONS = 256
 _STOP = frozenset(
@@ -62,19 +62,9 @@ class EmbeddingsUpstream:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         if scope["path"] != "/v1/embeddings":
             await _reply(send, 404, {"error": {"message": "not found", "type": "invalid"}})
             return

@@ -20,6 +20,23 @@ from proxy.app import create_app
 from proxy.settings import Settings, settings_from_mapping
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan handshake, for test apps with nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def read_body(receive: Any) -> bytes:
+    """A whole ASGI request body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

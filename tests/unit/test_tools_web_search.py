@@ -15,7 +15,7 @@ from extensions.tools.base import ToolContext, load_tools
 from extensions.tools.searxng import SearxngProvider
 from extensions.tools.web_search import WebSearchTool
 from proxy.settings import ConfigError, ToolsConfig, WebSearchConfig
-from tests.support.servers import serve_asgi
+from tests.support.servers import answer_lifespan, serve_asgi
 
 RESULTS = [
     {"title": "Switchyard docs", "url": "https://docs.example/switchyard", "content": "A gateway."},
@@ -33,9 +33,7 @@ class FakeSearxng:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         query = parse_qs(scope["query_string"].decode())
         self.queries.append(query)
