@@ -39,6 +39,7 @@ from proxy.schemas.chat import (
 
 if TYPE_CHECKING:
     from adapters.llamacpp import LlamaCppAdapter
+    from adapters.llamacpp.models import ModelSlot
 
 
 @dataclass(slots=True)
@@ -48,6 +49,20 @@ class ChatJob:
     max_tokens: int
     stop: list[str]
     plan: OutputPlan
+
+    def run(self, slot: ModelSlot, llm: Any, emit: Any, cancelled: Any) -> Finish:
+        """Generate on the worker thread, recording how it ended on the slot."""
+        return slot.record(
+            generate(
+                llm,
+                self.tokens,
+                self.sampling,
+                max_tokens=self.max_tokens,
+                stop=self.stop,
+                emit=emit,
+                cancelled=cancelled,
+            )
+        )
 
 
 def chat_prompt_tokens(
@@ -140,17 +155,7 @@ async def chat(
                     logprobs.extend(entries)
 
             def work(cancelled: Any) -> Finish:
-                return slot.record(
-                    generate(
-                        llm,
-                        job.tokens,
-                        job.sampling,
-                        max_tokens=job.max_tokens,
-                        stop=job.stop,
-                        emit=emit,
-                        cancelled=cancelled,
-                    )
-                )
+                return job.run(slot, llm, emit, cancelled)
 
             finish = await call_job(slot.executor, work)
     stats.upstream_s += time.perf_counter() - started
@@ -235,18 +240,10 @@ async def chat_stream(
             yield chunks.chunk(Delta(role="assistant", content=""))
 
             def work(channel: Any) -> None:
-                finish = slot.record(
-                    generate(
-                        llm,
-                        job.tokens,
-                        job.sampling,
-                        max_tokens=job.max_tokens,
-                        stop=job.stop,
-                        emit=lambda t, lp: channel.put((t, lp)),
-                        cancelled=channel.cancelled,
-                    )
-                )
-                channel.put(finish)
+                def emit(text: str, entries: list[TokenLogprob] | None) -> None:
+                    channel.put((text, entries))
+
+                channel.put(job.run(slot, llm, emit, channel.cancelled))
 
             finish: Finish | None = None
             async with aclosing(stream_job(slot.executor, work)) as items:
