@@ -73,7 +73,7 @@ class SessionExtension(Extension):
                 param="session",
             )
 
-    async def _budget(self, call: ChatCall) -> int:
+    def _budget(self, call: ChatCall) -> int:
         window = self.services.context_window(call.model) or self.config.max_context_tokens
         params = call.envelope.params
         answer = next(
@@ -111,7 +111,7 @@ class SessionExtension(Extension):
         current: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Drop the oldest non-system history messages until everything fits the budget."""
-        budget = await self._budget(call)
+        budget = self._budget(call)
         fixed = [*prefix, *current]
         used = sum([await self._tokens(call.model, m) for m in fixed])
         costs = [await self._tokens(call.model, m) for m in history]
