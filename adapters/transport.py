@@ -41,6 +41,9 @@ class Timeouts:
     read: float
     """Longest wait for any single read (a whole answer, or the gap between events)."""
 
+    def for_httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read, connect=self.connect, pool=self.connect)
+
 
 class StreamingReply(Protocol):
     status: int
@@ -253,9 +256,8 @@ class HttpxTransport:
     def _request(
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts
     ) -> httpx.Request:
-        timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.connect)
         return self.client.build_request(
-            "POST", url, content=content, headers=headers, timeout=timeout
+            "POST", url, content=content, headers=headers, timeout=timeouts.for_httpx()
         )
 
     async def post(

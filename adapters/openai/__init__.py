@@ -63,7 +63,6 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
             headers["authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
         connect = config.connect_timeout_s or resources.settings.http.connect_timeout_s
-        self._timeout = httpx.Timeout(config.timeout_s, connect=connect, pool=connect)
         self._timeouts = Timeouts(connect=connect, read=config.timeout_s)
 
     @property
@@ -137,7 +136,7 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
             form,
             upstream_model=self.cfg.upstream_model,
             headers=self._headers,
-            timeouts=self._timeout,
+            timeouts=self._timeouts,
             model=self.config.name,
             stats=stats,
         )

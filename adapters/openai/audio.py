@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import msgspec
 
 from adapters.base import CallStats, DeploymentConfig, RawJSON, Resources
@@ -38,7 +37,6 @@ class AudioPassthrough:
     _base: str
     _headers: dict[str, str]
     _timeouts: Timeouts
-    _timeout: httpx.Timeout
 
     async def _upload(self, path: str, form: FormEnvelope[Any], stats: CallStats) -> Any:
         file = form.upload("file")
@@ -50,7 +48,7 @@ class AudioPassthrough:
             form,
             upstream_model=self.config.upstream_model,
             headers=self._headers,
-            timeouts=self._timeout,
+            timeouts=self._timeouts,
             model=self.config.name,
             stats=stats,
         )

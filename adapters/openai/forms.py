@@ -22,7 +22,7 @@ import httpx
 
 from adapters.base import CallStats
 from adapters.openai.upstream import error_from_response
-from adapters.transport import mapped_transport_errors
+from adapters.transport import Timeouts, mapped_transport_errors
 from proxy.media.uploads import FormEnvelope, Upload
 
 _READ_SIZE = 1024 * 1024
@@ -75,7 +75,7 @@ async def post_form(
     *,
     upstream_model: str,
     headers: dict[str, str],
-    timeouts: httpx.Timeout,
+    timeouts: Timeouts,
     model: str,
     stats: CallStats,
 ) -> tuple[bytes, str]:
@@ -85,7 +85,9 @@ async def post_form(
     sent_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     sent_headers["content-type"] = f"multipart/form-data; boundary={boundary}"
     sent_headers["content-length"] = str(length)
-    request = http.build_request("POST", url, content=body, headers=sent_headers, timeout=timeouts)
+    request = http.build_request(
+        "POST", url, content=body, headers=sent_headers, timeout=timeouts.for_httpx()
+    )
     started = time.perf_counter()
     try:
         with mapped_transport_errors(model):
