@@ -40,9 +40,11 @@ class SwitchyardError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         status: int | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.http_status = status or type(self).status
+        self.error_type = error_type or type(self).type
         self.message = message
         self.param = param
         self.instance_code = code
@@ -54,7 +56,9 @@ class SwitchyardError(Exception):
 
     def body(self) -> ErrorEnvelope:
         return ErrorEnvelope(
-            ErrorBody(message=self.message, type=self.type, param=self.param, code=self.error_code)
+            ErrorBody(
+                message=self.message, type=self.error_type, param=self.param, code=self.error_code
+            )
         )
 
 
@@ -140,17 +144,12 @@ class UpstreamRejected(SwitchyardError):
     def __init__(
         self, status: int, message: str, *, type: str | None, param: str | None, code: str | None
     ) -> None:
-        super().__init__(message, param=param, code=code, status=status)
-        self.instance_type = type or "invalid_request_error"
-
-    def body(self) -> ErrorEnvelope:
-        return ErrorEnvelope(
-            ErrorBody(
-                message=self.message,
-                type=self.instance_type,
-                param=self.param,
-                code=self.error_code,
-            )
+        super().__init__(
+            message,
+            param=param,
+            code=code,
+            status=status,
+            error_type=type or "invalid_request_error",
         )
 
 

@@ -92,7 +92,7 @@ class VideoJobs:
         except SwitchyardError as error:
             job.status, job.error = (
                 "failed",
-                VideoError(code=error.error_code or error.type, message=error.message),
+                VideoError(code=error.error_code or error.error_type, message=error.message),
             )
             if not job.accepted:
                 job.failure = error
