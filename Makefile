@@ -49,7 +49,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy proxy adapters
+	$(BIN)/mypy proxy adapters extensions
 
 bench: setup
 	$(BIN)/python bench/overhead.py

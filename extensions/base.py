@@ -76,8 +76,9 @@ class ExtensionServices:
     count_tokens: Callable[[str, str], Awaitable[int]]
     """``count_tokens(model, text)``: the model's tokenizer when it has one, else an estimate."""
     context_window: Callable[[str], int | None]
-    rag: Any = None
-    embed: Callable[[list[str]], Awaitable[list[list[float]]]] | None = None
+    extensions: dict[str, Extension] = field(default_factory=dict)
+    """Every started extension by name (filled before any ``start``), for extensions that
+    use another's services (the tool loop's ``rag_search`` reads the RAG store)."""
 
 
 class Extension:
@@ -122,8 +123,9 @@ class Extension:
         return []
 
     @classmethod
-    def routes(cls) -> list[Any]:
-        """Litestar route handlers this extension adds under /v1 (guarded like /v1)."""
+    def routes(cls, settings: Settings) -> list[Any]:
+        """Litestar route handlers (or routers) this extension adds under /v1, guarded
+        like /v1; ``settings`` for limits such as an upload size."""
         return []
 
 

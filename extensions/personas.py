@@ -19,6 +19,7 @@ from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
+from proxy.settings import config_path
 
 log = logging.getLogger("switchyard.personas")
 
@@ -52,6 +53,19 @@ def load_personas(directory: Path) -> dict[str, Persona]:
     return personas
 
 
+class PersonasConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``personas:`` config section."""
+
+    dir: str | None = None
+    """Directory of persona YAML files; unset: the four bundled examples."""
+    default_model: str | None = "smollm2-135m"
+    """Model for a request that names only a persona whose file sets no model."""
+
+    def __post_init__(self) -> None:
+        if self.dir is not None:
+            self.dir = str(config_path(self.dir))
+
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -66,7 +80,7 @@ class PersonaExtension(Extension):
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
-        config = services.settings.personas
+        config = services.settings.section("personas", PersonasConfig)
         directory = Path(config.dir).expanduser() if config.dir else BUNDLED_DIR
         self.default_model = config.default_model
         self.personas = load_personas(directory)

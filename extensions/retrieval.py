@@ -10,11 +10,16 @@ an ``x-switchyard-sources`` header and, for non-streamed answers, in the body's
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from extensions.activation import Activation
-from extensions.base import ChatCall, Extension
+from extensions.base import ChatCall, Extension, ExtensionServices
+from extensions.rag.config import RagConfig
+from extensions.rag.store import RagStore
+from extensions.services import make_embedder
 from proxy.errors import InvalidRequest
+from proxy.settings import Settings
 
 _HEADER_LIMIT = 4000
 _INSTRUCTION = (
@@ -58,14 +63,41 @@ def with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str,
 
 
 class RagExtension(Extension):
+    """Retrieval at request time; owns the vector store and the management API."""
+
     name = "rag"
     order = 30
+
+    def __init__(self, services: ExtensionServices) -> None:
+        super().__init__(services)
+        self.config = services.settings.section("rag", RagConfig)
+        self.store: RagStore | None = None
+
+    async def start(self) -> None:
+        store = RagStore(
+            self.config,
+            data_dir=Path(self.services.settings.server.data_dir),
+            embed=make_embedder(self.services.router, self.config.embedding_model),
+        )
+        await store.start()
+        self.store = store
+
+    async def aclose(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            await store.aclose()
+
+    @classmethod
+    def routes(cls, settings: Settings) -> list[Any]:
+        from extensions.rag.routes import rag_router
+
+        return [rag_router(max_upload_mb=settings.section("rag", RagConfig).max_upload_mb)]
 
     def active(self, activation: Activation) -> bool:
         return bool(activation.rag)
 
     async def validate(self, call: ChatCall) -> None:
-        store = self.services.rag
+        store = self.store
         if store is None:
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
@@ -76,8 +108,9 @@ class RagExtension(Extension):
         query = latest_user_text(call.messages)
         if not query:
             return
-        config = self.services.settings.rag
-        hits = await self.services.rag.search(call.activation.rag, query, config.top_k)
+        config = self.config
+        assert self.store is not None  # validate() refused the request otherwise
+        hits = await self.store.search(call.activation.rag, query, config.top_k)
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

@@ -20,6 +20,7 @@ from typing import Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall
 from extensions.tools import ToolContext, call_tool, load_tools
+from extensions.tools.config import ToolsConfig
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
 
@@ -37,7 +38,8 @@ class ToolsExtension(Extension):
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
-        self.tools = load_tools(services.settings.tools)
+        self.config = services.settings.section("tools", ToolsConfig)
+        self.tools = load_tools(self.config)
 
     def active(self, activation: Activation) -> bool:
         return bool(activation.tools)
@@ -64,8 +66,8 @@ class ToolsExtension(Extension):
         name = function.get("name", "")
         context = ToolContext(
             http=self.services.http,
-            config=self.services.settings.tools,
-            rag=self.services.rag,
+            config=self.config,
+            rag=getattr(self.services.extensions.get("rag"), "store", None),
             rag_collections=list(call.activation.rag),
             key_id=call.key_id,
         )
@@ -86,7 +88,7 @@ class ToolsExtension(Extension):
 
     async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
         server = set(call.activation.tools)
-        max_rounds = self.services.settings.tools.max_rounds
+        max_rounds = self.config.max_rounds
         for round_number in range(max_rounds + 1):
             if round_number == max_rounds:
                 call.envelope.update(tool_choice="none")

@@ -17,7 +17,6 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from extensions.base import registered_extensions
-from extensions.rag.routes import rag_router
 from proxy import __version__
 from proxy.auth import KeyChecker
 from proxy.context import RequestContextMiddleware
@@ -80,7 +79,7 @@ def create_app(settings: Settings) -> Any:
 
     guards = [keys.guard] if keys.enabled else []
     extension_classes = registered_extensions()
-    extension_routes = [h for cls in extension_classes.values() for h in cls.routes()]
+    extension_routes = [h for cls in extension_classes.values() for h in cls.routes(settings)]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -95,7 +94,6 @@ def create_app(settings: Settings) -> Any:
             images_router(guards),
             videos_router(guards),
             media_router(),
-            rag_router(guards, max_upload_mb=settings.rag.max_upload_mb),
             *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
         ],
         lifespan=[lifespan],

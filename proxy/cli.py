@@ -14,6 +14,8 @@ def _routing_table(settings: Settings) -> str:
     lines = [f"config: {settings.source}", f"listen: {settings.server.host}:{settings.server.port}"]
     keys = len(settings.server.api_keys)
     lines.append(f"auth: {f'{keys} api key(s)' if keys else 'off'}")
+    if settings.defaults:
+        lines.append("built-in models: kept (a file entry of the same name replaces one)")
     if not settings.models:
         lines.append("models: none")
     for name in settings.model_names():
@@ -34,7 +36,20 @@ def _routing_table(settings: Settings) -> str:
         )
         if fallbacks:
             lines.append(f"  fallbacks: {', '.join(fallbacks)}")
+    for name, section in settings.sections.items():
+        lines.append(f"section {name}: {_changed_fields(section) or 'defaults'}")
     return "\n".join(lines)
+
+
+def _changed_fields(section: msgspec.Struct) -> str:
+    """``field=value`` for each field that differs from the section's defaults."""
+    defaults = msgspec.structs.asdict(type(section)())
+    changed = {
+        k: v
+        for k, v in msgspec.structs.asdict(section).items()
+        if v != defaults.get(k) and "key" not in k
+    }
+    return " ".join(f"{k}={msgspec.to_builtins(v)}" for k, v in changed.items())
 
 
 def _serve(args: argparse.Namespace) -> int:

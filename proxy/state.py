@@ -24,7 +24,6 @@ class AppState:
     gateway: Gateway
     model_cards: list[Model] = field(default_factory=list)
     extensions: dict[str, Any] = field(default_factory=dict)
-    rag: Any = None
     media: MediaServices | None = None
 
     @property

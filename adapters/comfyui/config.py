@@ -8,6 +8,7 @@ import msgspec
 
 from adapters.base import DeploymentConfig
 from adapters.comfyui.workflow import Workflow, WorkflowError, WorkflowSpec, load_workflow
+from proxy.settings import config_path
 
 WorkflowRef = str | WorkflowSpec
 """A workflow spec file (YAML with ``template``, ``inputs``, ...), or the spec inline."""
@@ -26,6 +27,15 @@ class Workflows(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/images/variations``."""
     video: WorkflowRef | None = None
     """``POST /v1/videos`` (text to video, or image to video when it maps ``image``)."""
+
+    def __post_init__(self) -> None:
+        """Spec files, and inline specs' templates, are relative to the config file."""
+        for kind in KINDS:
+            ref = getattr(self, kind)
+            if isinstance(ref, str):
+                setattr(self, kind, str(config_path(ref)))
+            elif isinstance(ref, WorkflowSpec):
+                ref.template = str(config_path(ref.template))
 
     def load(self) -> dict[str, Workflow]:
         loaded: dict[str, Workflow] = {}

@@ -22,7 +22,13 @@ from adapters.llamacpp import chat as chat_api
 from adapters.llamacpp import completions as completions_api
 from adapters.llamacpp import embeddings as embeddings_api
 from adapters.llamacpp import tokenizer as tokenizer_api
-from adapters.llamacpp.config import LlamaCppConfig, ModelFileError, load_spec, resolve_model_path
+from adapters.llamacpp.config import (
+    LlamaCppConfig,
+    LocalConfig,
+    ModelFileError,
+    load_spec,
+    resolve_model_path,
+)
 from adapters.llamacpp.models import ModelLoadFailed, ModelManager, ModelSlot
 from proxy.schemas.base import Envelope
 
@@ -37,10 +43,8 @@ _EMBED = frozenset({Capability.EMBEDDINGS, Capability.TOKENIZE})
 def _manager(resources: Resources) -> ModelManager:
     manager = resources.extra.get(MANAGER_KEY)
     if manager is None:
-        local = getattr(resources.settings, "local", None)
-        manager = ModelManager(
-            getattr(local, "max_loaded_models", None), getattr(local, "memory_budget_mb", None)
-        )
+        local = resources.settings.section("local", LocalConfig)
+        manager = ModelManager(local.max_loaded_models, local.memory_budget_mb)
         resources.extra[MANAGER_KEY] = manager
     return manager  # type: ignore[no-any-return]
 

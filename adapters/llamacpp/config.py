@@ -11,13 +11,25 @@ from __future__ import annotations
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from adapters.base import DeploymentConfig
+from proxy.settings import config_path
 
 Pooling = Literal["mean", "cls", "last", "none"]
+
+
+class LocalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``local:`` config section: limits shared by every in-process model."""
+
+    max_loaded_models: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """At most this many local models in memory at once; loading another first unloads
+    the least recently used idle one. ``null``: no limit."""
+    memory_budget_mb: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Estimated memory (weights plus KV cache) all loaded local models may take, in MiB;
+    least recently used idle models are unloaded to stay under it. ``null``: no budget."""
 
 
 class FimTokens(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -76,6 +88,8 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
     def __post_init__(self) -> None:
         if (self.path is None) == (self.package is None):
             raise ValueError("exactly one of `path` and `package` is required")
+        if self.path is not None:
+            self.path = str(config_path(self.path))
         if self.file is not None and self.package is None:
             raise ValueError("`file` is only meaningful with `package`")
         if self.n_ctx < 16:

@@ -53,7 +53,8 @@ _MIB = 1024 * 1024
 
 def _store(request: Request[Any, Any, Any]) -> RagStore:
     state = getattr(request.app.state, "switchyard", None)
-    store = getattr(state, "rag", None)
+    extension = state.extensions.get("rag") if state is not None else None
+    store = getattr(extension, "store", None)
     if store is None:
         raise ServiceUnavailable("RAG is not enabled on this server.")
     return store  # type: ignore[no-any-return]
@@ -186,9 +187,9 @@ async def search(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(HitList(data=hits))
 
 
-def rag_router(guards: list[Any], *, max_upload_mb: float = 10.0) -> Router:
-    """The management API; ``guards`` as on /v1. Uploads may be ``max_upload_mb`` (plus
-    1 MiB for the multipart framing) whatever the server-wide body limit is."""
+def rag_router(*, max_upload_mb: float = 10.0) -> Router:
+    """The management API, under /v1 and its guards. Uploads may be ``max_upload_mb``
+    (plus 1 MiB for the multipart framing) whatever the server-wide body limit is."""
     upload = post(
         "/collections/{name:str}/files",
         summary="Upload files (multipart)",
@@ -196,7 +197,7 @@ def rag_router(guards: list[Any], *, max_upload_mb: float = 10.0) -> Router:
         request_max_body_size=int((max_upload_mb + 1) * _MIB),
     )(upload_files)
     return Router(
-        path="/v1/switchyard/rag",
+        path="/switchyard/rag",
         route_handlers=[
             list_collections,
             create_collection,
@@ -210,6 +211,5 @@ def rag_router(guards: list[Any], *, max_upload_mb: float = 10.0) -> Router:
             search_collection,
             search,
         ],
-        guards=guards,
         tags=["RAG"],
     )

@@ -47,7 +47,7 @@ from proxy.errors import (
 )
 
 if TYPE_CHECKING:
-    from proxy.settings import RagConfig
+    from extensions.rag.config import RagConfig
 
 log = logging.getLogger("switchyard.rag")
 

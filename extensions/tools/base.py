@@ -23,7 +23,7 @@ import msgspec
 if TYPE_CHECKING:
     import httpx
 
-    from proxy.settings import ToolsConfig
+    from extensions.tools.config import ToolsConfig
 
 ENTRY_POINT_GROUP = "switchyard.tools"
 ERROR_PREFIX = "error: "

@@ -25,8 +25,8 @@ from extensions.tools.base import (
     decode_arguments,
     function_definition,
 )
+from extensions.tools.config import ToolsConfig
 from proxy.errors import SwitchyardError
-from proxy.settings import ToolsConfig
 
 DEFAULT_K = 5
 MAX_K = 20

@@ -13,8 +13,9 @@ import httpx
 import msgspec
 
 from extensions.tools.base import ToolError
+from extensions.tools.config import WebSearchConfig
 from extensions.tools.web_search import SearchResult
-from proxy.settings import ConfigError, WebSearchConfig
+from proxy.settings import ConfigError
 
 
 class _Result(msgspec.Struct):

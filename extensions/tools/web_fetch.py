@@ -41,6 +41,7 @@ from extensions.tools.base import (
     decode_arguments,
     function_definition,
 )
+from extensions.tools.config import ToolsConfig, WebFetchConfig
 from extensions.tools.html_text import html_to_text
 from extensions.tools.netguard import (
     Address,
@@ -49,7 +50,6 @@ from extensions.tools.netguard import (
     resolve_checked,
     system_resolver,
 )
-from proxy.settings import ToolsConfig, WebFetchConfig
 
 USER_AGENT = "Switchyard-web_fetch/0.1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -21,7 +21,8 @@ from extensions.tools.base import (
     decode_arguments,
     function_definition,
 )
-from proxy.settings import ConfigError, ToolsConfig, WebSearchConfig
+from extensions.tools.config import ToolsConfig, WebSearchConfig
+from proxy.settings import ConfigError
 
 PROVIDER_GROUP = "switchyard.search_providers"
 _SNIPPET_CHARS = 500

@@ -24,10 +24,11 @@ import trustme
 from aiohttp import web
 
 from extensions.tools.base import ToolContext
+from extensions.tools.config import ToolsConfig, WebFetchConfig
 from extensions.tools.netguard import Address, Resolver, system_resolver
 from extensions.tools.web_fetch import WebFetchTool
 from proxy.http_client import build_http_client
-from proxy.settings import HttpConfig, ToolsConfig, WebFetchConfig
+from proxy.settings import HttpConfig
 from tests.support.servers import answer_lifespan, serve_asgi
 
 PAGE = b"""<!doctype html><html><head><title>Test  page</title>

@@ -10,6 +10,7 @@ import pytest
 
 from adapters.llamacpp.config import (
     LlamaCppConfig,
+    LocalConfig,
     ModelFileError,
     check_model_file,
     load_spec,
@@ -64,7 +65,8 @@ def test_invalid_entries_are_config_errors(entry: dict[str, object], message: st
 
 def test_local_limits_are_a_section() -> None:
     settings = settings_from_mapping({"local": {"max_loaded_models": 2, "memory_budget_mb": 4096}})
-    assert settings.local.max_loaded_models == 2 and settings.local.memory_budget_mb == 4096
+    local = settings.section("local", LocalConfig)
+    assert local.max_loaded_models == 2 and local.memory_budget_mb == 4096
     with pytest.raises(ConfigError):
         settings_from_mapping({"local": {"max_loaded_models": 0}})
 

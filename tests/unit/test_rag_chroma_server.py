@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from extensions.rag import ingest
+from extensions.rag.config import RagConfig
 from extensions.rag.schemas import DocumentIn
 from extensions.rag.store import RagStore
 from proxy.errors import NotFound, ServiceUnavailable
-from proxy.settings import RagConfig
 from tests.support.rag_fakes import bow_embed, make_pdf
 from tests.support.servers import free_port
 

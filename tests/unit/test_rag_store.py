@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from extensions.rag import ingest
+from extensions.rag.config import RagConfig
 from extensions.rag.schemas import DocumentIn, IndexRequest
 from extensions.rag.store import RagStore
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamError
-from proxy.settings import RagConfig
 from tests.support.rag_fakes import bow_embed, make_pdf
 
 CORPUS = [

@@ -7,9 +7,10 @@ import pytest
 
 from extensions.tools import ToolContext, call_tool, load_tools, parse_arguments, registered_tools
 from extensions.tools.base import ToolError
+from extensions.tools.config import ToolsConfig, WebFetchConfig
 from extensions.tools.rag_search import RagSearchTool
 from extensions.tools.web_fetch import WebFetchTool
-from proxy.settings import ToolsConfig, WebFetchConfig, settings_from_mapping
+from proxy.settings import settings_from_mapping
 
 
 def test_tools_are_registered_and_loaded_by_name() -> None:
@@ -36,9 +37,10 @@ def test_tools_config_from_yaml_mapping() -> None:
             }
         }
     )
-    assert settings.tools.max_rounds == 3
-    assert settings.tools.web_fetch.allowed_hosts == ["10.0.0.0/8", "wiki.internal"]
-    assert set(load_tools(settings.tools)) == {"web_fetch", "web_search", "rag_search"}
+    tools = settings.section("tools", ToolsConfig)
+    assert tools.max_rounds == 3
+    assert tools.web_fetch.allowed_hosts == ["10.0.0.0/8", "wiki.internal"]
+    assert set(load_tools(tools)) == {"web_fetch", "web_search", "rag_search"}
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from extensions.tools.base import ToolContext
+from extensions.tools.config import ToolsConfig
 from extensions.tools.rag_search import RagSearchTool
 from proxy.errors import UpstreamUnavailable
-from proxy.settings import ToolsConfig
 
 
 @dataclass

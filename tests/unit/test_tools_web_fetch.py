@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from extensions.tools.base import ToolContext
+from extensions.tools.config import ToolsConfig, WebFetchConfig
 from extensions.tools.html_text import html_to_text
 from extensions.tools.netguard import Address
 from extensions.tools.web_fetch import WebFetchTool
-from proxy.settings import ToolsConfig, WebFetchConfig
 
 PUBLIC = "93.184.216.34"
 

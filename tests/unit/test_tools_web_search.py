@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from extensions.tools.base import ToolContext, load_tools
+from extensions.tools.config import ToolsConfig, WebSearchConfig
 from extensions.tools.searxng import SearxngProvider
 from extensions.tools.web_search import WebSearchTool
-from proxy.settings import ConfigError, ToolsConfig, WebSearchConfig
+from proxy.settings import ConfigError
 from tests.support.servers import answer_lifespan, serve_asgi
 
 RESULTS = [

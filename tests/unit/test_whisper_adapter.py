@@ -161,9 +161,9 @@ def test_capabilities_and_config() -> None:
 
 
 def test_the_default_config_offers_openai_s_audio_model_names() -> None:
-    from proxy.settings import DEFAULT_CONFIG
+    from proxy.settings import DEFAULT_MODELS
 
-    audio = [m for m in DEFAULT_CONFIG["models"] if m["adapter"] in ("whisper", "tts")]
+    audio = [m for m in DEFAULT_MODELS if m["adapter"] in ("whisper", "tts")]
     settings = settings_from_mapping({"models": audio})
 
     assert {(m.name, m.adapter) for m in settings.models} == {

@@ -132,7 +132,88 @@ def test_load_settings_reads_yaml_and_the_env_variable(
 
     assert from_env.server.port == explicit.server.port == 9999
     assert from_env.source == str(file)
-    assert [m.name for m in explicit.models] == ["m"]
+    assert [m.name for m in explicit.models] == ["m", *BUILTIN_NAMES]
+
+
+BUILTIN_NAMES = ["smollm2-135m", "smollm2-135m-embed", "whisper-1", "tts-1"]
+
+
+def test_a_file_keeps_the_builtin_models_and_may_replace_one_by_name(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("models:\n  - {name: tts-1, adapter: openai, base_url: 'http://tts:1/v1'}\n")
+
+    settings = load_settings(file)
+
+    assert [m.name for m in settings.models] == ["tts-1", *BUILTIN_NAMES[:3]]
+    assert [m.adapter for m in settings.models] == ["openai", "llamacpp", "llamacpp", "whisper"]
+
+
+def test_defaults_false_serves_only_the_file_s_models(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("defaults: false\nmodels:\n  - {name: m, adapter: openai}\n")
+
+    assert [m.name for m in load_settings(file).models] == ["m"]
+
+
+def test_fallbacks_may_name_a_builtin_model(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("models:\n  - {name: m, adapter: openai, fallbacks: [smollm2-135m]}\n")
+
+    assert load_settings(file).models[0].fallbacks == ["smollm2-135m"]
+    file.write_text("defaults: false\n" + file.read_text())
+    with pytest.raises(ConfigError, match="unknown model 'smollm2-135m'"):
+        load_settings(file)
+
+
+def test_plugin_sections_are_validated_by_their_plugin_and_name_their_path() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"rag": {"top_k": 0}}, "s.yaml")
+    assert str(caught.value).startswith("s.yaml: ")
+    assert "rag.top_k" in str(caught.value)
+
+    with pytest.raises(ConfigError, match=r"tools\.web_fetch"):
+        settings_from_mapping({"tools": {"web_fetch": {"colour": 1}}})
+
+
+def test_an_unknown_section_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"retrieval": {}})
+    message = str(caught.value)
+    assert "`retrieval`: unknown section" in message
+    for known in ("server", "http", "models", "rag", "tools", "personas", "sessions", "local"):
+        assert known in message
+
+
+def test_a_section_absent_from_the_file_is_its_plugin_s_defaults() -> None:
+    from extensions.rag.config import RagConfig
+
+    settings = settings_from_mapping({"rag": {"top_k": 7}})
+
+    assert settings.section("rag", RagConfig).top_k == 7
+    assert settings_from_mapping({}).section("rag", RagConfig) == RagConfig()
+    with pytest.raises(TypeError):
+        settings.section("rag", OpenAIConfig)
+
+
+def test_input_paths_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extensions.personas import PersonasConfig
+
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    (config_dir / "model.gguf").write_bytes(b"")
+    file = config_dir / "switchyard.yaml"
+    file.write_text(
+        "personas: {dir: personas}\n"
+        "models:\n  - {name: local, adapter: llamacpp, path: model.gguf}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # anywhere but the file's directory
+
+    settings = load_settings(file)
+
+    assert settings.models[0].path == str(config_dir / "model.gguf")  # type: ignore[attr-defined]
+    assert settings.section("personas", PersonasConfig).dir == str(config_dir / "personas")
 
 
 def test_load_settings_without_any_file_gives_the_defaults(
@@ -173,6 +254,20 @@ def test_check_config_prints_the_routing_table(
     assert "fallbacks: backup" in out
     assert "1 api key" in out
     assert "sk-very-secret" not in out  # secrets are never printed
+
+
+def test_check_config_prints_plugin_sections_that_differ_from_their_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "ok.yaml"
+    file.write_text("rag: {top_k: 9}\ntools: {}\n")
+
+    assert main(["check-config", str(file)]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert "section rag: top_k=9" in out
+    assert "section tools: defaults" in out
+    assert "model smollm2-135m" in out  # built-ins are kept
 
 
 @pytest.mark.parametrize(

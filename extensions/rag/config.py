@@ -1,0 +1,44 @@
+"""The ``rag:`` config section: the vector store, chunking and the request-time budget."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+
+class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Retrieval over ChromaDB: the vector store, chunking and the request-time budget."""
+
+    chroma_url: str | None = None
+    """A Chroma server (``http://host:8000``, ``https://...``) for shared deployments.
+    Unset: an embedded store under ``<server.data_dir>/chroma``."""
+    embedding_model: str = "smollm2-135m-embed"
+    """Configured model (any adapter with embeddings) that embeds chunks and queries.
+    Changing it needs a re-index: vectors of different models do not compare."""
+    allowed_dirs: list[str] = []
+    """Server-side directories that may be indexed through the API (symlinks and ``..``
+    are resolved first). Empty: directory indexing is refused."""
+    chunk_tokens: Annotated[int, msgspec.Meta(ge=16)] = 256
+    """Largest chunk, in tokens of the embedding model (approximated when unknown)."""
+    chunk_overlap: Annotated[int, msgspec.Meta(ge=0)] = 32
+    """Tokens repeated at the start of the next chunk, so a fact cut by a chunk boundary
+    still appears whole in one of them. Must be less than half of ``chunk_tokens``."""
+    context_tokens: Annotated[int, msgspec.Meta(gt=0)] = 1024
+    """Budget for the retrieved context inserted into a chat request."""
+    top_k: Annotated[int, msgspec.Meta(gt=0)] = 4
+    """Chunks retrieved per request (before the token budget is applied)."""
+    max_upload_mb: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Largest file accepted by upload or directory indexing, in MiB (larger gets 413)."""
+    max_index_files: Annotated[int, msgspec.Meta(gt=0)] = 10_000
+    """Most files one directory-index request may match; more is refused before any
+    work, so a mistyped path cannot start indexing a whole disk."""
+    embed_batch_size: Annotated[int, msgspec.Meta(gt=0)] = 32
+    """Chunks sent to the embedding model per request."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_overlap * 2 > self.chunk_tokens:
+            raise ValueError("chunk_overlap must be at most half of chunk_tokens")
+        if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):
+            raise ValueError("chroma_url must be an http:// or https:// URL")
