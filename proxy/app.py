@@ -14,7 +14,6 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
 from extensions.base import registered_extensions
 from proxy import __version__
@@ -29,6 +28,7 @@ from proxy.errors import (
 )
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
+from proxy.openapi import docs_assets_router, document_request_bodies, openapi_config
 from proxy.routes.audio import audio_router
 from proxy.routes.images import images_router
 from proxy.routes.media import media_router
@@ -95,14 +95,14 @@ def create_app(settings: Settings) -> Any:
             videos_router(guards),
             media_router(),
             *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
+            docs_assets_router(),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: render_error},
         request_max_body_size=int(settings.server.max_body_mb * 1024 * 1024),
-        openapi_config=OpenAPIConfig(
-            title="Switchyard", version=__version__, path="/docs", use_handler_docstrings=True
-        ),
+        openapi_config=openapi_config("Switchyard", __version__, keys_required=keys.enabled),
         logging_config=None,
         debug=False,
     )
+    document_request_bodies(app)
     return RequestContextMiddleware(app, metrics, log_prompts=settings.server.log_prompts)

@@ -74,7 +74,12 @@ async def list_collections(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(CollectionList(data=await _store(request).list_collections()))
 
 
-@post("/collections", summary="Create a RAG collection", status_code=201)
+@post(
+    "/collections",
+    summary="Create a RAG collection",
+    status_code=201,
+    opt={"request_body": CollectionCreate},
+)
 async def create_collection(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await _body(request, CollectionCreate)
     info = await _store(request).create_collection(body.name, body.description, body.metadata)
@@ -92,7 +97,12 @@ async def delete_collection(request: Request[Any, Any, Any], name: str) -> Respo
     return json_response(Deleted(id=name, object="rag.collection"))
 
 
-@post("/collections/{name:str}/documents", summary="Add documents (JSON)", status_code=200)
+@post(
+    "/collections/{name:str}/documents",
+    summary="Add documents (JSON)",
+    status_code=200,
+    opt={"request_body": DocumentsAdd},
+)
 async def add_documents(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, DocumentsAdd)
     result = await ingest.add_documents(_store(request), _collection(name), body.documents)
@@ -117,6 +127,17 @@ async def _form_files(request: Request[Any, Any, Any]) -> tuple[list[tuple[str, 
     return files, form
 
 
+class UploadForm(msgspec.Struct, kw_only=True):
+    """The multipart upload's fields, for the OpenAPI document (the form is read as is)."""
+
+    file: list[bytes]
+    """One or more files (text, markdown, HTML, PDF, source code)."""
+    metadata: str | None = None
+    """A JSON object of metadata stored with every chunk."""
+    id: str | None = None
+    """The document id (one file only); default: derived from the file name."""
+
+
 async def upload_files(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     files, form = await _form_files(request)
     metadata: Metadata = {}
@@ -134,14 +155,24 @@ async def upload_files(request: Request[Any, Any, Any], name: str) -> Response[b
     return json_response(result)
 
 
-@post("/collections/{name:str}/index", summary="Index a server-side directory", status_code=200)
+@post(
+    "/collections/{name:str}/index",
+    summary="Index a server-side directory",
+    status_code=200,
+    opt={"request_body": IndexRequest},
+)
 async def index_directory(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, IndexRequest)
     report = await ingest.index_directory(_store(request), _collection(name), body)
     return json_response(report)
 
 
-@post("/collections/{name:str}/documents/delete", summary="Delete documents", status_code=200)
+@post(
+    "/collections/{name:str}/documents/delete",
+    summary="Delete documents",
+    status_code=200,
+    opt={"request_body": DocumentsDelete},
+)
 async def delete_documents(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, DocumentsDelete)
     if not body.ids and not body.sources:
@@ -167,7 +198,12 @@ async def delete_document(
     return json_response(DocumentsDeleted(collection=name, documents=documents, chunks=chunks))
 
 
-@post("/collections/{name:str}/search", summary="Search one collection", status_code=200)
+@post(
+    "/collections/{name:str}/search",
+    summary="Search one collection",
+    status_code=200,
+    opt={"request_body": SearchRequest},
+)
 async def search_collection(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, SearchRequest)
     store = _store(request)
@@ -176,7 +212,12 @@ async def search_collection(request: Request[Any, Any, Any], name: str) -> Respo
     return json_response(HitList(data=hits))
 
 
-@post("/search", summary="Search several collections", status_code=200)
+@post(
+    "/search",
+    summary="Search several collections",
+    status_code=200,
+    opt={"request_body": MultiSearchRequest},
+)
 async def search(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await _body(request, MultiSearchRequest)
     if not body.collections:
@@ -195,6 +236,7 @@ def rag_router(*, max_upload_mb: float = 10.0) -> Router:
         summary="Upload files (multipart)",
         status_code=200,
         request_max_body_size=int((max_upload_mb + 1) * _MIB),
+        opt={"request_body": UploadForm, "request_media_type": "multipart/form-data"},
     )(upload_files)
     return Router(
         path="/switchyard/rag",

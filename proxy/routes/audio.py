@@ -119,12 +119,30 @@ async def _serve_upload(
     return render_transcription(result, upload.params.response_format)  # type: ignore[attr-defined]
 
 
-@post("/audio/transcriptions", summary="Transcribe audio", status_code=200)
+@post(
+    "/audio/transcriptions",
+    summary="Transcribe audio",
+    status_code=200,
+    opt={
+        "request_body": TranscriptionRequest,
+        "request_media_type": "multipart/form-data",
+        "request_files": ["file"],
+    },
+)
 async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _serve_upload(request, "audio.transcriptions", TranscriptionRequest, "transcribe")
 
 
-@post("/audio/translations", summary="Translate audio into English", status_code=200)
+@post(
+    "/audio/translations",
+    summary="Translate audio into English",
+    status_code=200,
+    opt={
+        "request_body": TranslationRequest,
+        "request_media_type": "multipart/form-data",
+        "request_files": ["file"],
+    },
+)
 async def translations(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _serve_upload(request, "audio.translations", TranslationRequest, "translate")
 
@@ -141,7 +159,12 @@ async def _audio_bytes(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         log.exception("speech stream failed after it began")
 
 
-@post("/audio/speech", summary="Generate audio from text", status_code=200)
+@post(
+    "/audio/speech",
+    summary="Generate audio from text",
+    status_code=200,
+    opt={"request_body": SpeechRequest},
+)
 async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)

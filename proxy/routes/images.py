@@ -106,7 +106,12 @@ async def serve_images(
     return json_response(await render_images(result, envelope.params, media_services(state), base))
 
 
-@post("/images/generations", summary="Create images from a prompt", status_code=200)
+@post(
+    "/images/generations",
+    summary="Create images from a prompt",
+    status_code=200,
+    opt={"request_body": ImageGenerationRequest},
+)
 async def generations(request: Request[Any, Any, Any]) -> Response[bytes]:
     envelope = decode_request(await request.body(), ImageGenerationRequest)
     stats = request_info(request.scope).stats
@@ -120,7 +125,16 @@ def _require_image(form: FormEnvelope[Any]) -> None:
         raise InvalidRequest("An image file is required: send it as 'image'.", param="image")
 
 
-@post("/images/edits", summary="Edit images (multipart: image, mask, prompt)", status_code=200)
+@post(
+    "/images/edits",
+    summary="Edit images (multipart: image, mask, prompt)",
+    status_code=200,
+    opt={
+        "request_body": ImageEditRequest,
+        "request_media_type": "multipart/form-data",
+        "request_files": ["image", "mask"],
+    },
+)
 async def edits(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await read_form(request, ImageEditRequest)
     _require_image(form)
@@ -130,7 +144,16 @@ async def edits(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@post("/images/variations", summary="Create variations of an image (multipart)", status_code=200)
+@post(
+    "/images/variations",
+    summary="Create variations of an image (multipart)",
+    status_code=200,
+    opt={
+        "request_body": ImageVariationRequest,
+        "request_media_type": "multipart/form-data",
+        "request_files": ["image"],
+    },
+)
 async def variations(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await read_form(request, ImageVariationRequest)
     _require_image(form)

@@ -17,7 +17,11 @@ from proxy.gateway import (
     Gateway,
     json_response,
 )
+from proxy.schemas.chat import ChatCompletionRequest
+from proxy.schemas.completions import CompletionRequest
+from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.models import Model, ModelList
+from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from proxy.state import AppState
 
 
@@ -26,32 +30,62 @@ def _gateway(request: Request[Any, Any, Any]) -> Gateway:
     return state.gateway
 
 
-@post("/chat/completions", summary="Create a chat completion", status_code=200)
+@post(
+    "/chat/completions",
+    summary="Create a chat completion",
+    status_code=200,
+    opt={"request_body": ChatCompletionRequest},
+)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(CHAT, request)
 
 
-@post("/completions", summary="Create a (legacy) completion", status_code=200)
+@post(
+    "/completions",
+    summary="Create a (legacy) completion",
+    status_code=200,
+    opt={"request_body": CompletionRequest},
+)
 async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(COMPLETIONS, request)
 
 
-@post("/embeddings", summary="Create embeddings", status_code=200)
+@post(
+    "/embeddings",
+    summary="Create embeddings",
+    status_code=200,
+    opt={"request_body": EmbeddingRequest},
+)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(EMBEDDINGS, request)
 
 
-@post("/tokenize", summary="Tokenize text or chat messages", status_code=200)
+@post(
+    "/tokenize",
+    summary="Tokenize text or chat messages",
+    status_code=200,
+    opt={"request_body": TokenizeRequest},
+)
 async def tokenize(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(TOKENIZE, request)
 
 
-@post("/detokenize", summary="Turn token ids back into text", status_code=200)
+@post(
+    "/detokenize",
+    summary="Turn token ids back into text",
+    status_code=200,
+    opt={"request_body": DetokenizeRequest},
+)
 async def detokenize(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(DETOKENIZE, request)
 
 
-@post("/tokens/count", summary="Count the tokens of text or chat messages", status_code=200)
+@post(
+    "/tokens/count",
+    summary="Count the tokens of text or chat messages",
+    status_code=200,
+    opt={"request_body": TokenizeRequest},
+)
 async def tokens_count(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(TOKENS_COUNT, request)
 

@@ -61,7 +61,12 @@ async def _envelope(
     return form
 
 
-@post("/videos", summary="Create a video job", status_code=200)
+@post(
+    "/videos",
+    summary="Create a video job",
+    status_code=200,
+    opt={"request_body": VideoCreateRequest},
+)
 async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
     state: AppState = request.app.state.switchyard
     media = media_services(state)
