@@ -41,6 +41,15 @@ _SECURITY: dict[str, SecurityScheme] = {
 }
 
 
+def form_body(kind: type, *files: str) -> dict[str, Any]:
+    """Route options documenting a multipart form: ``kind``'s fields plus file ``files``."""
+    return {
+        "request_body": kind,
+        "request_media_type": "multipart/form-data",
+        "request_files": list(files),
+    }
+
+
 def docs_assets_router() -> Any:
     """Swagger UI's own files, from the installed package (nothing else is served)."""
     return create_static_files_router(

@@ -22,6 +22,7 @@ from proxy.context import request_info
 from proxy.errors import InvalidRequest, SwitchyardError
 from proxy.gateway import json_response
 from proxy.media.uploads import FormEnvelope, read_form
+from proxy.openapi import form_body
 from proxy.schemas.audio import (
     SPEECH_MEDIA_TYPES,
     RawBody,
@@ -123,11 +124,7 @@ async def _serve_upload(
     "/audio/transcriptions",
     summary="Transcribe audio",
     status_code=200,
-    opt={
-        "request_body": TranscriptionRequest,
-        "request_media_type": "multipart/form-data",
-        "request_files": ["file"],
-    },
+    opt=form_body(TranscriptionRequest, "file"),
 )
 async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _serve_upload(request, "audio.transcriptions", TranscriptionRequest, "transcribe")
@@ -137,11 +134,7 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
     "/audio/translations",
     summary="Translate audio into English",
     status_code=200,
-    opt={
-        "request_body": TranslationRequest,
-        "request_media_type": "multipart/form-data",
-        "request_files": ["file"],
-    },
+    opt=form_body(TranslationRequest, "file"),
 )
 async def translations(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _serve_upload(request, "audio.translations", TranslationRequest, "translate")

@@ -24,6 +24,7 @@ from proxy.media import GeneratedImages, MediaBlob, MediaServices
 from proxy.media.imaging import OUTPUT_TYPES, convert_image
 from proxy.media.uploads import FormEnvelope, read_form
 from proxy.media.urls import base_url, media_url
+from proxy.openapi import form_body
 from proxy.schemas.base import UNSET, Envelope, decode_request
 from proxy.schemas.images import (
     ImageData,
@@ -129,11 +130,7 @@ def _require_image(form: FormEnvelope[Any]) -> None:
     "/images/edits",
     summary="Edit images (multipart: image, mask, prompt)",
     status_code=200,
-    opt={
-        "request_body": ImageEditRequest,
-        "request_media_type": "multipart/form-data",
-        "request_files": ["image", "mask"],
-    },
+    opt=form_body(ImageEditRequest, "image", "mask"),
 )
 async def edits(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await read_form(request, ImageEditRequest)
@@ -148,11 +145,7 @@ async def edits(request: Request[Any, Any, Any]) -> Response[bytes]:
     "/images/variations",
     summary="Create variations of an image (multipart)",
     status_code=200,
-    opt={
-        "request_body": ImageVariationRequest,
-        "request_media_type": "multipart/form-data",
-        "request_files": ["image"],
-    },
+    opt=form_body(ImageVariationRequest, "image"),
 )
 async def variations(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await read_form(request, ImageVariationRequest)
