@@ -21,6 +21,7 @@ from extensions.rag.routes import rag_router
 from proxy import __version__
 from proxy.auth import KeyChecker
 from proxy.context import RequestContextMiddleware
+from proxy.drain import Drain
 from proxy.errors import (
     InvalidRequest,
     NotFound,
@@ -76,6 +77,7 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
 
 def create_app(settings: Settings) -> Any:
     metrics = Metrics()
+    drain = Drain()
     keys = KeyChecker(settings.server.api_keys)
 
     guards = [keys.guard] if keys.enabled else []
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
+            app.state.switchyard.drain = drain
             yield
 
     app = Litestar(
@@ -107,4 +110,10 @@ def create_app(settings: Settings) -> Any:
         logging_config=None,
         debug=False,
     )
-    return RequestContextMiddleware(app, metrics, log_prompts=settings.server.log_prompts)
+    return RequestContextMiddleware(
+        app,
+        metrics,
+        log_prompts=settings.server.log_prompts,
+        drain=drain,
+        request_read_timeout_s=settings.server.request_read_timeout_s,
+    )

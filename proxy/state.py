@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from proxy.drain import Drain
 from proxy.gateway import Gateway
 from proxy.media import MediaServices
 from proxy.metrics import Metrics
@@ -26,6 +27,13 @@ class AppState:
     extensions: dict[str, Any] = field(default_factory=dict)
     rag: Any = None
     media: MediaServices | None = None
+    drain: Drain = field(default_factory=Drain)
+    """Shutdown state, shared with the request middleware and the server runner."""
+
+    @property
+    def draining(self) -> bool:
+        """True from the moment the server was told to stop: not ready any more."""
+        return self.drain.draining
 
     @property
     def source(self) -> str:
