@@ -188,7 +188,8 @@ def test_requests_still_running_after_the_drain_are_ended_and_recorded(
 
         def ask_slow() -> None:
             try:
-                sdk(server).chat.completions.create(model="slow", messages=ASK)  # type: ignore[arg-type]
+                with sdk(server) as other:
+                    other.chat.completions.create(model="slow", messages=ASK)  # type: ignore[arg-type]
             except openai.APIStatusError as exc:
                 outcome["status"], outcome["body"] = exc.status_code, exc.body
 
