@@ -19,6 +19,7 @@ from extensions.base import registered_extensions
 from proxy import __version__
 from proxy.auth import KeyChecker
 from proxy.context import RequestContextMiddleware
+from proxy.drain import Drain
 from proxy.errors import (
     InvalidRequest,
     NotFound,
@@ -75,6 +76,7 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
 
 def create_app(settings: Settings) -> Any:
     metrics = Metrics()
+    drain = Drain()
     keys = KeyChecker(settings.server.api_keys)
 
     guards = [keys.guard] if keys.enabled else []
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
+            app.state.switchyard.drain = drain
             yield
 
     app = Litestar(
@@ -105,4 +108,10 @@ def create_app(settings: Settings) -> Any:
         debug=False,
     )
     document_request_bodies(app)
-    return RequestContextMiddleware(app, metrics, log_prompts=settings.server.log_prompts)
+    return RequestContextMiddleware(
+        app,
+        metrics,
+        log_prompts=settings.server.log_prompts,
+        drain=drain,
+        request_read_timeout_s=settings.server.request_read_timeout_s,
+    )

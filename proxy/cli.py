@@ -53,26 +53,13 @@ def _changed_fields(section: msgspec.Struct) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from proxy.app import create_app
     from proxy.logs import configure_logging
+    from proxy.server import build_server
 
     settings = load_settings(args.config)
-    host = args.host or settings.server.host
-    port = args.port or settings.server.port
     configure_logging(args.log_level.upper())
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=args.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    server = build_server(settings, host=args.host, port=args.port, log_level=args.log_level)
+    server.run()
     return 0
 
 

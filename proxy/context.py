@@ -4,10 +4,16 @@
 the request, adds ``x-request-id`` and ``x-switchyard-overhead-ms`` to the response
 head, and when the response is finished (or the client went away) records metrics
 and writes the access-log line. It is plain ASGI because it runs on every request.
+
+It also registers each request with the shutdown ``Drain`` (``proxy.drain``), and holds
+the request body to ``server.request_read_timeout_s``: uvicorn has no body timeout, so
+``receive`` is wrapped with a deadline until the body is complete (one ``asyncio``
+timer per read, nothing once the body is in), and a stalled body becomes a 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -16,10 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import CallStats
+from proxy.drain import Drain
+from proxy.errors import RequestTimeout, ServerShuttingDown, encode_error
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 
 SCOPE_KEY = "switchyard.request"
+#: Set by the server's HTTP protocol (``proxy.server``): the event-loop time at which the
+#: request's first byte arrived, so the read deadline covers the head as well as the body.
+REQUEST_BEGAN_KEY = "switchyard.request_began"
+_CLOSE = (b"connection", b"close")
 access_log = logging.getLogger("switchyard.access")
 
 
@@ -35,6 +47,10 @@ class RequestInfo:
     """Set by the auth guard once the key is checked."""
     prompt: str | None = None
     stats: CallStats = field(default_factory=CallStats)
+    events_sent: int = 0
+    """SSE events the client was sent (counted by ``proxy.responses``)."""
+    ended_by_shutdown: bool = False
+    """Still running when the shutdown drain ran out, and ended by the server."""
 
     @property
     def key_id(self) -> str | None:
@@ -77,11 +93,34 @@ def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _shutdown_response() -> tuple[dict[str, Any], dict[str, Any]]:
+    body = encode_error(ServerShuttingDown("The server shut down before the answer was ready."))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        _CLOSE,
+    ]
+    return (
+        {"type": "http.response.start", "status": 503, "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    )
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: Any, metrics: Metrics, *, log_prompts: bool) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: Metrics,
+        *,
+        log_prompts: bool,
+        drain: Drain | None = None,
+        request_read_timeout_s: float | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_prompts = log_prompts
+        self.drain = drain or Drain()
+        self.read_timeout_s = request_read_timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -95,26 +134,69 @@ class RequestContextMiddleware:
         status = 500
         overhead = 0.0
         first_body_at: float | None = None
+        responded = False
+        drain = self.drain
 
         async def send_with_headers(message: dict[str, Any]) -> None:
-            nonlocal status, overhead, first_body_at
+            nonlocal status, overhead, first_body_at, responded
             if message["type"] == "http.response.start":
+                responded = True
                 status = message["status"]
                 overhead = max(0.0, time.perf_counter() - started - info.stats.upstream_s)
                 headers = list(message.get("headers") or ())
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 headers.append((b"x-switchyard-overhead-ms", f"{overhead * 1000:.3f}".encode()))
+                if drain.draining:
+                    headers.append(_CLOSE)
                 message = {**message, "headers": headers}
             elif first_body_at is None and message["type"] == "http.response.body":
                 first_body_at = time.perf_counter()
             await send(message)
 
+        if self.read_timeout_s is not None:
+            receive = self._with_read_deadline(scope, receive, lambda: responded)
         self.metrics.in_flight.inc()
+        task = drain.track(info)
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            if not info.ended_by_shutdown or responded or task is None:
+                raise
+            task.uncancel()
+            start, body = _shutdown_response()
+            await send_with_headers(start)
+            await send_with_headers(body)
         finally:
+            drain.untrack(task)
             self.metrics.in_flight.dec()
             self._record(scope, info, status, overhead, first_body_at)
+
+    def _with_read_deadline(self, scope: dict[str, Any], receive: Any, responded: Any) -> Any:
+        """``receive`` that raises ``RequestTimeout`` once the read deadline has passed
+        with the body still incomplete. Once the body is in, or a response has begun
+        (the handler is done with the body), it is ``receive`` again."""
+        assert self.read_timeout_s is not None
+        loop = asyncio.get_running_loop()
+        deadline = scope.get(REQUEST_BEGAN_KEY, loop.time()) + self.read_timeout_s
+        body_complete = False
+
+        async def receive_within_deadline() -> Any:
+            nonlocal body_complete
+            if body_complete or responded():
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self.read_timeout_s:g} s.",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                body_complete = True
+            return message
+
+        return receive_within_deadline
 
     def _record(
         self,
@@ -128,6 +210,8 @@ class RequestContextMiddleware:
         stats = info.stats
         series = self.metrics.series(info.model, info.route)
         series.count(status)
+        if info.ended_by_shutdown:
+            self.metrics.ended_by_shutdown.labels(info.model, info.route).inc()
         series.duration.observe(total)
         series.overhead.observe(overhead)
         if stats.attempts:
@@ -157,6 +241,10 @@ class RequestContextMiddleware:
             "completion_tokens": stats.completion_tokens,
             "attempts": stats.attempts,
         }
+        if info.stream:
+            extra["events_sent"] = info.events_sent
+        if info.ended_by_shutdown:
+            extra["outcome"] = "ended_by_shutdown"
         if self.log_prompts and info.prompt is not None:
             extra["prompt"] = info.prompt
         access_log.info("request", extra=extra)

@@ -167,6 +167,26 @@ class ServiceUnavailable(SwitchyardError):
     code = "service_unavailable"
 
 
+class ServerShuttingDown(ServiceUnavailable):
+    """The server was stopping and the drain time ran out before this request ended."""
+
+    code = "server_shutting_down"
+
+
+class ServerOverloaded(ServiceUnavailable):
+    """More connections or requests than ``server.limit_concurrency`` allows."""
+
+    code = "server_overloaded"
+
+
+class RequestTimeout(SwitchyardError):
+    """The request head or body did not arrive within ``server.request_read_timeout_s``."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 _encode = msgspec.json.Encoder().encode
 
 

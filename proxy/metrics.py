@@ -70,6 +70,13 @@ class Metrics:
         self.in_flight = Gauge(
             "switchyard_in_flight_requests", "Requests being served now.", registry=registry
         )
+        self.ended_by_shutdown = Counter(
+            "switchyard_requests_ended_by_shutdown",
+            "Requests still running when the shutdown drain ran out, ended by the server "
+            "(also counted in switchyard_requests under the status they had sent).",
+            ["model", "route"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "switchyard_upstream_errors",
             "Upstream failures, by deployment and kind.",

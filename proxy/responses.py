@@ -6,6 +6,11 @@ bench/overhead.py showed both in the per-request profile. These send prepared by
 and a stream watches for the client leaving with one plain task: when it leaves, the
 streaming task is cancelled at once, which closes the body generator and so the
 upstream request.
+
+When the shutdown drain ends a stream (``proxy.drain``), the task is cancelled with the
+request marked ``ended_by_shutdown``: the stream then writes its ``shutdown_frame`` (an
+SSE error event) and ends the body properly, so the client's parser reads an error
+instead of a broken chunked body.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from contextlib import aclosing, suppress
 from typing import Any
 
 from litestar import Response
+
+from proxy.context import SCOPE_KEY
 
 _JSON = b"application/json"
 
@@ -63,9 +70,16 @@ async def _cancel_on_disconnect(receive: Any, streaming: asyncio.Task[Any]) -> N
 class EventStreamResponse(Response[bytes]):
     """``text/event-stream`` from an async iterator of bytes, sent as they come."""
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str],
+        *,
+        shutdown_frame: bytes | None = None,
+    ) -> None:
         super().__init__(b"", media_type="text/event-stream", headers=headers)
         self._iterator = body
+        self._shutdown_frame = shutdown_frame
         self._start = {
             "type": "http.response.start",
             "status": 200,
@@ -78,18 +92,26 @@ class EventStreamResponse(Response[bytes]):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         streaming = asyncio.current_task()
         assert streaming is not None
+        info = scope.get(SCOPE_KEY)
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, streaming))
         try:
             await send(self._start)
             async with aclosing(self._iterator) as body:  # type: ignore[type-var]
                 async for chunk in body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if info is not None:
+                        info.events_sent += chunk.count(b"\n\n")
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not watcher.done():
+            if watcher.done():
+                # The client left: the generator (and the upstream) is closed; nothing to send.
+                streaming.uncancel()
+                return
+            if info is None or not info.ended_by_shutdown or self._shutdown_frame is None:
                 raise
-            # The client left: the generator (and the upstream) is closed; nothing to send.
             streaming.uncancel()
+            final = {"type": "http.response.body", "body": self._shutdown_frame, "more_body": False}
+            await send(final)
         finally:
             watcher.cancel()
             with suppress(asyncio.CancelledError):

@@ -66,6 +66,15 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long generated media (``/v1/media``, video content) is kept before deletion."""
     media_sweep_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     """How often expired media files are looked for and deleted."""
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    """On SIGTERM (or Ctrl+C), how long requests in flight may still run before the server
+    ends them: a stream then gets an SSE error event, an unanswered request a 503."""
+    request_read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """A request's head and body must arrive within this many seconds of its first byte:
+    a stalled body gets 408 and its connection is closed, as does a head that never ends."""
+    limit_concurrency: Annotated[int, msgspec.Meta(gt=0)] | None = 1000
+    """Most open connections (and requests running) at once; beyond it the server answers
+    503 at once. ``null``: no limit."""
 
 
 class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from proxy.drain import Drain
 from proxy.gateway import Gateway
 from proxy.media import MediaServices
 from proxy.metrics import Metrics
@@ -25,6 +26,13 @@ class AppState:
     model_cards: list[Model] = field(default_factory=list)
     extensions: dict[str, Any] = field(default_factory=dict)
     media: MediaServices | None = None
+    drain: Drain = field(default_factory=Drain)
+    """Shutdown state, shared with the request middleware and the server runner."""
+
+    @property
+    def draining(self) -> bool:
+        """True from the moment the server was told to stop: not ready any more."""
+        return self.drain.draining
 
     @property
     def source(self) -> str:

@@ -3,7 +3,8 @@
 Items are either ``bytes`` (complete SSE events from an upstream, forwarded as they
 are) or response Structs (encoded here, once). The stream ends with ``data: [DONE]``;
 a failure after the first byte ends it with an OpenAI error event instead, because
-the status line has already gone out.
+the status line has already gone out. A stream that the shutdown drain ends gets an
+error event too (``SHUTDOWN_FRAME``, written by ``EventStreamResponse``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from typing import Any
 import msgspec
 from litestar import Response
 
-from proxy.errors import SwitchyardError, UpstreamError, sse_error_frame
+from proxy.errors import ServerShuttingDown, SwitchyardError, UpstreamError, sse_error_frame
 from proxy.responses import EventStreamResponse
 
 log = logging.getLogger("switchyard.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE = b"data: [DONE]\n\n"
+
+SHUTDOWN_FRAME = sse_error_frame(
+    ServerShuttingDown("The server is shutting down; the stream was ended before it finished.")
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -50,5 +55,7 @@ async def sse_bytes(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 
 def sse_response(items: AsyncIterator[Any], headers: dict[str, str] | None = None) -> Response[Any]:
     return EventStreamResponse(
-        sse_bytes(items), {**SSE_HEADERS, **headers} if headers else SSE_HEADERS
+        sse_bytes(items),
+        {**SSE_HEADERS, **headers} if headers else SSE_HEADERS,
+        shutdown_frame=SHUTDOWN_FRAME,
     )

@@ -21,6 +21,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
     state: AppState | None = getattr(request.app.state, "switchyard", None)
     if state is None:
         return json_response({"status": "starting"}, status_code=503)
+    if state.draining:
+        return json_response({"status": "draining"}, status_code=503)
     models: dict[str, Any] = {}
     all_ready = True
     for name, deployments in state.router.deployments.items():

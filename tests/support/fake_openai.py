@@ -54,6 +54,8 @@ class Fault:
       ``malformed`` stream ``after`` chunks, pause, then a ``data:`` line that is not JSON
       ``drip``      stream up to 400 chunks, one every ``seconds``, until the client leaves
       ``truncate``  stream ``after`` chunks, then end the body without ``[DONE]``
+      ``hold``      stream ``after`` chunks, wait until the test sets ``release``, then
+                    the rest
     ``times``: apply to the first N matching requests only, then behave (None: always).
     """
 
@@ -67,6 +69,7 @@ class Fault:
     seconds: float = 30.0
     after: int = 2
     times: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 def status_fault(status: int, message: str = "fake upstream failure", **kw: Any) -> Fault:
@@ -505,6 +508,9 @@ class FakeOpenAI:
             if kind in ("stall", "malformed", "truncate") and position == fault.after:  # type: ignore[union-attr]
                 await self._misbehave(record, send, gone, fault)  # type: ignore[arg-type]
                 return
+            held = kind == "hold" and position == fault.after  # type: ignore[union-attr]
+            if held and await _held(fault.release, gone):  # type: ignore[union-attr]
+                return
             if gone.is_set():
                 return
             await send(
@@ -548,6 +554,15 @@ async def _pause(seconds: float, gone: asyncio.Event) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def _held(release: threading.Event, gone: asyncio.Event) -> bool:
+    """Wait until ``release`` is set (by a test, from another thread) or the client
+    leaves; True if it left."""
+    while not release.is_set():
+        if await _pause(0.01, gone):
+            return True
+    return False
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from proxy.app import create_app
+from proxy.server import build_server
 from proxy.settings import Settings, settings_from_mapping
 
 
@@ -49,6 +50,7 @@ class RunningServer:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: uvicorn.Server | None = None
 
 
 @contextmanager
@@ -68,8 +70,29 @@ def serve_asgi(
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
-    running = RunningServer(app, port)
+    with serve_uvicorn(uvicorn.Server(config), startup_timeout=startup_timeout) as running:
+        yield running
+
+
+@contextmanager
+def serve_switchyard(settings: Settings) -> Iterator[RunningServer]:
+    """Switchyard as ``switchyard serve`` runs it (``proxy.server``: its HTTP protocol,
+    limits and drain), in a thread; signals are the subprocess tests' business."""
+    server = build_server(
+        settings, host="127.0.0.1", port=free_port(), loop="asyncio", log_level="warning"
+    )
+    with serve_uvicorn(server) as running:
+        yield running
+
+
+@contextmanager
+def serve_uvicorn(
+    server: uvicorn.Server, *, startup_timeout: float = 60.0
+) -> Iterator[RunningServer]:
+    """Run ``server`` in a background thread until the block ends."""
+    port = server.config.port
+    running = RunningServer(server.config.app, port)
+    running.server = server
 
     def run() -> None:
         loop = asyncio.new_event_loop()
