@@ -142,7 +142,7 @@ def test_continue_autocomplete_streams_an_infill_without_the_suffix(
     """Continue's FIM request to an OpenAI-compatible provider, on a model without FIM tokens."""
     prefix = "import math\n\ndef circle_area(radius):\n    return "
     suffix = "\n\n\nprint(circle_area(2.0))\n"
-    stream = client.completions.create(
+    raw = client.completions.with_raw_response.create(
         model="smollm2-135m",
         prompt=prefix,
         suffix=suffix,
@@ -154,7 +154,9 @@ def test_continue_autocomplete_streams_an_infill_without_the_suffix(
         stop=["/src/", "#- coding: utf-8", "```"],
         stream=True,
     )
-    chunks = list(stream)
+    assert raw.http_response.status_code == 200
+    assert raw.http_response.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
 
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
