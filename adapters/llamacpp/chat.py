@@ -101,6 +101,8 @@ def prepare_chat(
     else:
         limit, name = params.max_tokens, "max_tokens"
     max_tokens = max_tokens_for(limit, name, len(tokens), llm.n_ctx(), "messages")
+    if not given(limit) and adapter.cfg.default_max_tokens is not None:
+        max_tokens = min(max_tokens, adapter.cfg.default_max_tokens)
     return ChatJob(tokens, sampling, max_tokens, stop, plan)
 
 

@@ -1,9 +1,7 @@
 """Legacy ``/v1/completions``: raw prompts, several per request, echo, fill-in-the-middle.
 
-With ``suffix`` the prompt is laid out for infilling, ``<PRE> prefix <SUF> suffix
-<MID>``, using the FIM tokens the GGUF declares (or the ``fim`` config entry when the
-file lacks them). A model without FIM tokens answers 400 naming ``suffix`` rather than
-quietly generating a plain continuation that ignores the code after the cursor.
+With ``suffix`` the prompt is laid out for infilling (``infill``): with the model's FIM
+tokens when it has them, else as a chat prompt that shows the text after the gap.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import llama_cpp
-
 from adapters.base import CallStats
 from adapters.llamacpp.engine import Finish, Sampling, TokenLogprob, generate
+from adapters.llamacpp.infill import fim_prompt, fim_token_ids, infill_chat_prompt, infill_stops
 from adapters.llamacpp.sampling import check_n, given, max_tokens_for, sampling_from, stop_list
 from adapters.llamacpp.scheduler import call_job, stream_job
 from proxy.errors import InvalidRequest
@@ -29,7 +26,6 @@ from proxy.schemas.completions import Completion, CompletionChoice, CompletionRe
 
 if TYPE_CHECKING:
     from adapters.llamacpp import LlamaCppAdapter
-    from adapters.llamacpp.config import FimTokens
     from adapters.llamacpp.models import ModelSlot
 
 DEFAULT_MAX_TOKENS = 16
@@ -49,45 +45,6 @@ class CompletionJob:
     sampling: Sampling
     stop: list[str]
     echo: bool
-
-
-def fim_token_ids(llm: Any, configured: FimTokens | None) -> tuple[int, int, int] | None:
-    """The model's (prefix, suffix, middle) FIM token ids, or None when it has none."""
-    vocab = llm._model.vocab
-    ids = (
-        llama_cpp.llama_vocab_fim_pre(vocab),
-        llama_cpp.llama_vocab_fim_suf(vocab),
-        llama_cpp.llama_vocab_fim_mid(vocab),
-    )
-    if all(i >= 0 for i in ids):
-        return ids
-    if configured is None:
-        return None
-    found = []
-    for role, text in (
-        ("prefix", configured.prefix),
-        ("suffix", configured.suffix),
-        ("middle", configured.middle),
-    ):
-        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
-        if len(tokens) != 1:
-            raise InvalidRequest(
-                f"The configured fim.{role} '{text}' is not a single token of this model.",
-                param="suffix",
-            )
-        found.append(tokens[0])
-    return found[0], found[1], found[2]
-
-
-def fim_prompt(llm: Any, ids: tuple[int, int, int], prefix: str, suffix: str) -> list[int]:
-    """``[BOS] <PRE> prefix <SUF> suffix <MID>``: the model writes what goes between."""
-    pre, suf, mid = ids
-    tokens = [pre, *llm.tokenize(prefix.encode(), add_bos=False, special=False)]
-    tokens += [suf, *llm.tokenize(suffix.encode(), add_bos=False, special=False), mid]
-    bos = llm.token_bos()
-    if llm._model.add_bos_token() and bos >= 0:
-        tokens.insert(0, bos)
-    return tokens
 
 
 def _prompts(prompt: Any) -> list[str | list[int]]:
@@ -114,16 +71,15 @@ def prepare_completion(
     echo = params.echo is True
     if echo and sampling.logprobs is not None:
         raise InvalidRequest("'echo' together with 'logprobs' is not supported.", param="echo")
-    suffix = params.suffix if given(params.suffix) else None
+    suffix = params.suffix if isinstance(params.suffix, str) else None
+    stop = stop_list(params.stop)
     fim = None
     if suffix is not None:
         fim = fim_token_ids(llm, adapter.cfg.fim)
-        if fim is None:
-            raise InvalidRequest(
-                f"Model '{adapter.config.name}' has no fill-in-the-middle tokens, so 'suffix' "
-                "is not supported (set `fim` in its config if the vocabulary has them).",
-                param="suffix",
-            )
+        if fim is None and not suffix.strip():
+            suffix = None  # nothing after the gap: a plain continuation is the infill
+        elif fim is None:
+            stop += infill_stops(suffix)
     prompts = _prompts(params.prompt)
     if not prompts:
         raise InvalidRequest("'prompt' must not be empty.", param="prompt")
@@ -141,6 +97,8 @@ def prepare_completion(
             text = llm.detokenize(prompt).decode("utf-8", errors="replace")
         if fim is not None:
             tokens = fim_prompt(llm, fim, text, suffix or "")
+        elif suffix is not None:
+            tokens = infill_chat_prompt(llm, adapter.cfg.chat_format, text, suffix)
         elif isinstance(prompt, str):
             tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
         else:
@@ -155,7 +113,7 @@ def prepare_completion(
                 tokens, text, max_tokens_for(limit, "max_tokens", len(tokens), n_ctx, "prompt")
             )
         )
-    return CompletionJob(jobs, sampling, stop_list(params.stop), echo)
+    return CompletionJob(jobs, sampling, stop, echo)
 
 
 class _Offsets:

@@ -19,6 +19,7 @@ from adapters.base import DeploymentConfig
 from proxy.settings import config_path
 
 Pooling = Literal["mean", "cls", "last", "none"]
+TokenInput = Literal["cl100k", "native"]
 
 
 class LocalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -70,6 +71,12 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
     """Serve ``/v1/embeddings`` (only) from this entry."""
     pooling: Pooling = "mean"
     """How token vectors become one embedding, when ``embedding`` is true."""
+    token_input: TokenInput = "cl100k"
+    """How token-id arrays in ``/v1/embeddings`` input are read. ``cl100k``: as ids of
+    OpenAI's ``cl100k_base`` encoding, which is what OpenAI clients send (LangChain's
+    ``OpenAIEmbeddings`` tokenizes with tiktoken by default); they are decoded to text
+    and tokenized with this model's own vocabulary. ``native``: as this model's own ids
+    (as ``/v1/tokenize`` returns them)."""
     fim: FimTokens | None = None
     """Fill-in-the-middle tokens, when the GGUF does not declare them."""
     idle_unload_s: float | None = 900.0
@@ -78,12 +85,19 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
     """Load at startup instead of on first use."""
     max_queue: int = 16
     """Requests that may wait for this model while it is busy; more get 429."""
+    default_max_tokens: int | None = None
+    """Chat completion budget when a request sets neither ``max_tokens`` nor
+    ``max_completion_tokens`` (never more than the room left in the context); ``null``:
+    the rest of the context window. Legacy ``/v1/completions`` keep OpenAI's default, 16."""
     temperature: float = 0.8
     """Sampling defaults, used when a request does not set them."""
     top_p: float = 0.95
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    """Makes the tokens among the last 64 generated less likely (llama.cpp's repeat
+    penalty over its default ``penalty_last_n`` window); above 1.0 it breaks degenerate
+    loops, 1.0 is off. A request's ``repeat_penalty`` (a llama.cpp-server extension) wins."""
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.package is None):
@@ -98,6 +112,10 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
             raise ValueError("`n_batch` must be positive")
         if self.max_queue < 0:
             raise ValueError("`max_queue` must not be negative")
+        if self.default_max_tokens is not None and self.default_max_tokens < 1:
+            raise ValueError("`default_max_tokens` must be positive")
+        if not 0.0 <= self.repeat_penalty <= 10.0:
+            raise ValueError("`repeat_penalty` must be between 0 and 10")
         for name in ("n_threads", "n_threads_batch"):
             value = getattr(self, name)
             if value is not None and value < 1:

