@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import CallStats
+from proxy.errors import SwitchyardError
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 
@@ -35,6 +36,8 @@ class RequestInfo:
     """Set by the auth guard once the key is checked."""
     prompt: str | None = None
     stats: CallStats = field(default_factory=CallStats)
+    failure: SwitchyardError | None = None
+    """Why a response that had begun was cut (``StreamAborted``); recorded as its status."""
 
     @property
     def key_id(self) -> str | None:
@@ -112,6 +115,11 @@ class RequestContextMiddleware:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if info.failure is None:
+                raise
+            # A body cut on purpose (StreamAborted): returning without the final chunk
+            # makes the server close the connection, so the client sees the failure.
         finally:
             self.metrics.in_flight.dec()
             self._record(scope, info, status, overhead, first_body_at)
@@ -126,6 +134,8 @@ class RequestContextMiddleware:
     ) -> None:
         total = time.perf_counter() - info.started
         stats = info.stats
+        if info.failure is not None:
+            status = info.failure.http_status
         series = self.metrics.series(info.model, info.route)
         series.count(status)
         series.duration.observe(total)
@@ -157,6 +167,8 @@ class RequestContextMiddleware:
             "completion_tokens": stats.completion_tokens,
             "attempts": stats.attempts,
         }
+        if info.failure is not None:
+            extra["error"] = info.failure.message
         if self.log_prompts and info.prompt is not None:
             extra["prompt"] = info.prompt
         access_log.info("request", extra=extra)
