@@ -14,7 +14,7 @@ from typing import Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 
 _HEADER_LIMIT = 4000
 _INSTRUCTION = (
@@ -70,7 +70,7 @@ class RagExtension(Extension):
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
             if not await store.has_collection(collection):
-                raise InvalidRequest(f"Unknown RAG collection '{collection}'.", param="rag")
+                raise InvalidRequest(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
 
     async def before_request(self, call: ChatCall) -> None:
         query = latest_user_text(call.messages)
