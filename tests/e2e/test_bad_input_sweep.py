@@ -372,3 +372,50 @@ def test_an_unknown_huge_path_is_echoed_cut_short(server: RunningServer) -> None
     assert response.json()["error"]["message"] == (
         "Unknown path: " + f"/v1/nope/{HUGE_PATH}"[:ECHO_LIMIT] + "\u2026 (50009 characters)"
     )
+
+
+def test_deeply_nested_tool_arguments_in_a_message_are_kept_as_text(
+    server: RunningServer,
+) -> None:
+    """Arguments are a JSON string: parsing it for the chat template must not recurse.
+
+    The template renders (the arguments kept as sent); the prompt is then too long for
+    this small context, which is the answer when nothing failed on the way.
+    """
+    arguments = "[" * 5_000 + "]" * 5_000
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": "smol", "messages": messages, "max_tokens": 2},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/audio/speech", {"model": "tts", "input": "hi", "voice": "alloy"}),
+        ("/v1/images/generations", {"model": "remote", "prompt": "a cat"}),
+        ("/v1/tokenize", {"model": "smol", "prompt": "hi"}),
+    ],
+)
+def test_extensions_are_refused_outside_chat(
+    server: RunningServer, path: str, body: dict[str, Any]
+) -> None:
+    response = httpx.post(
+        f"{server.url}{path}", json=body, headers={"X-Switchyard-Session": "s1"}, timeout=60
+    )
+    assert _error(response) == (
+        400,
+        f"The 'session' extension works with /v1/chat/completions only; {path} cannot use "
+        "it (asked for by a header, the 'switchyard' field or the model name).",
+        "session",
+    )
