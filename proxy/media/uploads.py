@@ -165,7 +165,7 @@ async def parse_form(request: Request[Any, Any, Any]) -> FormMultiDict:
                             raise InvalidRequest("A form part has no field name.")
                         if part.filename is not None:
                             data = UploadFile(
-                                content_type=part.content_type or "application/octet-stream",
+                                content_type=part.content_type or "text/plain",  # RFC 7578 §4.4
                                 filename=part.filename,
                                 headers=dict(part.headerlist),
                             )

@@ -123,7 +123,7 @@ def decode_request(raw: bytes, request_type: type[T]) -> Envelope[T]:
         raise InvalidRequest("The request body must be a JSON object.") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:  # msgspec's own limit, met first when nesting is very deep
+    except RecursionError:  # msgspec stops at Python's recursion limit (very deep nesting)
         raise _nesting_error() from None
     # Nesting needs one bracket per level: only a body with many can be too deep.
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body):
