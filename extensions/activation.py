@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown, shown_quoted
 
 _LIST_KEYS = ("rag", "tools")
 _SCALAR_KEYS = ("persona", "session")
@@ -52,7 +52,7 @@ def _from_model(model: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = suffix.partition(":")
         if not sep or key not in KEYS or not value:
             raise InvalidRequest(
-                f"Unknown model suffix '+{suffix}': use +persona:NAME, +rag:A,B, "
+                f"Unknown model suffix '+{shown(suffix)}': use +persona:NAME, +rag:A,B, "
                 "+tools:A,B or +session:ID.",
                 param="model",
             )
@@ -94,5 +94,33 @@ def read_activation(model: str, headers: Any, body: dict[str, Any]) -> tuple[str
     try:
         activation = msgspec.convert(merged, Activation)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid 'switchyard' options: {exc}", param="switchyard") from None
+        raise InvalidRequest(
+            f"Invalid 'switchyard' options: {shown_quoted(str(exc))}", param="switchyard"
+        ) from None
     return base, activation
+
+
+def refuse_activation(route: str, model: str, headers: Any, body: dict[str, Any]) -> None:
+    """For an endpoint no extension applies to: drop ``switchyard``, refuse activations.
+
+    Personas and sessions are conversations, tools are a chat loop, and RAG context
+    belongs in a chat's system message: a raw completion prompt (often code, with a
+    ``suffix``) has no place the gateway could put it without changing what the model
+    was asked. So outside chat completions any activation (header, body field or
+    model suffix) is a 400 naming it, and the ``switchyard`` field never reaches an
+    upstream.
+    """
+    try:
+        _, merged = _from_model(model)
+    except InvalidRequest:  # not extension suffixes: routing reports an unknown model
+        merged = {}
+    merged.update(_from_headers(headers))
+    merged.update(_from_body(body))
+    asked = [key for key in KEYS if merged.get(key)]
+    if asked:
+        raise InvalidRequest(
+            f"The '{asked[0]}' extension works with /v1/chat/completions only; "
+            f"{route} cannot use it (asked for by a header, the 'switchyard' field "
+            "or the model name).",
+            param=asked[0],
+        )

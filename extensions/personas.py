@@ -17,7 +17,7 @@ import yaml
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 from proxy.settings import config_path
 
@@ -97,7 +97,9 @@ class PersonaExtension(Extension):
         persona = self.personas.get(name)
         if persona is None:
             known = ", ".join(sorted(self.personas)) or "none"
-            raise InvalidRequest(f"Unknown persona '{name}' (known: {known}).", param="persona")
+            raise InvalidRequest(
+                f"Unknown persona '{shown(name)}' (known: {known}).", param="persona"
+            )
         return persona
 
     async def validate(self, call: ChatCall) -> None:

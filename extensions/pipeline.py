@@ -18,7 +18,7 @@ from adapters.base import Adapter, CallStats, Capability, RawJSON
 from extensions.activation import KEYS
 from extensions.base import ChatCall, Extension
 from proxy.disconnect import stopped_on_disconnect
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import UNSET
@@ -128,7 +128,7 @@ class ExtensionPipeline:
             if getattr(call.activation, key) and key not in names:
                 raise InvalidRequest(
                     f"The '{key}' extension is not enabled on this server "
-                    f"(requested: {getattr(call.activation, key)}).",
+                    f"(requested: {shown(getattr(call.activation, key))}).",
                     param=key,
                 )
         for extension in active:

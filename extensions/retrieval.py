@@ -18,7 +18,7 @@ from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.rag.config import RagConfig
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.settings import Settings
 
 _HEADER_LIMIT = 4000
@@ -102,7 +102,7 @@ class RagExtension(Extension):
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
             if not await store.has_collection(collection):
-                raise InvalidRequest(f"Unknown RAG collection '{collection}'.", param="rag")
+                raise InvalidRequest(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
 
     async def before_request(self, call: ChatCall) -> None:
         query = latest_user_text(call.messages)

@@ -21,7 +21,7 @@ from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall
 from extensions.tools import ToolContext, call_tool, load_tools
 from extensions.tools.config import ToolsConfig
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 
 log = logging.getLogger("switchyard.tools")
@@ -48,7 +48,9 @@ class ToolsExtension(Extension):
         for name in call.activation.tools:
             if name not in self.tools:
                 known = ", ".join(sorted(self.tools)) or "none"
-                raise InvalidRequest(f"Unknown tool '{name}' (available: {known}).", param="tools")
+                raise InvalidRequest(
+                    f"Unknown tool '{shown(name)}' (available: {known}).", param="tools"
+                )
         client_names = {_function_name(t) for t in call.envelope.body.get("tools") or ()}
         clash = client_names & set(call.activation.tools)
         if clash:

@@ -26,6 +26,7 @@ from proxy.errors import (
     PayloadTooLarge,
     SwitchyardError,
     encode_error,
+    shown,
 )
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
@@ -56,7 +57,7 @@ def _as_switchyard_error(exc: Exception, request: Request[Any, Any, Any]) -> Swi
         if exc.status_code == 413:
             return PayloadTooLarge(f"The request body is larger than {_body_limit(request)}.")
         if exc.status_code == 404:
-            return NotFound(f"Unknown path: {request.url.path}")
+            return NotFound(f"Unknown path: {shown(request.url.path)}")
         return InvalidRequest(str(exc.detail), status=exc.status_code)
     return SwitchyardError("The server had an error while processing your request.")
 

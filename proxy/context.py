@@ -23,7 +23,7 @@ from typing import Any
 
 from adapters.base import CallStats
 from proxy.drain import Drain
-from proxy.errors import RequestTimeout, ServerShuttingDown, encode_error
+from proxy.errors import RequestTimeout, ServerShuttingDown, SwitchyardError, encode_error
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 
@@ -51,6 +51,8 @@ class RequestInfo:
     """SSE events the client was sent (counted by ``proxy.responses``)."""
     ended_by_shutdown: bool = False
     """Still running when the shutdown drain ran out, and ended by the server."""
+    failure: SwitchyardError | None = None
+    """Why a response that had begun was cut (``StreamAborted``); recorded as its status."""
 
     @property
     def key_id(self) -> str | None:
@@ -166,6 +168,11 @@ class RequestContextMiddleware:
             start, body = _shutdown_response()
             await send_with_headers(start)
             await send_with_headers(body)
+        except Exception:
+            if info.failure is None:
+                raise
+            # A body cut on purpose (StreamAborted): returning without the final chunk
+            # makes the server close the connection, so the client sees the failure.
         finally:
             drain.untrack(task)
             self.metrics.in_flight.dec()
@@ -208,6 +215,8 @@ class RequestContextMiddleware:
     ) -> None:
         total = time.perf_counter() - info.started
         stats = info.stats
+        if info.failure is not None:
+            status = info.failure.http_status
         series = self.metrics.series(info.model, info.route)
         series.count(status)
         if info.ended_by_shutdown:
@@ -245,6 +254,8 @@ class RequestContextMiddleware:
             extra["events_sent"] = info.events_sent
         if info.ended_by_shutdown:
             extra["outcome"] = "ended_by_shutdown"
+        if info.failure is not None:
+            extra["error"] = info.failure.message
         if self.log_prompts and info.prompt is not None:
             extra["prompt"] = info.prompt
         access_log.info("request", extra=extra)

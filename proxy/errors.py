@@ -7,9 +7,42 @@ the status, the OpenAI ``type`` and ``code``, and whether the router may retry.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import msgspec
+
+#: How much of a client's value an error message repeats (see ``shown``).
+ECHO_LIMIT = 200
+#: The longest message an error body carries, whatever was put into it.
+MESSAGE_LIMIT = 2000
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as an error message may repeat it: at most ``limit`` characters.
+
+    A longer value keeps its start, then an ellipsis and its original length, so a
+    5 MB collection name comes back as about 200 characters, not as 5 MB.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+_QUOTED = re.compile(rf"'[^']{{{ECHO_LIMIT},}}'|`[^`]{{{ECHO_LIMIT},}}`")
+
+
+def shown_quoted(text: str) -> str:
+    """``text`` (a library's message) with every long quoted value in it shortened.
+
+    msgspec's validation errors quote the offending value or key
+    (``Invalid enum value '...'``, ``unknown field `...```); the rest of the message
+    (what was expected, the path) stays whole.
+    """
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return _QUOTED.sub(lambda m: m[0][0] + shown(m[0][1:-1]) + m[0][-1], text)
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -42,6 +75,7 @@ class SwitchyardError(Exception):
         status: int | None = None,
         error_type: str | None = None,
     ) -> None:
+        message = shown(message, MESSAGE_LIMIT)
         super().__init__(message)
         self.http_status = status or type(self).status
         self.error_type = error_type or type(self).type
@@ -159,6 +193,20 @@ class ClientDisconnected(SwitchyardError):
     status = 499
     type = "client_closed_request"
     code = "client_disconnected"
+
+
+class StreamAborted(Exception):
+    """Raised inside a streamed body to cut it: the response ends without its final chunk.
+
+    Once the status line is out, a failure can no longer become an error status; a body
+    with no in-band error format (audio bytes) can only be left incomplete, so the
+    client sees a broken transfer instead of a clean, truncated end. The request
+    middleware records ``failure`` and lets the server close the connection.
+    """
+
+    def __init__(self, failure: SwitchyardError) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 class ServiceUnavailable(SwitchyardError):

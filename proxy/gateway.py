@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response
 
 from adapters.base import Adapter, Capability, RawJSON
-from extensions.activation import read_activation
+from extensions.activation import read_activation, refuse_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
 from proxy.context import request_info
@@ -96,6 +96,8 @@ class Gateway:
                 response = await self.extensions.serve(call, stats)
                 info.model = call.model
                 return response
+        if endpoint is not CHAT:
+            refuse_activation(request.url.path, model, request.headers, envelope.body)
         self.router.deployments_of(model)
         info.model = model
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from adapters.base import Adapter, CallStats, Capability
-from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability
+from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability, shown
 from proxy.metrics import Metrics
 
 log = logging.getLogger("switchyard.router")
@@ -63,7 +63,7 @@ class Router:
     def deployments_of(self, model: str) -> list[Deployment]:
         found = self.deployments.get(model)
         if found is None:
-            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
+            raise ModelNotFound(f"The model '{shown(model)}' does not exist.", param="model")
         return found
 
     def _ordered(self, model: str, capability: Capability, now: float) -> list[Deployment]:

@@ -23,7 +23,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp import llama_chat_format as formats
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 from proxy.schemas.chat import ChatMessage
 
@@ -89,7 +89,7 @@ def _text(message: ChatMessage, index: int) -> str:
     for part in content:
         if part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise InvalidRequest(
-                f"This model reads text only; content part type '{part.get('type')}' "
+                f"This model reads text only; content part type '{shown(part.get('type'))}' "
                 "is not supported.",
                 param=f"messages[{index}].content",
             )
@@ -101,7 +101,7 @@ def _arguments_json(raw: Any) -> str:
     if isinstance(raw, str):
         try:
             return json.dumps(json.loads(raw), ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             return raw
     return json.dumps(raw, ensure_ascii=False)
 
@@ -194,13 +194,14 @@ class ChatRenderer:
         except jinja2.TemplateError as first:
             if not any(m["role"] == "system" for m in messages):
                 raise InvalidRequest(
-                    f"The model's chat template rejected the messages: {first}", param="messages"
+                    f"The model's chat template rejected the messages: {shown(first)}",
+                    param="messages",
                 ) from None
         try:
             return self._render(_merge_system(messages), add_generation_prompt)
         except jinja2.TemplateError as exc:
             raise InvalidRequest(
-                f"The model's chat template rejected the messages: {exc}", param="messages"
+                f"The model's chat template rejected the messages: {shown(exc)}", param="messages"
             ) from None
 
 

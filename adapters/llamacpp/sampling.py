@@ -10,7 +10,7 @@ from typing import Any
 
 from adapters.llamacpp.config import LlamaCppConfig
 from adapters.llamacpp.engine import Sampling
-from proxy.errors import ContextLengthExceeded, InvalidRequest
+from proxy.errors import ContextLengthExceeded, InvalidRequest, shown
 from proxy.schemas.base import UNSET
 
 
@@ -53,7 +53,7 @@ def logit_bias(raw: Any, n_vocab: int) -> dict[int, float]:
             token = int(key)
         except ValueError:
             raise InvalidRequest(
-                f"logit_bias key '{key}' is not a token id.", param="logit_bias"
+                f"logit_bias key '{shown(key)}' is not a token id.", param="logit_bias"
             ) from None
         if not 0 <= token < n_vocab:
             raise InvalidRequest(

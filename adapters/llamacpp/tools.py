@@ -25,7 +25,7 @@ from typing import Any
 from llama_cpp.llama_grammar import JSON_GBNF, SchemaConverter
 
 from adapters.llamacpp.prompts import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, tools_system_text
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 from proxy.schemas.chat import ChatCompletionRequest, ResponseFormat
 
@@ -53,7 +53,7 @@ def _convert(converter: SchemaConverter, schema: Any, rule: str, param: str) -> 
         resolved = converter.resolve_refs(json.loads(json.dumps(schema)), rule)
         return str(converter.visit(resolved, rule))
     except Exception as exc:
-        raise InvalidRequest(f"Unsupported JSON schema: {exc}", param=param) from None
+        raise InvalidRequest(f"Unsupported JSON schema: {shown(exc)}", param=param) from None
 
 
 def schema_grammar(schema: dict[str, Any], param: str) -> str:
@@ -78,7 +78,9 @@ def _tool_functions(params: ChatCompletionRequest) -> list[dict[str, Any]]:
     functions = []
     for i, tool in enumerate(tools):  # type: ignore[union-attr]
         if tool.type != "function":
-            raise InvalidRequest(f"Unsupported tool type '{tool.type}'.", param=f"tools[{i}].type")
+            raise InvalidRequest(
+                f"Unsupported tool type '{shown(tool.type)}'.", param=f"tools[{i}].type"
+            )
         functions.append({"type": "function", "function": _function_dict(tool.function)})
     return functions
 
@@ -102,13 +104,14 @@ def _choice(params: ChatCompletionRequest, names: list[str]) -> str | None:
                 "tool_choice must be none, auto, required or a function.", param="tool_choice"
             )
         if choice != "none" and not names:
-            raise InvalidRequest(f"tool_choice '{choice}' needs tools.", param="tool_choice")
+            raise InvalidRequest(f"tool_choice '{shown(choice)}' needs tools.", param="tool_choice")
         return choice
     function = choice.get("function") if isinstance(choice, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str) or name not in names:
         raise InvalidRequest(
-            f"tool_choice names function '{name}', which is not in tools.", param="tool_choice"
+            f"tool_choice names function '{shown(name)}', which is not in tools.",
+            param="tool_choice",
         )
     return f"function:{name}"
 

@@ -31,7 +31,7 @@ from adapters.tts.voices import (
     Voice,
     read_catalog,
 )
-from proxy.errors import InvalidRequest, ServiceUnavailable
+from proxy.errors import InvalidRequest, ServiceUnavailable, shown
 from proxy.schemas.audio import SpeechRequest
 from proxy.schemas.base import Envelope
 
@@ -122,7 +122,7 @@ class TTSAdapter(Adapter):
             else ""
         )
         raise InvalidRequest(
-            f"Unknown voice '{name}'. Model '{self.config.name}' has the voices "
+            f"Unknown voice '{shown(name)}'. Model '{self.config.name}' has the voices "
             f"{', '.join(self.voice_names())}{hint}.",
             param="voice",
         )

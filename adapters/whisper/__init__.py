@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, Resources
 from adapters.whisper.languages import LANGUAGES, language_name
-from proxy.errors import InvalidRequest, ServiceUnavailable
+from proxy.errors import InvalidRequest, ServiceUnavailable, shown
 from proxy.media.uploads import FormEnvelope
 from proxy.schemas.audio import (
     DurationUsage,
@@ -100,19 +100,19 @@ def _decode(request: FormEnvelope[Any], sampling_rate: int) -> Any:
     if file is None:  # the route requires it; adapters called directly may not
         raise InvalidRequest("The 'file' field is required (the audio file).", param="file")
     if file.size == 0:
-        raise InvalidRequest(f"The audio file '{file.filename}' is empty.", param="file")
+        raise InvalidRequest(f"The audio file '{shown(file.filename)}' is empty.", param="file")
     try:
         audio = decode_audio(file.rewound(), sampling_rate=sampling_rate)
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
         detail = "it has no audio stream" if isinstance(exc, IndexError) else str(exc)
         raise InvalidRequest(
-            f"Could not decode the audio file '{file.filename}' ({detail}); "
+            f"Could not decode the audio file '{shown(file.filename)}' ({detail}); "
             "send a common audio format (mp3, mp4, mpeg, mpga, m4a, wav, webm, ogg, flac).",
             param="file",
         ) from None
     if audio.size == 0:
         raise InvalidRequest(
-            f"The audio file '{file.filename}' contains no audio samples.", param="file"
+            f"The audio file '{shown(file.filename)}' contains no audio samples.", param="file"
         )
     return audio
 
@@ -174,7 +174,7 @@ class WhisperAdapter(Adapter):
         code = requested.strip().lower()
         if code not in LANGUAGES:
             raise InvalidRequest(
-                f"Unsupported language '{requested}': send an ISO-639-1 code such as 'en'.",
+                f"Unsupported language '{shown(requested)}': send an ISO-639-1 code such as 'en'.",
                 param="language",
             )
         if not model.model.is_multilingual and code != "en":

@@ -17,6 +17,7 @@ from proxy.errors import (
     ServiceUnavailable,
     SwitchyardError,
     UpstreamError,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def mapped_error(exc: Exception, collection: str | None, location: str) -> Switc
     if isinstance(exc, SwitchyardError):
         return exc
     if isinstance(exc, errors.NotFoundError) and collection is not None:
-        return NotFound(f"Unknown RAG collection '{collection}'.", param="collection")
+        return NotFound(f"Unknown RAG collection '{shown(collection)}'.", param="collection")
     if isinstance(exc, errors.InvalidArgumentError | ValueError | TypeError):
         return InvalidRequest(f"Rejected by the vector store: {exc}")
     if isinstance(exc, httpx.HTTPError | ConnectionError | OSError):

@@ -14,7 +14,7 @@ import msgspec
 
 from extensions.rag.chunking import Chunk
 from extensions.rag.schemas import RESERVED_METADATA, Hit, Metadata, Position
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 
 #: Chroma's own rule for collection names, checked here to answer 400 with the reason.
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
@@ -64,7 +64,7 @@ class PreparedSource(msgspec.Struct, kw_only=True):
 def check_collection_name(name: str, param: str = "name") -> None:
     if not COLLECTION_NAME.match(name) or ".." in name:
         raise InvalidRequest(
-            f"Invalid collection name '{name}': use 3-512 characters from letters, digits, "
+            f"Invalid collection name '{shown(name)}': use 3-512 characters from letters, digits, "
             "'.', '_' and '-', starting and ending with a letter or digit.",
             param=param,
         )

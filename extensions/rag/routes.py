@@ -45,6 +45,7 @@ from extensions.rag.schemas import (
 from extensions.rag.store import RagStore
 from proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
 from proxy.gateway import json_response
+from proxy.media.uploads import parse_form
 from proxy.schemas.base import decode_request
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -113,12 +114,18 @@ async def _form_files(request: Request[Any, Any, Any]) -> tuple[list[tuple[str, 
     content_type, _ = request.content_type
     if content_type != "multipart/form-data":
         raise InvalidRequest("Upload files as multipart/form-data in a 'file' field.", param="file")
-    form = await request.form()
+    form = await parse_form(request)
     files: list[tuple[str, bytes]] = []
     try:
         for value in form.getall("file") if "file" in form else []:
-            if not isinstance(value, UploadFile) or not value.filename:
+            if not isinstance(value, UploadFile):
                 raise InvalidRequest("The 'file' field must carry a file.", param="file")
+            if not value.filename:
+                raise InvalidRequest(
+                    "A 'file' part has an empty filename; name the file (its extension "
+                    "decides how it is read).",
+                    param="file",
+                )
             files.append((value.filename, await value.read()))
     finally:
         for value in form.values():

@@ -12,7 +12,7 @@ from litestar import Request, Response, delete, get
 
 from extensions.sessions.extension import SessionExtension, owner_of
 from proxy.context import request_info
-from proxy.errors import NotFound
+from proxy.errors import NotFound, shown
 from proxy.gateway import json_response
 
 
@@ -39,7 +39,7 @@ async def get_session(request: Request[Any, Any, Any], session_id: str) -> Respo
     owner = _owner(request)
     info = await store.get(owner, session_id)
     if info is None:
-        raise NotFound(f"No session '{session_id}'.", param="session_id")
+        raise NotFound(f"No session '{shown(session_id)}'.", param="session_id")
     body = msgspec.to_builtins(info)
     body["messages"] = await store.history(owner, session_id)
     return json_response(body)
@@ -48,7 +48,7 @@ async def get_session(request: Request[Any, Any, Any], session_id: str) -> Respo
 @delete("/switchyard/sessions/{session_id:str}", summary="Delete a session", status_code=200)
 async def delete_session(request: Request[Any, Any, Any], session_id: str) -> Response[bytes]:
     if not await (await _extension(request).opened_store()).delete(_owner(request), session_id):
-        raise NotFound(f"No session '{session_id}'.", param="session_id")
+        raise NotFound(f"No session '{shown(session_id)}'.", param="session_id")
     return json_response({"id": session_id, "object": "switchyard.session", "deleted": True})
 
 

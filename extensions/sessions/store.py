@@ -3,11 +3,20 @@
 Every row carries the owner's ``key_id`` (a digest of the key, never the key), and
 every query filters on it: one key can never read, list or delete another key's
 session, even by guessing its id — to that key the id simply does not exist.
+
+Writes are atomic, also with several turns on one session at once: each write is one
+``BEGIN IMMEDIATE`` transaction (SQLite's write lock is taken before the next sequence
+number is read, so several processes on one file queue up instead of colliding), and
+one lock per store keeps the writes of concurrent requests on the shared connection
+from interleaving inside one another's transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,7 @@ class SessionStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,26 +90,34 @@ class SessionStore:
         )
         return [_decode(row[0]) for row in rows]
 
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        async with self._write_lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+
     async def append(self, owner: str, session: str, messages: list[dict[str, Any]]) -> None:
-        """Add messages to the end of a session (creating it), in one transaction."""
+        """Add messages to the end of a session (creating it), together, in one transaction."""
         now = time.time()
-        db = self.db
-        await db.execute(
-            "INSERT INTO sessions (owner, id, created, updated) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (owner, id) DO UPDATE SET updated = excluded.updated",
-            (owner, session, now, now),
-        )
-        cursor = await db.execute(
-            "SELECT COALESCE(MAX(seq), -1) FROM messages WHERE owner = ? AND session = ?",
-            (owner, session),
-        )
-        row = await cursor.fetchone()
-        start = (row[0] if row else -1) + 1
-        await db.executemany(
-            "INSERT INTO messages (owner, session, seq, message, created) VALUES (?, ?, ?, ?, ?)",
-            [(owner, session, start + i, _encode(m), now) for i, m in enumerate(messages)],
-        )
-        await db.commit()
+        async with self._writing() as db:
+            await db.execute(
+                "INSERT INTO sessions (owner, id, created, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (owner, id) DO UPDATE SET updated = excluded.updated",
+                (owner, session, now, now),
+            )
+            await db.executemany(
+                "INSERT INTO messages (owner, session, seq, message, created) "
+                "SELECT ?, ?, COALESCE(MAX(seq), -1) + 1, ?, ? FROM messages "
+                "WHERE owner = ? AND session = ?",
+                [(owner, session, _encode(m), now, owner, session) for m in messages],
+            )
 
     _INFO = (
         "SELECT s.id, s.created, s.updated, (SELECT COUNT(*) FROM messages m "
@@ -117,8 +135,8 @@ class SessionStore:
         )
 
     async def delete(self, owner: str, session: str) -> bool:
-        cursor = await self.db.execute(
-            "DELETE FROM sessions WHERE owner = ? AND id = ?", (owner, session)
-        )
-        await self.db.commit()
+        async with self._writing() as db:
+            cursor = await db.execute(
+                "DELETE FROM sessions WHERE owner = ? AND id = ?", (owner, session)
+            )
         return cursor.rowcount > 0

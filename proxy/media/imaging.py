@@ -12,7 +12,7 @@ from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 
 #: Pillow format name -> (content type, OpenAI output_format name).
 _FORMATS = {
@@ -40,7 +40,7 @@ def inspect_image(file: IO[bytes], *, param: str, name: str) -> ImageInfo:
     ``verify()`` reads the whole file (checking PNG CRCs, for instance), so a truncated
     or corrupt upload is refused here rather than failing inside the engine.
     """
-    described = f"The uploaded {param} '{name}'"
+    described = f"The uploaded {param} '{shown(name)}'"
     try:
         file.seek(0)
         with warnings.catch_warnings():

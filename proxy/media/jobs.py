@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.errors import NotFound, SwitchyardError
+from proxy.errors import NotFound, SwitchyardError, shown
 from proxy.media.outputs import VideoOutput
 from proxy.media.store import MediaStore, StoredMedia
 from proxy.schemas.videos import Video, VideoError, VideoStatus
@@ -124,7 +124,7 @@ class VideoJobs:
     def get(self, video_id: str, key_id: str | None) -> VideoJob:
         job = self._jobs.get(video_id)
         if job is None or job.key_id != key_id:
-            raise NotFound(f"No video found with id '{video_id}'.", param="video_id")
+            raise NotFound(f"No video found with id '{shown(video_id)}'.", param="video_id")
         return job
 
     def list(self, key_id: str | None) -> list[VideoJob]:

@@ -1,11 +1,11 @@
 """Multipart requests (image edits and variations, video references) as typed envelopes.
 
-Parsing is Litestar's (``request.form()``, built on the ``multipart`` package); it
-enforces ``server.max_body_mb`` as the body streams in (413), and spools each file
-over 1 MiB to a temporary file, so a large upload is never held whole in memory.
-Litestar closes those files when the handler returns. Text fields become the
-envelope's ``body`` (forwarded as is by pass-through adapters) and are validated into
-the request Struct; files stay file objects, in the order they were sent.
+Parsing (``parse_form``) is the ``multipart`` package's push parser, fed from Litestar's
+``request.stream()``, which enforces ``server.max_body_mb`` as the body streams in
+(413); each file over 1 MiB is spooled to a temporary file, so a large upload is never
+held whole in memory. Litestar closes those files when the handler returns. Text fields
+become the envelope's ``body`` (forwarded as is by pass-through adapters) and are
+validated into the request Struct; files stay file objects, in the order they were sent.
 """
 
 from __future__ import annotations
@@ -14,14 +14,23 @@ import base64
 import binascii
 import io
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from litestar import Request
-from litestar.datastructures import UploadFile
+from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.enums import RequestEncodingType
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
+from multipart import (  # type: ignore[import-untyped]
+    MultipartSegment,
+    ParserError,
+    ParserLimitReached,
+    PushMultipartParser,
+)
 
-from proxy.errors import InvalidRequest, PayloadTooLarge
+from proxy.errors import InvalidRequest, PayloadTooLarge, shown
 from proxy.schemas.base import Envelope, WireRequest, validated
 
 T = TypeVar("T", bound=WireRequest)
@@ -96,6 +105,101 @@ def convert_form(
     return FormEnvelope(validated(values, request_type, strict=False), body, files)
 
 
+def _text_of(segment: MultipartSegment, data: bytearray) -> str:
+    name = shown(segment.name)
+    charset = segment.charset or "utf-8"
+    try:
+        return data.decode(charset)
+    except LookupError:
+        raise InvalidRequest(
+            f"The form field '{name}' declares an unknown charset '{shown(charset)}'.",
+            param=segment.name,
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"The form field '{name}' is not valid {shown(charset)} text; "
+            "send a file as a part with a filename.",
+            param=segment.name,
+        ) from None
+
+
+async def _close_all(fields: dict[str, list[Any]], current: Any) -> None:
+    for value in [current, *(v for values in fields.values() for v in values)]:
+        if isinstance(value, UploadFile):
+            await value.close()
+
+
+async def parse_form(request: Request[Any, Any, Any]) -> FormMultiDict:
+    """The ``multipart/form-data`` body of ``request``; bad framing or text is a 400.
+
+    Litestar's own parser (``request.form()``) treats a part with ``filename=""`` as a
+    text field and decodes every text field without catching errors, so binary content
+    there (an empty file input, as browsers send it) was a 500. Here a part with a
+    ``filename`` parameter, even an empty one, is a file (RFC 7578 §4.2), as OpenAI
+    accepts any filename; a text field that does not decode is a 400 naming the field.
+    The result is stored where Litestar's own would be, so ``request.form()`` returns
+    it and Litestar closes the files when the handler returns.
+    """
+    state = ScopeState.from_scope(request.scope)
+    if state.form is not Empty:
+        return FormMultiDict.from_form_data(state.form)
+    boundary = request.content_type[1].get("boundary")
+    if not boundary:
+        raise InvalidRequest("The multipart/form-data content type has no boundary.")
+    fields: defaultdict[str, list[Any]] = defaultdict(list)
+    data: UploadFile | bytearray = bytearray()
+    segment: MultipartSegment | None = None
+    limit = request.app.multipart_form_part_limit
+    stream = request.stream()
+    chunk = await anext(stream, b"")
+    if not chunk:  # an empty body is an empty form, as with Litestar's parser
+        state.form = {}
+        return FormMultiDict()
+    try:
+        with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=limit) as parser:
+            while not parser.closed:
+                for part in parser.parse(chunk):
+                    if isinstance(part, MultipartSegment):
+                        segment = part
+                        if part.name is None:
+                            raise InvalidRequest("A form part has no field name.")
+                        if part.filename is not None:
+                            data = UploadFile(
+                                content_type=part.content_type or "text/plain",  # RFC 7578 §4.4
+                                filename=part.filename,
+                                headers=dict(part.headerlist),
+                            )
+                    elif part:
+                        if isinstance(data, UploadFile):
+                            await data.write(part)
+                        else:
+                            data.extend(part)
+                    else:  # the end of a part
+                        if segment is None:
+                            raise InvalidRequest("A form part ends before its headers.")
+                        if isinstance(data, UploadFile):
+                            await data.seek(0)
+                            fields[segment.name].append(data)
+                        else:
+                            fields[segment.name].append(_text_of(segment, data))
+                        data, segment = bytearray(), None
+                chunk = await anext(stream, b"")
+    except ParserLimitReached:
+        await _close_all(fields, data)
+        raise PayloadTooLarge(
+            f"The form has more than {limit} parts, or a part header is too long."
+        ) from None
+    except ParserError as exc:
+        await _close_all(fields, data)
+        raise InvalidRequest(f"Invalid multipart/form-data: {shown(exc)}") from None
+    except BaseException:
+        await _close_all(fields, data)
+        raise
+    form_data = {k: v if len(v) > 1 else v[0] for k, v in fields.items()}
+    state.form = form_data
+    return FormMultiDict.from_form_data(form_data)
+
+
 async def read_form(
     request: Request[Any, Any, Any],
     request_type: type[T],
@@ -113,10 +217,10 @@ async def read_form(
         wanted = f" with a '{expect}' file" if expect else ""
         raise InvalidRequest(
             f"This endpoint takes multipart/form-data{wanted}, "
-            f"not '{media_type or 'no content type'}'.",
+            f"not '{shown(media_type or 'no content type')}'.",
             param=expect or None,
         )
-    form = await request.form()
+    form = await parse_form(request)
     body: dict[str, Any] = {}
     files: list[Upload] = []
     for name, value in form.multi_items():

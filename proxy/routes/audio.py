@@ -18,8 +18,9 @@ from litestar import Request, Response, Router, post
 from litestar.response import Stream
 
 from adapters.base import Adapter, Capability, RawJSON
-from proxy.context import request_info
-from proxy.errors import InvalidRequest, SwitchyardError
+from extensions.activation import refuse_activation
+from proxy.context import RequestInfo, request_info
+from proxy.errors import InvalidRequest, StreamAborted, SwitchyardError, UpstreamError
 from proxy.gateway import json_response
 from proxy.media.uploads import FormEnvelope, read_form
 from proxy.openapi import form_body
@@ -140,16 +141,27 @@ async def translations(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _serve_upload(request, "audio.translations", TranslationRequest, "translate")
 
 
-async def _audio_bytes(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Forward audio chunks; a failure after the first byte can only end the stream."""
+async def _audio_bytes(chunks: AsyncIterator[bytes], info: RequestInfo) -> AsyncIterator[bytes]:
+    """Forward audio chunks; a failure after the first byte cuts the response.
+
+    Audio has no in-band error format, and ending the body normally would hand the
+    client a truncated file as if it were whole: the response is left without its
+    final chunk instead (``StreamAborted``), logged as an error and recorded as failed.
+    """
+    sent = 0
     try:
         async with aclosing(chunks):  # type: ignore[type-var]
             async for chunk in chunks:
+                sent += len(chunk)
                 yield chunk
     except SwitchyardError as exc:
-        log.warning("speech stream failed after it began: %s", exc.message)
-    except Exception:
-        log.exception("speech stream failed after it began")
+        log.error("speech stream failed after %d bytes: %s", sent, exc.message)
+        info.failure = exc
+        raise StreamAborted(exc) from exc
+    except Exception as exc:
+        log.exception("speech stream failed after %d bytes", sent)
+        info.failure = UpstreamError("The speech stream failed unexpectedly.")
+        raise StreamAborted(info.failure) from exc
 
 
 @post(
@@ -163,6 +175,7 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     info = request_info(request.scope)
     info.route = "audio.speech"
     envelope = decode_request(await request.body(), SpeechRequest)
+    refuse_activation(request.url.path, envelope.model, request.headers, envelope.body)
     model = envelope.model
     state.router.deployments_of(model)
     info.model = model
@@ -176,7 +189,7 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     params = envelope.params
     sse = params.stream_format == "sse"
     media_type = "text/event-stream" if sse else SPEECH_MEDIA_TYPES[params.response_format]
-    return Stream(_audio_bytes(chunks), media_type=media_type)
+    return Stream(_audio_bytes(chunks, info), media_type=media_type)
 
 
 def audio_router(guards: list[Any]) -> Router:

@@ -17,6 +17,7 @@ from typing import Any
 from litestar import Request, Response, Router, post
 
 from adapters.base import Adapter, Capability, RawJSON
+from extensions.activation import refuse_activation
 from proxy.context import request_info
 from proxy.errors import InvalidRequest
 from proxy.gateway import json_response
@@ -115,6 +116,7 @@ async def serve_images(
 )
 async def generations(request: Request[Any, Any, Any]) -> Response[bytes]:
     envelope = decode_request(await request.body(), ImageGenerationRequest)
+    refuse_activation(request.url.path, envelope.model, request.headers, envelope.body)
     stats = request_info(request.scope).stats
     return await serve_images(
         request, "images", envelope, lambda adapter: adapter.generate_images(envelope, stats)

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, post
 
-from proxy.errors import ModelNotFound
+from proxy.errors import ModelNotFound, shown
 from proxy.gateway import (
     CHAT,
     COMPLETIONS,
@@ -107,7 +107,7 @@ async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[
     for card in _models(state):
         if card.id == wanted:
             return json_response(card)
-    raise ModelNotFound(f"The model '{wanted}' does not exist.", param="model")
+    raise ModelNotFound(f"The model '{shown(wanted)}' does not exist.", param="model")
 
 
 def openai_router(guards: list[Any], extra_handlers: list[Any] | None = None) -> Router:

@@ -19,7 +19,7 @@ from litestar.response import File
 
 from adapters.base import Adapter, Capability
 from proxy.context import request_info
-from proxy.errors import InvalidRequest, NotFound, UnsupportedCapability
+from proxy.errors import InvalidRequest, NotFound, UnsupportedCapability, shown
 from proxy.gateway import json_response
 from proxy.media.jobs import JobReporter, VideoJob
 from proxy.media.uploads import FormEnvelope, Upload, decode_data_url, read_form
@@ -165,7 +165,9 @@ async def video_content(
     job = media.videos.get(video_id, info.key_id)
     info.model = job.model
     if variant != "video":
-        raise NotFound(f"Video '{video_id}' has no {variant} variant.", param="variant")
+        raise NotFound(
+            f"Video '{shown(video_id)}' has no {shown(variant)} variant.", param="variant"
+        )
     if job.status != "completed" or job.media is None:
         raise InvalidRequest(
             f"Video '{video_id}' is {job.status}; its content is available once completed.",

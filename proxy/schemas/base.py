@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown_quoted
 
 UNSET = msgspec.UNSET
 UnsetType = msgspec.UnsetType
@@ -88,6 +88,30 @@ class Envelope(Generic[T]):
 
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
+#: The deepest nesting of arrays and objects a request body may have. Far beyond any
+#: real request (a JSON schema 30 levels deep is about 60), and far below Python's
+#: recursion limit, which the later steps (encoding for an upstream, grammar building,
+#: chat templates) would otherwise meet with a deeply nested body.
+MAX_JSON_DEPTH = 128
+
+
+def _too_deep(body: dict[str, Any]) -> bool:
+    """Whether ``body`` nests deeper than ``MAX_JSON_DEPTH`` (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _nesting_error() -> InvalidRequest:
+    return InvalidRequest(
+        f"The request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep."
+    )
+
 
 def decode_request(raw: bytes, request_type: type[T]) -> Envelope[T]:
     """Decode and validate a JSON request body, raising ``InvalidRequest`` naming the field."""
@@ -99,6 +123,11 @@ def decode_request(raw: bytes, request_type: type[T]) -> Envelope[T]:
         raise InvalidRequest("The request body must be a JSON object.") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec stops at Python's recursion limit (very deep nesting)
+        raise _nesting_error() from None
+    # Nesting needs one bracket per level: only a body with many can be too deep.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body):
+        raise _nesting_error()
     return convert_request(body, request_type)
 
 
@@ -110,7 +139,8 @@ def validated(body: dict[str, Any], request_type: type[T], *, strict: bool = Tru
     try:
         return msgspec.convert(body, request_type, strict=strict, str_keys=True)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=param_of(exc)) from None
+        message = shown_quoted(str(exc))
+        raise InvalidRequest(f"Invalid request: {message}", param=param_of(exc)) from None
 
 
 def convert_request(body: dict[str, Any], request_type: type[T]) -> Envelope[T]:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET, UnsetType, WireRequest, WireResponse
 
 ImageCount = Annotated[int, msgspec.Meta(ge=1, le=10)]
@@ -97,7 +97,7 @@ def parse_size(size: str | UnsetType | None, param: str = "size") -> tuple[int, 
         if 0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE:
             return w, h
     raise InvalidRequest(
-        f"Invalid size '{size}': expected WIDTHxHEIGHT (e.g. 1024x1024), each side 1 to "
+        f"Invalid size '{shown(size)}': expected WIDTHxHEIGHT (e.g. 1024x1024), each side 1 to "
         f"{MAX_SIDE}, or 'auto'.",
         param=param,
     )

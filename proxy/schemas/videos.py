@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET, UnsetType, WireRequest, WireResponse
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
@@ -51,7 +51,8 @@ class VideoCreateRequest(WireRequest):
         if text.isdigit() and 0 < int(text) <= MAX_SECONDS:
             return int(text)
         raise InvalidRequest(
-            f"Invalid seconds '{self.seconds}': expected a whole number from 1 to {MAX_SECONDS}.",
+            f"Invalid seconds '{shown(self.seconds)}': "
+            f"expected a whole number from 1 to {MAX_SECONDS}.",
             param="seconds",
         )
 
