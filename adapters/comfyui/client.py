@@ -169,7 +169,9 @@ class ComfyClient:
 
     async def _open_ws(self, client_id: str) -> aiohttp.ClientWebSocketResponse | None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self.headers)
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, cookie_jar=aiohttp.DummyCookieJar()
+            )
         url = self.base.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
         try:
             return await self._session.ws_connect(
