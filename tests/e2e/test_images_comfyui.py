@@ -214,13 +214,22 @@ def test_model_without_the_capability_is_a_400_that_says_so(client: openai.OpenA
     assert caught.value.code == "unsupported_capability"
 
 
-def test_node_errors_are_400_with_comfyuis_message(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
+def test_a_missing_checkpoint_is_503_naming_it_and_the_model_is_not_ready(
+    client: openai.OpenAI, gateway: RunningServer
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(model="sd-broken", prompt="x")
-    message = caught.value.message
-    assert "Prompt outputs failed validation" in message
-    assert "not-installed.safetensors" in message and "CheckpointLoaderSimple" in message
-    assert caught.value.code == "comfyui_node_error"
+    assert caught.value.status_code == 503
+    assert caught.value.code == "comfyui_missing_file"
+    message = caught.value.body["message"]  # type: ignore[index]
+    assert message == (
+        "ComfyUI cannot run the workflow for 'sd-broken': node 4 (CheckpointLoaderSimple) "
+        "needs ckpt_name 'not-installed.safetensors', which the server does not have."
+    )
+    state = _ready(gateway, "sd-broken")
+    assert state["ready"] is False
+    assert state["deployments"][0]["reason"] == message
+    assert _ready(gateway, "sd")["ready"] is True  # the server itself is fine
 
 
 def test_execution_error_is_502_with_comfyuis_message(
@@ -323,7 +332,8 @@ def test_job_that_never_finishes_times_out_and_is_cancelled(
         error = _generation_error(server)
         assert error.status_code == 504
         assert "did not finish" in error.message and "0.5s" in error.message
-        assert comfy.cancelled  # removed from ComfyUI's queue / interrupted
+        assert comfy.interrupted == comfy.prompt_ids  # the running prompt was stopped
+        assert comfy.deleted == []
 
 
 def test_retention_deletes_media(
