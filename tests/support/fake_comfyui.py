@@ -29,7 +29,8 @@ The save nodes embed the prompt as ComfyUI does: SaveImage in a ``prompt`` tEXt 
 SaveAnimatedPNG in private ``comf`` chunks after the image data, SaveAnimatedWEBP in
 EXIF (``extra_pnginfo`` entries, such as the UI's ``workflow``, beside it).
 
-Fault modes (``fake.mode``): ``execution_error`` (the sampler raises out-of-memory),
+Fault modes (``fake.mode``): ``upload_error`` (``/upload/image`` answers 500),
+``execution_error`` (the sampler raises out-of-memory),
 ``vanish`` (mid-sampling the server closes every socket and stops listening),
 ``hang`` (the sampler never finishes until interrupted). ``fake.websocket = False``
 answers ``/ws`` with 404, as a proxy that does not pass websockets would.
@@ -168,6 +169,8 @@ class FakeComfyUI:
         )
 
     async def upload(self, request: web.Request) -> web.Response:
+        if self.mode == "upload_error":
+            return web.Response(status=500, text="500 Internal Server Error")
         form = await request.post()
         image = form.get("image")
         if not isinstance(image, web.FileField):
