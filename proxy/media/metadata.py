@@ -1,8 +1,8 @@
 """Removing embedded metadata from produced images, without touching their pixels.
 
 Image engines write what made an image into the file: ComfyUI's save nodes put the
-whole workflow (upload paths, node settings, checkpoint names) into PNG text chunks,
-or into EXIF for WEBP. ``strip_metadata`` removes it.
+whole workflow (upload paths, node settings, checkpoint names) into PNG text chunks
+(or private ``comf`` chunks for animated PNG), or into EXIF for WEBP. ``strip_metadata`` removes it.
 
 The containers are walked here rather than re-encoded with Pillow: Pillow would
 decode and encode the pixels again (lossy for JPEG and lossy WEBP) and drop parts it
@@ -22,8 +22,17 @@ import struct
 from proxy.errors import UpstreamError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: Text chunks (tEXt, zTXt, iTXt) and EXIF; everything else describes the image.
-_PNG_METADATA = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf"})
+#: The ancillary PNG chunks that change how the image looks (transparency, colour,
+#: pixel size, background, palette hints) or make it an animation; every other
+#: ancillary chunk goes: text (tEXt, zTXt, iTXt), eXIf, tIME, and private chunks such
+#: as the ``comf`` chunks ComfyUI's SaveAnimatedPNG writes. Critical chunks (IHDR,
+#: PLTE, IDAT, IEND: an upper-case first letter) always stay.
+_PNG_DISPLAY_CHUNKS = frozenset(
+    {
+        *(b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"cICP", b"mDCV", b"cLLI"),
+        *(b"pHYs", b"bKGD", b"hIST", b"sPLT", b"acTL", b"fcTL", b"fdAT"),
+    }
+)
 
 #: JPEG segments to drop: APP1 (EXIF, XMP), APP3..APP13 (vendor data, IPTC), APP15 and
 #: comments. APP0 (JFIF), APP2 (ICC profile) and APP14 (Adobe colour transform) are
@@ -41,7 +50,8 @@ class _Malformed(ValueError):
 
 
 def strip_metadata(data: bytes) -> bytes:
-    """``data`` without text, EXIF and XMP metadata; other files come back unchanged."""
+    """``data`` (PNG, JPEG or WEBP) without its metadata: text, EXIF, XMP, comments and
+    private chunks; files of other formats come back unchanged."""
     try:
         if data.startswith(_PNG_SIGNATURE):
             return _strip_png(data)
@@ -65,7 +75,7 @@ def _strip_png(data: bytes) -> bytes:
         end = position + 12 + length
         if end > len(data):
             raise _Malformed("truncated PNG chunk")
-        if kind not in _PNG_METADATA:
+        if kind[:1].isupper() or kind in _PNG_DISPLAY_CHUNKS:
             kept.append(data[position:end])
         position = end
         if kind == b"IEND":

@@ -45,21 +45,21 @@ def _png_with_everything() -> bytes:
     info.add_text("prompt", WORKFLOW)  # tEXt, as ComfyUI's SaveImage writes it
     info.add_text("workflow", WORKFLOW, zip=True)  # zTXt
     info.add_itxt("parameters", "steps: 20, seed: 1", lang="en", tkey="Parameters")  # iTXt
+    info.add(b"comf", b"workflow\0" + WORKFLOW.encode(), after_idat=True)  # SaveAnimatedPNG's
+    info.add(b"tIME", b"\x07\xea\x0c\x01\x0c\x00\x00")
     out = io.BytesIO()
     _picture("RGBA").save(out, format="PNG", pnginfo=info, exif=_exif(), dpi=(72, 72))
     return out.getvalue()
 
 
-def test_png_loses_text_and_exif_chunks_and_keeps_the_rest_byte_for_byte() -> None:
+def test_png_loses_text_exif_and_private_chunks_and_keeps_the_rest_byte_for_byte() -> None:
     original = _png_with_everything()
     kinds = [kind for kind, _ in _png_chunks(original)]
-    assert {b"tEXt", b"zTXt", b"iTXt", b"eXIf"} <= set(kinds)
+    metadata = {b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"comf", b"tIME"}
+    assert metadata <= set(kinds)
     stripped = strip_metadata(original)
-    assert _png_chunks(stripped) == [
-        chunk
-        for chunk in _png_chunks(original)
-        if chunk[0] not in (b"tEXt", b"zTXt", b"iTXt", b"eXIf")
-    ]
+    assert _png_chunks(stripped) == [c for c in _png_chunks(original) if c[0] not in metadata]
+    assert [kind for kind, _ in _png_chunks(stripped)] == [b"IHDR", b"pHYs", b"IDAT", b"IEND"]
     with Image.open(io.BytesIO(stripped)) as image, Image.open(io.BytesIO(original)) as before:
         assert image.text == {}  # type: ignore[attr-defined]
         assert "prompt" not in image.info and "workflow" not in image.info
@@ -71,11 +71,12 @@ def test_png_loses_text_and_exif_chunks_and_keeps_the_rest_byte_for_byte() -> No
 def test_animated_png_keeps_every_frame() -> None:
     frames = [_picture(), Image.new("RGB", (24, 16), (0, 0, 255))]
     info = PngImagePlugin.PngInfo()
-    info.add_text("workflow", WORKFLOW)
+    info.add(b"comf", b"workflow\0" + WORKFLOW.encode(), after_idat=True)
     out = io.BytesIO()
     frames[0].save(out, format="PNG", save_all=True, append_images=frames[1:], pnginfo=info)
     stripped = strip_metadata(out.getvalue())
-    assert b"tEXt" not in [kind for kind, _ in _png_chunks(stripped)]
+    kinds = [kind for kind, _ in _png_chunks(stripped)]
+    assert b"comf" not in kinds and {b"acTL", b"fcTL", b"fdAT"} <= set(kinds)
     with Image.open(io.BytesIO(stripped)) as image:
         assert image.n_frames == 2  # type: ignore[attr-defined]
         image.seek(1)
