@@ -3,8 +3,11 @@
 One gateway client serves every caller, so a cookie stored from one caller's answer
 would be replayed on the next caller's request. The upstream here sets a cookie on
 every answer and records the ``Cookie`` header of every request it gets; both HTTP
-transports are tried, on the JSON hot path (plain and streaming) and on the form
-pass-through (audio uploads go through the shared httpx client).
+transports are tried, on the JSON hot path (plain and streaming), on the form
+pass-through (audio uploads go through the shared httpx client) and with ComfyUI
+(uploads, prompts, history, downloads and its websocket). Upstreams are addressed as
+``localhost``: cookie jars that refuse cookies from bare IP addresses (aiohttp's)
+would store these.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.fake_comfyui import FakeComfyUI, comfy_model, png_bytes, serve_comfyui
 from tests.support.servers import RunningServer, read_body, serve_asgi, serve_gateway
 
 KEY = "sk-cookie-test"
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # create_variation
 
 
 class CookieSettingUpstream:
@@ -78,20 +84,31 @@ class CookieSettingUpstream:
 def upstream() -> Iterator[tuple[CookieSettingUpstream, str]]:
     fake = CookieSettingUpstream()
     with serve_asgi(fake) as running:
-        yield fake, f"{running.url}/v1"
+        yield fake, f"http://localhost:{running.port}/v1"
+
+
+@pytest.fixture(scope="module")
+def comfy() -> Iterator[FakeComfyUI]:
+    with serve_comfyui() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module", params=["aiohttp", "httpx"])
 def gateway(
-    request: pytest.FixtureRequest, upstream: tuple[CookieSettingUpstream, str]
+    request: pytest.FixtureRequest,
+    upstream: tuple[CookieSettingUpstream, str],
+    comfy: FakeComfyUI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     base = upstream[1]
     models = [
         {"name": name, "adapter": "openai", "model": f"upstream-{name}", "base_url": base}
         for name in ("chat", "whisper")
     ]
+    workflows = {"generate": "text-to-image.yaml", "variation": "variation.yaml"}
+    models.append(comfy_model("sd", f"http://localhost:{comfy.port}", workflows))
     config = {
-        "server": {"api_keys": [KEY]},
+        "server": {"api_keys": [KEY], "data_dir": str(tmp_path_factory.mktemp("data"))},
         "http": {"transport": request.param},
         "models": models,
     }
@@ -130,3 +147,17 @@ def test_form_pass_through_sends_no_cookie_back(
         )
         assert heard.text == "heard you"
     assert upstream[0].cookies == [("/v1/audio/transcriptions", None)] * 3
+
+
+def test_comfyui_gets_no_cookie_back(client: openai.OpenAI, comfy: FakeComfyUI) -> None:
+    comfy.reset()
+    comfy.set_cookie = "comfy_session=caller1; Path=/; Max-Age=3600"
+    for _ in range(2):
+        client.images.generate(model="sd", prompt="x", size="16x16", response_format="b64_json")
+        client.images.create_variation(
+            model="sd", image=("a.png", png_bytes((16, 16), (1, 2, 3, 255)), "image/png")
+        )
+    paths = {path for path, _ in comfy.cookies}
+    assert {"/ws", "/prompt", "/history/" + comfy.prompt_ids[-1], "/view", "/upload/image"} <= paths
+    assert [cookie for _, cookie in comfy.cookies] == [None] * len(comfy.cookies)
+    comfy.reset()

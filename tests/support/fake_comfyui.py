@@ -134,8 +134,6 @@ class FakeComfyUI:
     @web.middleware
     async def _cookies(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.cookies.append((request.path, request.headers.get("Cookie")))
-        if self.set_cookie is not None and request.path == "/ws":
-            request["set_cookie"] = self.set_cookie  # set on the handshake by ``ws``
         response = await handler(request)
         if self.set_cookie is not None and not response.prepared:
             response.headers["Set-Cookie"] = self.set_cookie
@@ -248,8 +246,8 @@ class FakeComfyUI:
             return web.Response(status=404)
         client_id = request.query.get("clientId") or uuid.uuid4().hex
         ws = web.WebSocketResponse()
-        if "set_cookie" in request:
-            ws.headers["Set-Cookie"] = request["set_cookie"]
+        if self.set_cookie is not None:  # on the handshake, before it is sent
+            ws.headers["Set-Cookie"] = self.set_cookie
         await ws.prepare(request)
         self._sockets.setdefault(client_id, set()).add(ws)
         try:
