@@ -5,15 +5,21 @@ One model entry names a ComfyUI server and a workflow per operation (``generate`
 fills the workflow's mapped inputs, uploads input images with ``/upload/image``,
 submits to ``/prompt``, follows ``/ws`` (or polls ``/history``) and downloads the saved
 files with ``/view``. Images are returned as bytes for the images route to store or
-encode; a video is streamed into the media store. The capabilities an entry declares
-are those its workflows cover, so a model with only a ``generate`` workflow answers
-``POST /v1/videos`` with a 400 that says so.
+encode, without the metadata ComfyUI writes into them (the whole workflow) unless
+the entry sets ``keep_metadata``; a video is streamed into the media store (an
+animation, from SaveAnimatedPNG or SaveAnimatedWEBP, is stripped like an image
+first). The capabilities an entry declares are those its workflows cover, so a model
+with only a ``generate`` workflow answers ``POST /v1/videos`` with a 400 that says so.
+
+Readiness is the shared health of the entry's server (``health.py``), and whether
+this entry's own workflow last failed for want of a file on the server (a missing
+checkpoint), until it runs again. A request whose client disconnects is cancelled,
+and with it the prompt on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -24,12 +30,14 @@ import httpx
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, Resources
 from adapters.comfyui.client import ComfyClient
 from adapters.comfyui.config import ComfyUIConfig
-from adapters.comfyui.events import OutputFile
+from adapters.comfyui.events import MISSING_FILE, OutputFile
+from adapters.comfyui.health import server_health
 from adapters.comfyui.workflow import Workflow
 from proxy.errors import InvalidRequest, SwitchyardError, UnsupportedCapability, UpstreamError
 from proxy.media import GeneratedImages, MediaBlob, VideoOutput, media_store
 from proxy.media.imaging import ImageInfo, inspect_image
 from proxy.media.jobs import JobReporter
+from proxy.media.metadata import strip_metadata
 from proxy.media.uploads import FormEnvelope, Upload
 from proxy.schemas.base import UNSET, Envelope
 from proxy.schemas.images import (
@@ -51,6 +59,7 @@ class ComfyUIAdapter(Adapter):
     name = "comfyui"
     Config = ComfyUIConfig
     capabilities = frozenset({Capability.IMAGES, Capability.VIDEO})
+    cancel_on_disconnect = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)
@@ -64,6 +73,7 @@ class ComfyUIAdapter(Adapter):
             declared.add(Capability.VIDEO)
         self.capabilities = frozenset(declared)  # type: ignore[misc]
         connect = config.connect_timeout_s or resources.settings.http.connect_timeout_s
+        self.health = server_health(resources, config.base_url)
         self.client = ComfyClient(
             config.base_url,
             resources.http,
@@ -72,10 +82,11 @@ class ComfyUIAdapter(Adapter):
             headers=dict(config.headers),
             poll_interval_s=config.poll_interval_s,
             websocket=config.websocket,
+            health=self.health,
         )
         self._max_output = int(config.max_output_mb * 1024 * 1024)
-        self._health: tuple[bool, str] = (False, "not checked yet")
-        self._health_task: asyncio.Task[None] | None = None
+        #: Why this entry's workflow cannot run on its server (a file it names is missing).
+        self._problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -84,32 +95,22 @@ class ComfyUIAdapter(Adapter):
     # -- lifecycle and readiness ------------------------------------------------------
 
     async def start(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(3):
-                await self._check()
-        self._health_task = asyncio.create_task(self._watch(), name=f"health-{self.label}")
+        await self.health.attach(self._check, self.cfg.health_interval_s)
 
     async def _check(self) -> None:
         try:
             await self.client.probe()
         except SwitchyardError as error:
-            self._health = (False, f"ComfyUI at {self.cfg.base_url} is not answering: {error}")
-        else:
-            self._health = (True, "ok")
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.health_interval_s)
-            await self._check()
+            self.health.failed(f"ComfyUI at {self.cfg.base_url} is not answering: {error}")
 
     def readiness(self) -> tuple[bool, str]:
-        return self._health
+        ok, reason = self.health.state
+        if ok and self._problem is not None:
+            return False, self._problem
+        return ok, reason
 
     async def aclose(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        await self.health.detach()
         await self.client.aclose()
 
     # -- shared steps -----------------------------------------------------------------
@@ -172,17 +173,26 @@ class ComfyUIAdapter(Adapter):
                 workflow.build(values),
                 timeout_s=self.cfg.timeout_s,
                 outputs=workflow.outputs,
+                request_inputs=workflow.filled(values),
                 on_progress=job.report if job is not None else None,
                 on_accepted=job.accept if job is not None else None,
             )
         except UpstreamError as error:
             if error.error_code == "upstream_unavailable":
-                self._health = (False, error.message)
+                self.health.failed(error.message)
+            elif error.error_code == MISSING_FILE:
+                self._problem = error.message
             raise
         finally:
             stats.upstream_s += time.perf_counter() - started
-        self._health = (True, "ok")
+        self._problem = None
         return files
+
+    async def _without_metadata(self, data: bytes) -> bytes:
+        """``data`` without the workflow ComfyUI embeds, unless the entry keeps it."""
+        if self.cfg.keep_metadata:
+            return data
+        return await asyncio.to_thread(strip_metadata, data)
 
     def _seed(self, given: int | Any) -> int:
         return given if isinstance(given, int) else secrets.randbelow(_SEED_RANGE)
@@ -204,7 +214,9 @@ class ComfyUIAdapter(Adapter):
             values["seed"] = seed + index
             for ref in await self._run(workflow, values, stats):
                 if ref.is_image and len(blobs) < n:
-                    data = await self.client.download(ref, max_bytes=self._max_output)
+                    data = await self._without_metadata(
+                        await self.client.download(ref, max_bytes=self._max_output)
+                    )
                     blobs.append(MediaBlob(data, ref.content_type))
         if not blobs:
             raise UpstreamError(
@@ -316,6 +328,10 @@ class ComfyUIAdapter(Adapter):
                 f"ComfyUI ran the video workflow for '{self.config.name}' but saved no video."
             )
         store = media_store(self.resources)
-        media = await self.client.download_to(video, store, max_bytes=self._max_output)
+        if video.is_image and not self.cfg.keep_metadata:  # an animation: its metadata goes
+            data = await self.client.download(video, max_bytes=self._max_output)
+            media = await store.save(await self._without_metadata(data), video.content_type)
+        else:
+            media = await self.client.download_to(video, store, max_bytes=self._max_output)
         shown_seconds = str(seconds) if params.frames is UNSET else f"{frames / fps:g}"
         return VideoOutput(media, self._size(workflow, values) or "auto", shown_seconds)

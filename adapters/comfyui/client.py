@@ -1,11 +1,16 @@
 """ComfyUI's HTTP and websocket API: upload, submit, follow, download, cancel.
 
 HTTP goes through the app's shared httpx client, with transport failures mapped as
-for every upstream. The websocket is opened before the prompt is submitted (with the
-same ``client_id``), so no message can be missed; when it cannot be opened, or drops
-mid-job, ``/history/{prompt_id}`` is polled instead. The whole run is bounded by one
-deadline; past it the prompt is removed from ComfyUI's queue (or interrupted) and the
-caller gets ``UpstreamTimeout``.
+for every upstream; every exchange is reported to the server's shared health. The
+websocket is opened before the prompt is submitted (with the same ``client_id``), so
+no message can be missed; the prompt is finished when ComfyUI's last message for it
+arrives (``executing`` with ``node: null``, sent once the history is written), and the
+history is then read once. When the websocket cannot be opened, or drops mid-job,
+``/history/{prompt_id}`` is polled instead. The prompt id is chosen here and sent with
+the prompt (ComfyUI takes a client's ``prompt_id``), so a run stopped at any point,
+even while submitting, can be cancelled: past the deadline, or when the caller is
+cancelled (its client went away), a queued prompt is deleted from the queue and a
+running one interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import aiohttp
 import httpx
 
 from adapters.comfyui.events import OutputFile, Tracker, history_outputs, history_state, rejected
+from adapters.comfyui.health import ServerHealth
 from adapters.transport import mapped_transport_errors
 from proxy.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.media.store import MediaStore, StoredMedia
@@ -43,8 +49,10 @@ class ComfyClient:
         headers: dict[str, str],
         poll_interval_s: float,
         websocket: bool,
+        health: ServerHealth | None = None,
     ) -> None:
         self.base = base_url.rstrip("/")
+        self.health = health if health is not None else ServerHealth(self.base)
         self.http = http
         self.model = model
         self.timeout = timeout
@@ -63,10 +71,22 @@ class ComfyClient:
         request = self.http.build_request(
             method, self.base + path, headers=self.headers, timeout=self.timeout, **kw
         )
-        with mapped_transport_errors(self.model):
-            response = await self.http.send(request)
-            await response.aread()
+        try:
+            with mapped_transport_errors(self.model):
+                response = await self.http.send(request)
+                await response.aread()
+        except UpstreamError as error:
+            self.health.failed(f"ComfyUI at {self.base} is not answering: {error.message}")
+            raise
+        self._answered(response, path)
         return response
+
+    def _answered(self, response: httpx.Response, path: str) -> None:
+        if response.status_code >= 500:
+            status = response.status_code
+            self.health.failed(f"ComfyUI at {self.base} answered {status} to {path}")
+        else:
+            self.health.succeeded()
 
     def _fail(self, response: httpx.Response, what: str) -> UpstreamError:
         text = response.text.strip()[:500] or f"HTTP {response.status_code}"
@@ -92,22 +112,30 @@ class ComfyClient:
         subfolder = body.get("subfolder") or ""
         return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
 
-    async def submit(self, workflow: dict[str, Any], client_id: str) -> str:
-        response = await self._request(
-            "POST", "/prompt", json={"prompt": workflow, "client_id": client_id}
-        )
+    async def submit(
+        self,
+        workflow: dict[str, Any],
+        client_id: str,
+        prompt_id: str,
+        request_inputs: frozenset[tuple[str, str]] = frozenset(),
+    ) -> str:
+        """Queue ``workflow`` as ``prompt_id``; the id ComfyUI uses (servers older than
+        client-chosen ids answer with their own). ``request_inputs`` are the ``(node,
+        input)`` pairs the request filled, for telling its mistakes from the server's."""
+        body = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+        response = await self._request("POST", "/prompt", json=body)
         if response.status_code == 400:
             try:
-                body = response.json()
+                answer = response.json()
             except ValueError:
-                body = {"error": response.text[:500]}
-            raise rejected(body, self.model)
+                answer = {"error": response.text[:500]}
+            raise rejected(answer, self.model, request_inputs)
         if response.status_code != 200:
             raise self._fail(response, "/prompt")
-        body = response.json()
-        if body.get("node_errors"):
-            raise rejected(body, self.model)
-        return str(body["prompt_id"])
+        answer = response.json()
+        if answer.get("node_errors"):
+            raise rejected(answer, self.model, request_inputs)
+        return str(answer["prompt_id"])
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         response = await self._request("GET", f"/history/{prompt_id}")
@@ -116,11 +144,30 @@ class ComfyClient:
         entry = response.json().get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
+    async def _queue_place(self, prompt_id: str) -> str | None:
+        """``"running"``, ``"pending"`` or None (finished, or never queued), from
+        ``GET /queue``: items are ``[number, prompt_id, prompt, extra_data, outputs]``."""
+        response = await self._request("GET", "/queue")
+        if response.status_code != 200:
+            raise self._fail(response, "/queue")
+        body = response.json()
+        for place in ("running", "pending"):
+            for item in body.get(f"queue_{place}") or ():
+                if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
+                    return place
+        return None
+
     async def cancel(self, prompt_id: str) -> None:
-        """Best effort: drop the prompt from the queue, or interrupt it if it is running."""
-        with contextlib.suppress(Exception):
-            await self._request("POST", "/queue", json={"delete": [prompt_id]})
-            await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+        """Best effort: delete the prompt from the queue while it waits there, interrupt
+        it if it runs. ``/interrupt`` is only sent once the queue shows the prompt
+        running, since servers before targeted interrupts stop whatever runs."""
+        with contextlib.suppress(UpstreamError, ValueError):
+            place = await self._queue_place(prompt_id)
+            if place == "pending":
+                await self._request("POST", "/queue", json={"delete": [prompt_id]})
+                place = await self._queue_place(prompt_id)  # it may have started meanwhile
+            if place == "running":
+                await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
 
     # -- a whole run ------------------------------------------------------------------
 
@@ -130,6 +177,7 @@ class ComfyClient:
         *,
         timeout_s: float,
         outputs: tuple[str, ...] = (),
+        request_inputs: frozenset[tuple[str, str]] = frozenset(),
         on_progress: Callable[[int], None] | None = None,
         on_accepted: Callable[[], None] | None = None,
     ) -> list[OutputFile]:
@@ -138,13 +186,15 @@ class ComfyClient:
         ``on_accepted`` is called once ComfyUI has validated and queued the prompt.
         """
         client_id = uuid.uuid4().hex
-        tracker = Tracker(self.model, len(workflow), on_progress)
+        tracker = Tracker(self.model, len(workflow), on_progress, prompt_id=str(uuid.uuid4()))
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
                 ws = await self._open_ws(client_id) if self.websocket else None
                 try:
-                    tracker.prompt_id = prompt_id = await self.submit(workflow, client_id)
+                    chosen = str(tracker.prompt_id)
+                    prompt_id = await self.submit(workflow, client_id, chosen, request_inputs)
+                    tracker.prompt_id = prompt_id
                     if on_accepted is not None:
                         on_accepted()
                     followed = ws is not None and await self._follow(ws, tracker)
@@ -169,7 +219,9 @@ class ComfyClient:
 
     async def _open_ws(self, client_id: str) -> aiohttp.ClientWebSocketResponse | None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self.headers)
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, cookie_jar=aiohttp.DummyCookieJar()
+            )
         url = self.base.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
         try:
             return await self._session.ws_connect(
@@ -219,8 +271,14 @@ class ComfyClient:
     @contextlib.asynccontextmanager
     async def _viewing(self, ref: OutputFile) -> AsyncIterator[httpx.Response]:
         """An output file's response, open for streaming; closed when the block ends."""
+        try:
+            with mapped_transport_errors(self.model):
+                response = await self.http.send(self._view(ref), stream=True)
+        except UpstreamError as error:
+            self.health.failed(f"ComfyUI at {self.base} is not answering: {error.message}")
+            raise
+        self._answered(response, "/view")
         with mapped_transport_errors(self.model):
-            response = await self.http.send(self._view(ref), stream=True)
             try:
                 if response.status_code != 200:
                     await response.aread()

@@ -68,6 +68,10 @@ class ComfyUIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
     """Largest output file downloaded from ComfyUI."""
     headers: dict[str, str] = {}
     """Extra headers for every request to ComfyUI (a token for a proxy in front of it)."""
+    keep_metadata: bool = False
+    """Return images with the metadata ComfyUI writes into them (the whole workflow in
+    PNG text chunks or EXIF: node settings, upload names, checkpoint names). Off: it is
+    removed, the pixels untouched."""
 
     def __post_init__(self) -> None:
         if not any(getattr(self.workflows, kind) is not None for kind in KINDS):

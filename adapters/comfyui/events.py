@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.errors import InvalidRequest, UpstreamError
+from proxy.errors import InvalidRequest, SwitchyardError, UpstreamError
 
 #: ``code`` of the errors that carry ComfyUI's own message.
 NODE_ERROR = "comfyui_node_error"
 EXECUTION_ERROR = "comfyui_execution_error"
-
-_VIDEO_TYPES = {"image/gif", "image/webp", "image/apng"}  # animated outputs count as video
+#: ``code`` of the error for a workflow naming a file (a checkpoint) the server lacks.
+MISSING_FILE = "comfyui_missing_file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +33,14 @@ class OutputFile:
     filename: str
     subfolder: str
     type: str
+    animated: bool = False
+    """The node flagged its output ``animated`` (SaveAnimatedPNG/WEBP, SaveVideo)."""
 
     @property
     def content_type(self) -> str:
         guessed, _ = mimetypes.guess_type(self.filename)
+        if self.animated and guessed == "image/png":
+            return "image/apng"
         return guessed or "application/octet-stream"
 
     @property
@@ -45,11 +49,53 @@ class OutputFile:
 
     @property
     def is_video(self) -> bool:
-        return self.content_type.startswith("video/") or self.content_type in _VIDEO_TYPES
+        """A video file, or an animation (animated PNG or WEBP, or a GIF)."""
+        content_type = self.content_type
+        return content_type.startswith("video/") or self.animated or content_type == "image/gif"
 
 
-def rejected(body: Any, model: str) -> InvalidRequest:
-    """The ``/prompt`` 400 answer (``error`` and ``node_errors``) as one readable message."""
+def _missing_value(item: dict[str, Any]) -> tuple[str, str] | None:
+    """``(input, value)`` of a ``value_not_in_list`` error, from ``extra_info`` (or, on
+    servers that send none, from ``details``: ``"ckpt_name: 'x.safetensors' not in [...]"``)."""
+    if item.get("type") != "value_not_in_list":
+        return None
+    extra = item.get("extra_info")
+    if isinstance(extra, dict) and "input_name" in extra and "received_value" in extra:
+        return str(extra["input_name"]), str(extra["received_value"])
+    name, _, rest = str(item.get("details") or "").partition(":")
+    value = rest.rsplit(" not in ", 1)[0].strip().strip("'")
+    return (name.strip(), value) if name and value else None
+
+
+def rejected(
+    body: Any, model: str, request_inputs: frozenset[tuple[str, str]] = frozenset()
+) -> SwitchyardError:
+    """The ``/prompt`` 400 answer (``error`` and ``node_errors``) as one readable error.
+
+    A value the server does not offer (``value_not_in_list``) in an input that the
+    request did not fill (``request_inputs``: ``(node id, input)`` pairs) is the
+    deployment's fault, not the client's: a checkpoint or other model file the server
+    lacks. That is a 503 naming the node and the missing value (never the server's list
+    of files); everything else is the client's 400.
+    """
+    node_errors = body.get("node_errors") if isinstance(body, dict) else None
+    missing: list[str] = []
+    for node_id, info in (node_errors or {}).items():
+        if not isinstance(info, dict):
+            continue
+        for item in info.get("errors") or ():
+            found = _missing_value(item) if isinstance(item, dict) else None
+            if found is not None and (str(node_id), found[0]) not in request_inputs:
+                missing.append(
+                    f"node {node_id} ({info.get('class_type', '?')}) needs {found[0]} "
+                    f"'{found[1]}', which the server does not have"
+                )
+    if missing:
+        return UpstreamError(
+            f"ComfyUI cannot run the workflow for '{model}': {'; '.join(missing)}.",
+            code=MISSING_FILE,
+            status=503,
+        )
     parts: list[str] = []
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -58,13 +104,15 @@ def rejected(body: Any, model: str) -> InvalidRequest:
         parts.append(f"{head}: {details}" if details else head)
     elif isinstance(error, str):
         parts.append(error)
-    node_errors = body.get("node_errors") if isinstance(body, dict) else None
     for node_id, info in (node_errors or {}).items():
         if not isinstance(info, dict):
             continue
         for item in info.get("errors") or ():
             text = str(item.get("message", "error"))
-            if item.get("details"):
+            found = _missing_value(item)
+            if found is not None:  # without the server's list of what it has
+                text = f"{text}: {found[0]} '{found[1]}'"
+            elif item.get("details"):
                 text = f"{text}: {item['details']}"
             parts.append(f"node {node_id} ({info.get('class_type', '?')}): {text}")
     message = "; ".join(parts) or "the workflow was rejected"
@@ -88,12 +136,17 @@ def history_outputs(entry: dict[str, Any], wanted: tuple[str, ...]) -> list[Outp
 
     Output lists are ``images`` for images (and the core video nodes), ``gifs`` for
     VideoHelperSuite, ``audio`` and others; any list of ``{filename, subfolder, type}``
-    counts. Previews (``type: temp``) count only when nothing was saved for real.
+    counts. A node's ``animated: [true]`` (SaveAnimatedPNG, SaveAnimatedWEBP, SaveVideo)
+    marks its files as animations. Previews (``type: temp``) count only when nothing
+    was saved for real.
     """
     outputs = entry.get("outputs") or {}
     found: list[OutputFile] = []
     for node_id in wanted or tuple(outputs):
-        for items in (outputs.get(node_id) or {}).values():
+        output = outputs.get(node_id) or {}
+        flags = output.get("animated")
+        animated = isinstance(flags, list) and any(flag is True for flag in flags)
+        for items in output.values():
             if not isinstance(items, list):
                 continue
             for item in items:
@@ -104,6 +157,7 @@ def history_outputs(entry: dict[str, Any], wanted: tuple[str, ...]) -> list[Outp
                             item["filename"],
                             str(item.get("subfolder") or ""),
                             str(item.get("type") or "output"),
+                            animated,
                         )
                     )
     saved = [f for f in found if f.type != "temp"]
@@ -143,7 +197,11 @@ class Tracker:
             self.on_progress(self.percent())
 
     def feed(self, message: Any) -> bool:
-        """Take one decoded message; True once the prompt has finished."""
+        """Take one decoded message; True once the prompt has finished.
+
+        The end is ``executing`` with ``node: null``, which ComfyUI sends after writing
+        the history; ``execution_success`` comes before the history exists, so it is
+        not the end (reading the history then finds nothing yet)."""
         if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
             return False
         kind, data = message.get("type"), message["data"]
@@ -166,8 +224,6 @@ class Tracker:
                 self.fraction = min(1.0, float(data.get("value") or 0) / float(maximum))
         elif kind == "executed":
             self.done.add(str(data.get("node")))
-        elif kind == "execution_success":
-            return True
         elif kind == "execution_error":
             raise execution_failed(data, self.model)
         elif kind == "execution_interrupted":

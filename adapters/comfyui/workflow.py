@@ -90,6 +90,15 @@ class Workflow:
         first = targets[0]
         return self.template[first.node]["inputs"][first.input]
 
+    def filled(self, values: dict[str, Any]) -> frozenset[tuple[str, str]]:
+        """The ``(node id, input)`` pairs that ``build(values)`` writes."""
+        return frozenset(
+            (target.node, target.input)
+            for field, value in values.items()
+            if value is not None
+            for target in self.targets.get(field, ())
+        )
+
     def build(self, values: dict[str, Any]) -> dict[str, Any]:
         """A copy of the template with each mapped field in ``values`` written in."""
         workflow = copy.deepcopy(self.template)

@@ -33,6 +33,7 @@ log = logging.getLogger("switchyard.media")
 #: Content type -> file extension; the only names the store ever writes or opens.
 EXTENSIONS: dict[str, str] = {
     "image/png": "png",
+    "image/apng": "apng",
     "image/jpeg": "jpg",
     "image/webp": "webp",
     "image/gif": "gif",

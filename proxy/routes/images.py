@@ -19,6 +19,7 @@ from litestar import Request, Response, Router, post
 from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import refuse_activation
 from proxy.context import request_info
+from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import InvalidRequest
 from proxy.gateway import json_response
 from proxy.media import GeneratedImages, MediaBlob, MediaServices
@@ -101,7 +102,12 @@ async def serve_images(
     info.model = model
     if state.settings.server.log_prompts and isinstance(envelope.body.get("prompt"), str):
         info.prompt = envelope.body["prompt"][:4000]
-    result = await state.router.call(model, Capability.IMAGES, call, info.stats)
+    result = await state.router.call(
+        model,
+        Capability.IMAGES,
+        lambda adapter: stopped_on_disconnect(adapter, request.receive, call(adapter)),
+        info.stats,
+    )
     if isinstance(result, RawJSON):
         return json_response(result)
     base = base_url(request.scope, state.settings.server)

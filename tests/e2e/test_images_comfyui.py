@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.support.fake_comfyui import DEPLOY, FakeComfyUI, comfy_model, png_bytes, serve_comfyui
+from tests.support.fake_openai import wait_until
 from tests.support.servers import RunningServer, free_port, serve_gateway
 
 KEY = "sk-images-test"
@@ -214,13 +216,22 @@ def test_model_without_the_capability_is_a_400_that_says_so(client: openai.OpenA
     assert caught.value.code == "unsupported_capability"
 
 
-def test_node_errors_are_400_with_comfyuis_message(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
+def test_a_missing_checkpoint_is_503_naming_it_and_the_model_is_not_ready(
+    client: openai.OpenAI, gateway: RunningServer
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(model="sd-broken", prompt="x")
-    message = caught.value.message
-    assert "Prompt outputs failed validation" in message
-    assert "not-installed.safetensors" in message and "CheckpointLoaderSimple" in message
-    assert caught.value.code == "comfyui_node_error"
+    assert caught.value.status_code == 503
+    assert caught.value.code == "comfyui_missing_file"
+    message = caught.value.body["message"]  # type: ignore[index]
+    assert message == (
+        "ComfyUI cannot run the workflow for 'sd-broken': node 4 (CheckpointLoaderSimple) "
+        "needs ckpt_name 'not-installed.safetensors', which the server does not have."
+    )
+    state = _ready(gateway, "sd-broken")
+    assert state["ready"] is False
+    assert state["deployments"][0]["reason"] == message
+    assert _ready(gateway, "sd")["ready"] is True  # the server itself is fine
 
 
 def test_execution_error_is_502_with_comfyuis_message(
@@ -323,7 +334,8 @@ def test_job_that_never_finishes_times_out_and_is_cancelled(
         error = _generation_error(server)
         assert error.status_code == 504
         assert "did not finish" in error.message and "0.5s" in error.message
-        assert comfy.cancelled  # removed from ComfyUI's queue / interrupted
+        assert comfy.interrupted == comfy.prompt_ids  # the running prompt was stopped
+        assert comfy.deleted == []
 
 
 def test_retention_deletes_media(
@@ -352,3 +364,142 @@ def test_retention_deletes_media(
             time.sleep(0.1)
         assert list((tmp_path / "media").iterdir()) == []
         assert httpx.get(local).status_code == 404
+
+
+def _text_chunks(data: bytes) -> dict[str, str]:
+    with _open(data) as image:
+        return dict(image.text)  # type: ignore[attr-defined]
+
+
+def _saved_pngs(comfy: FakeComfyUI) -> list[bytes]:
+    return [data for (_, _, name), data in comfy.files.items() if name.endswith(".png")]
+
+
+def test_returned_images_carry_no_workflow_and_keep_their_pixels(
+    client: openai.OpenAI, comfy: FakeComfyUI
+) -> None:
+    b64 = client.images.generate(
+        model="sd", prompt="a secret lighthouse", size="32x24", response_format="b64_json"
+    )
+    url = client.images.generate(model="sd", prompt="a secret lighthouse", size="32x24")
+    saved = {_open(data).tobytes(): data for data in _saved_pngs(comfy)}
+    for returned in (
+        base64.b64decode(b64.data[0].b64_json or ""),
+        httpx.get(url.data[0].url or "").content,
+    ):
+        assert _text_chunks(returned) == {}
+        assert b"secret lighthouse" not in returned and b"ckpt_name" not in returned
+        original = saved[_open(returned).tobytes()]  # the same pixels ComfyUI saved
+        assert "secret lighthouse" in _text_chunks(original)["prompt"]  # it did embed them
+        assert _open(returned).size == (32, 24)
+
+
+def test_keep_metadata_returns_the_images_as_comfyui_saved_them(
+    own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
+) -> None:
+    with serve_comfyui() as comfy:
+        model = comfy_model("sd", comfy.url, IMAGE_WORKFLOWS, keep_metadata=True)
+        server = own_gateway({"server": {"data_dir": str(tmp_path)}, "models": [model]})
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as sdk:
+            b64 = sdk.images.generate(model="sd", prompt="kept", response_format="b64_json")
+            url = sdk.images.generate(model="sd", prompt="kept")
+        returned = [
+            base64.b64decode(b64.data[0].b64_json or ""),
+            httpx.get(url.data[0].url or "").content,
+        ]
+        assert sorted(returned) == sorted(_saved_pngs(comfy))  # byte for byte
+        assert json.loads(_text_chunks(returned[0])["prompt"])["6"]["inputs"]["text"] == "kept"
+
+
+def test_the_history_is_read_once_after_the_last_message(
+    client: openai.OpenAI, comfy: FakeComfyUI
+) -> None:
+    for _ in range(3):
+        client.images.generate(model="sd", prompt="x", size="16x16", response_format="b64_json")
+    assert len(comfy.prompt_ids) == 3
+    assert comfy.history_reads == comfy.prompt_ids  # no poll found it missing first
+
+
+def _start_generation(server: RunningServer, prompt: str) -> socket.socket:
+    """Send a generation request on a raw connection, to be closed mid-way."""
+    body = json.dumps({"model": "sd", "prompt": prompt, "size": "16x16"}).encode()
+    head = (
+        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    connection = socket.create_connection(("127.0.0.1", server.port))
+    connection.sendall(head.encode() + body)
+    return connection
+
+
+def test_a_client_that_leaves_cancels_its_prompt_queued_or_running(
+    own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
+) -> None:
+    with serve_comfyui() as comfy:
+        model = comfy_model("sd", comfy.url, IMAGE_WORKFLOWS)
+        server = own_gateway({"server": {"data_dir": str(tmp_path)}, "models": [model]})
+        comfy.mode = "hang"
+        running = _start_generation(server, "first")
+        assert wait_until(lambda: comfy.running is not None)
+        queued = _start_generation(server, "second")
+        assert wait_until(lambda: len(comfy.pending) == 1)
+        first, second = comfy.prompt_ids
+        queued.close()
+        assert wait_until(lambda: comfy.deleted == [second])
+        assert comfy.interrupted == [] and comfy.running[1] == first  # type: ignore[index]
+        running.close()
+        assert wait_until(lambda: comfy.interrupted == [first])
+        assert wait_until(lambda: first in comfy.history)
+        assert comfy.history[first]["status"]["status_str"] == "error"
+        assert comfy.deleted == [second] and second not in comfy.history
+
+
+def test_a_missing_checkpoint_marks_that_model_not_ready_until_it_runs_again(
+    own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
+) -> None:
+    with serve_comfyui() as comfy:
+        models = [
+            comfy_model("sd", comfy.url, IMAGE_WORKFLOWS),
+            comfy_model("wan", comfy.url, {"video": "text-to-video.yaml"}),
+        ]
+        server = own_gateway({"server": {"data_dir": str(tmp_path)}, "models": models})
+        comfy.models["ckpt_name"].remove("v1-5-pruned-emaonly-fp16.safetensors")
+        error = _generation_error(server)
+        assert error.status_code == 503 and error.code == "comfyui_missing_file"
+        message = error.body["message"]  # type: ignore[index]
+        assert "node 4 (CheckpointLoaderSimple)" in message
+        assert "'v1-5-pruned-emaonly-fp16.safetensors'" in message
+        assert "512-inpainting" not in message  # the server's own files are not listed
+        state = _ready(server, "sd")
+        assert state["ready"] is False and state["deployments"][0]["reason"] == message
+        assert _ready(server, "wan")["ready"] is True
+        comfy.models["ckpt_name"].append("v1-5-pruned-emaonly-fp16.safetensors")
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as sdk:
+            sdk.images.generate(model="sd", prompt="x", size="16x16")
+        assert _ready(server, "sd")["ready"] is True
+
+
+def test_models_of_one_server_share_its_health_and_failed_uploads_count(
+    own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
+) -> None:
+    with serve_comfyui() as comfy:
+        models = [comfy_model(n, comfy.url, IMAGE_WORKFLOWS) for n in ("sd", "sd-twin")]
+        server = own_gateway({"server": {"data_dir": str(tmp_path)}, "models": models})
+        assert _ready(server, "sd")["ready"] is True and _ready(server, "sd-twin")["ready"]
+        comfy.mode = "upload_error"
+        with (
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as sdk,
+            pytest.raises(openai.APIStatusError) as caught,
+        ):
+            sdk.images.create_variation(
+                model="sd", image=("a.png", png_bytes((16, 16), (1, 2, 3, 255)), "image/png")
+            )
+        assert caught.value.status_code == 502
+        reason = f"ComfyUI at {comfy.url} answered 500 to /upload/image"
+        for name in ("sd", "sd-twin"):  # the twin knows at once, without a probe of its own
+            state = _ready(server, name)
+            assert state["ready"] is False and state["deployments"][0]["reason"] == reason
+        comfy.mode = "ok"
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as sdk:
+            sdk.images.generate(model="sd-twin", prompt="x", size="16x16")
+        assert _ready(server, "sd")["ready"] is True and _ready(server, "sd-twin")["ready"]

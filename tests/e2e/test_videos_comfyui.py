@@ -4,18 +4,28 @@ comfyui adapter with the shipped image-to-video and text-to-video workflows."""
 from __future__ import annotations
 
 import base64
+import io
+import json
 import shutil
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from PIL import Image
 
-from tests.support.fake_comfyui import FakeComfyUI, comfy_model, png_bytes, serve_comfyui
+from tests.support.fake_comfyui import (
+    DEPLOY,
+    FakeComfyUI,
+    comfy_model,
+    png_bytes,
+    serve_comfyui,
+)
 from tests.support.servers import RunningServer, serve_gateway
 
 KEY, OTHER_KEY = "sk-videos-test", "sk-videos-other"
@@ -29,17 +39,36 @@ def comfy() -> Iterator[FakeComfyUI]:
         yield fake
 
 
+def _animated(folder: Path, save_node: str) -> dict[str, Any]:
+    """The shipped text-to-video workflow saving frames with ``save_node`` (an animated
+    PNG or WEBP, as ComfyUI's own nodes write them) instead of an MP4."""
+    template = json.loads((DEPLOY / "text-to-video.json").read_text())
+    del template["10"]  # CreateVideo
+    inputs: dict[str, Any] = {"images": ["9", 0], "filename_prefix": "switchyard/anim", "fps": 8.0}
+    inputs |= {"compress_level": 4} if save_node == "SaveAnimatedPNG" else {}
+    inputs |= {"lossless": True, "quality": 80, "method": "default"} if "WEBP" in save_node else {}
+    template["11"] = {"class_type": save_node, "inputs": inputs}
+    path = folder / f"{save_node}.json"
+    path.write_text(json.dumps(template))
+    mapping = {"prompt": "6.text", "frames": "5.length", "fps": "11.fps", "seed": "8.seed"}
+    mapping |= {"width": "5.width", "height": "5.height"}
+    return {"template": str(path), "inputs": mapping, "outputs": ["11"]}
+
+
 @pytest.fixture(scope="module")
 def gateway(
     comfy: FakeComfyUI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp("data")
     models = [
         comfy_model("svd", comfy.url, {"video": "image-to-video.yaml"}),
         comfy_model("wan", comfy.url, {"video": "text-to-video.yaml"}),
+        comfy_model("wan-apng", comfy.url, {"video": _animated(data_dir, "SaveAnimatedPNG")}),
+        comfy_model("wan-webp", comfy.url, {"video": _animated(data_dir, "SaveAnimatedWEBP")}),
         comfy_model("wan-slow", comfy.url, {"video": "text-to-video.yaml"}, timeout_s=1),
         comfy_model("sd", comfy.url, {"generate": "text-to-image.yaml"}),
     ]
-    server = {"api_keys": [KEY, OTHER_KEY], "data_dir": str(tmp_path_factory.mktemp("data"))}
+    server = {"api_keys": [KEY, OTHER_KEY], "data_dir": str(data_dir)}
     with serve_gateway({"server": server, "models": models}) as running:
         yield running
 
@@ -185,7 +214,7 @@ def test_never_finishing_job_fails_with_a_timeout(
     assert caught.value.code == "video_not_ready"
     done, _ = _finish(client, video.id)
     assert done.status == "failed" and done.error.code == "upstream_timeout"
-    assert comfy.cancelled
+    assert comfy.interrupted == comfy.prompt_ids
 
 
 def test_jobs_are_private_to_their_key_and_can_be_listed_and_deleted(
@@ -206,3 +235,34 @@ def test_jobs_are_private_to_their_key_and_can_be_listed_and_deleted(
     assert deleted.deleted is True and deleted.id == video.id
     with pytest.raises(openai.NotFoundError):
         client.videos.retrieve(video.id)
+
+
+@pytest.mark.parametrize(
+    ("model", "content_type", "metadata"),
+    [("wan-apng", "image/apng", b"comf"), ("wan-webp", "image/webp", b"EXIF")],
+)
+def test_animated_png_and_webp_outputs_are_the_video_without_the_workflow(
+    client: openai.OpenAI, comfy: FakeComfyUI, model: str, content_type: str, metadata: bytes
+) -> None:
+    video = client.videos.create(
+        model=model, prompt="a secret paper boat", size="32x16", extra_body={"frames": 3}
+    )
+    done, _ = _finish(client, video.id)
+    assert done.status == "completed", done.error
+    content = client.videos.download_content(video.id)
+    assert content.response.headers["content-type"] == content_type
+    data = content.read()
+    extension = ".png" if model == "wan-apng" else ".webp"
+    (saved,) = [
+        data
+        for (_, _, name), data in comfy.files.items()
+        if name.startswith("anim_") and name.endswith(extension)
+    ]
+    assert metadata in saved and b"secret paper boat" in saved  # ComfyUI embedded the prompt
+    assert metadata not in data and b"secret paper boat" not in data
+    with Image.open(io.BytesIO(data)) as shown, Image.open(io.BytesIO(saved)) as original:
+        assert shown.n_frames == original.n_frames == 3  # type: ignore[attr-defined]
+        for frame in range(3):
+            shown.seek(frame)
+            original.seek(frame)
+            assert shown.convert("RGB").tobytes() == original.convert("RGB").tobytes()

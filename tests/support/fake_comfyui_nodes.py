@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import tempfile
@@ -22,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
 #: Output node types (ComfyUI's ``OUTPUT_NODE = True``).
-OUTPUT_NODES = frozenset({"SaveImage", "SaveVideo", "PreviewImage"})
+OUTPUT_NODES = frozenset(
+    {"SaveImage", "SaveVideo", "PreviewImage", "SaveAnimatedPNG", "SaveAnimatedWEBP"}
+)
 #: Node types whose ``image`` input must name an uploaded file.
 IMAGE_LOADERS = frozenset({"LoadImage", "LoadImageMask"})
 #: Loader input -> the model files this fake "has installed".
@@ -44,8 +48,12 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
-def validate_prompt(prompt: Any, uploads: dict[str, bytes]) -> dict[str, Any] | None:
-    """ComfyUI's ``validate_prompt``: the 400 body, or None when the prompt is valid."""
+def validate_prompt(
+    prompt: Any, uploads: dict[str, bytes], models: dict[str, list[str]] | None = None
+) -> dict[str, Any] | None:
+    """ComfyUI's ``validate_prompt``: the 400 body, or None when the prompt is valid.
+    ``models``: loader input -> the files installed (default ``MODEL_LISTS``)."""
+    models = MODEL_LISTS if models is None else models
     if not isinstance(prompt, dict):
         return {"error": {"type": "invalid_prompt", "message": "Prompt is not a dict"}}
     for node_id, node in prompt.items():
@@ -63,21 +71,29 @@ def validate_prompt(prompt: Any, uploads: dict[str, bytes]) -> dict[str, Any] | 
         return {"error": {**error, "details": "", "extra_info": {}}, "node_errors": []}
     node_errors: dict[str, Any] = {}
     for node_id, node in prompt.items():
-        errors = []
+        errors: list[tuple[str, str, dict[str, Any]]] = []
         for name, value in node["inputs"].items():
+            extra = {"input_name": name}
             if is_link(value) and str(value[0]) not in prompt:
-                errors.append(("missing_node", f"{name}: node {value[0]} is missing"))
-            if name in MODEL_LISTS and value not in MODEL_LISTS[name]:
-                details = f"{name}: '{value}' not in {MODEL_LISTS[name]}"
-                errors.append(("value_not_in_list", details))
+                errors.append(("missing_node", f"{name}: node {value[0]} is missing", extra))
+            if name in models and value not in models[name]:
+                details = f"{name}: '{value}' not in {models[name]}"
+                config = [models[name]]
+                extra |= {"input_config": config, "received_value": value}
+                errors.append(("value_not_in_list", details, extra))
         if node["class_type"] in IMAGE_LOADERS and node["inputs"]["image"] not in uploads:
             details = f"image - Invalid image file: {node['inputs']['image']}"
-            errors.append(("custom_validation_failed", details))
+            errors.append(("custom_validation_failed", details, {"input_name": "image"}))
         if errors:
             node_errors[node_id] = {
                 "errors": [
-                    {"type": t, "message": t.replace("_", " ").capitalize(), "details": d}
-                    for t, d in errors
+                    {
+                        "type": t,
+                        "message": t.replace("_", " ").capitalize(),
+                        "details": d,
+                        "extra_info": extra,
+                    }
+                    for t, d, extra in errors
                 ],
                 "dependent_outputs": outputs,
                 "class_type": node["class_type"],
@@ -109,6 +125,15 @@ class Context:
     def __init__(self, uploads: dict[str, bytes]) -> None:
         self.uploads = uploads
         self.counter = 0
+        #: The hidden inputs of save nodes: the prompt running, and the client's
+        #: ``extra_data.extra_pnginfo`` (the UI sends its ``workflow`` there).
+        self.prompt: dict[str, Any] = {}
+        self.extra_pnginfo: dict[str, Any] | None = None
+
+    def metadata(self) -> list[tuple[str, str]]:
+        """What ComfyUI embeds in saved files: ``prompt``, then each extra_pnginfo key."""
+        entries = [("prompt", json.dumps(self.prompt))]
+        return entries + [(k, json.dumps(v)) for k, v in (self.extra_pnginfo or {}).items()]
 
     def next_name(self, prefix: str, extension: str) -> tuple[str, str]:
         self.counter += 1
@@ -161,19 +186,74 @@ def k_sampler(
     return (Latent(frames),)
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(image: Image.Image, info: PngInfo | None = None) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()
 
 
 def save_image(ctx: Context, images: list[Image.Image], filename_prefix: str, **_: Any) -> Saved:
+    """SaveImage: one PNG per image, the prompt in tEXt chunks (``PngInfo.add_text``)."""
+    info = PngInfo()
+    for key, text in ctx.metadata():
+        info.add_text(key, text)
     files, entries = [], []
     for image in images:
         folder, name = ctx.next_name(filename_prefix, "png")
-        files.append((folder, name, _png(image)))
+        files.append((folder, name, _png(image, info)))
         entries.append({"filename": name, "subfolder": folder, "type": "output"})
     return Saved(files, {"images": entries})
+
+
+def save_animated_png(
+    ctx: Context, images: list[Image.Image], filename_prefix: str, fps: float, **_: Any
+) -> Saved:
+    """SaveAnimatedPNG: one APNG, the prompt in private ``comf`` chunks after the image
+    data, and ``animated: [True]`` in its output."""
+    info = PngInfo()
+    for key, text in ctx.metadata():
+        info.add(b"comf", key.encode("latin-1") + b"\0" + text.encode("latin-1"), after_idat=True)
+    folder, name = ctx.next_name(filename_prefix, "png")
+    out = io.BytesIO()
+    images[0].save(
+        out,
+        format="PNG",
+        pnginfo=info,
+        save_all=True,
+        duration=int(1000.0 / fps),
+        append_images=images[1:],
+    )
+    entry = {"filename": name, "subfolder": folder, "type": "output"}
+    return Saved([(folder, name, out.getvalue())], {"images": [entry], "animated": [True]})
+
+
+def save_animated_webp(
+    ctx: Context, images: list[Image.Image], filename_prefix: str, fps: float, **_: Any
+) -> Saved:
+    """SaveAnimatedWEBP: the prompt in EXIF (0x0110 ``prompt:...``, extra_pnginfo from
+    0x010F down), ``animated`` when there is more than one frame."""
+    exif = images[0].getexif()
+    tag = 0x010F
+    for key, text in ctx.metadata():
+        if key == "prompt":
+            exif[0x0110] = f"prompt:{text}"
+        else:
+            exif[tag], tag = f"{key}:{text}", tag - 1
+    folder, name = ctx.next_name(filename_prefix, "webp")
+    out = io.BytesIO()
+    images[0].save(
+        out,
+        format="WEBP",
+        save_all=True,
+        duration=int(1000.0 / fps),
+        append_images=images[1:],
+        exif=exif,
+        lossless=True,
+    )
+    entry = {"filename": name, "subfolder": folder, "type": "output"}
+    return Saved(
+        [(folder, name, out.getvalue())], {"images": [entry], "animated": [len(images) != 1]}
+    )
 
 
 def encode_mp4(frames: list[Image.Image], fps: float) -> bytes:
@@ -242,4 +322,6 @@ NODES: dict[str, NodeFunction] = {
     "SaveImage": save_image,
     "PreviewImage": save_image,
     "SaveVideo": save_video,
+    "SaveAnimatedPNG": save_animated_png,
+    "SaveAnimatedWEBP": save_animated_webp,
 }
