@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from extensions.rag.budget import TooManyChunks, WorkAbandoned, WorkBudget
 from extensions.rag.chunking import approx_tokens, chunk_text
 
 
@@ -98,3 +99,30 @@ def test_whitespace_gives_no_chunks_and_budget_must_be_positive() -> None:
 def test_short_text_is_one_chunk() -> None:
     [chunk] = chunk_text("  One short note.  ", max_tokens=100, overlap=10)
     assert chunk.text == "One short note." and (chunk.start, chunk.end) == (2, 17)
+
+
+def test_a_budget_bounds_the_chunks_made() -> None:
+    unbounded = chunk_text(PROSE, max_tokens=40, count_tokens=words)
+    budget = WorkBudget(max_chunks=len(unbounded))
+    assert chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=budget) == unbounded
+    assert budget.chunks == len(unbounded)
+    shared = WorkBudget(max_chunks=len(unbounded) + 2)  # one budget across two texts
+    chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=shared)
+    with pytest.raises(TooManyChunks) as caught:
+        chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=shared)
+    assert caught.value.limit == len(unbounded) + 2
+    assert shared.chunks == len(unbounded) + 3  # it stopped at the first chunk too many
+
+
+def test_an_abandoned_budget_stops_chunking_before_any_token_is_counted() -> None:
+    counted: list[str] = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return words(text)
+
+    budget = WorkBudget()
+    budget.abandon()
+    with pytest.raises(WorkAbandoned):
+        chunk_text(PROSE, max_tokens=40, count_tokens=counting, budget=budget)
+    assert counted == []
