@@ -217,7 +217,13 @@ def compile_patterns(
                 f"Pattern {where} '{shown(body)}' is not a valid glob: {reason}.", param=where
             ) from None
         lines.append(body)
-    return Patterns(_spec(lines), empty=not lines)
+    try:
+        return Patterns(_spec(lines), empty=not lines)
+    except re2.error:  # each one compiles, but together they exceed RE2's memory budget
+        raise InvalidRequest(
+            f"The {param} patterns are too complex together; give fewer or simpler ones.",
+            param=param,
+        ) from None
 
 
 # -- walking -------------------------------------------------------------------------

@@ -261,6 +261,12 @@ def test_pattern_count_and_length_are_bounded() -> None:
     assert patterns(*["*.md"] * 8, max_count=8).match("a.md") is True
 
 
+def test_patterns_too_complex_together_are_a_bad_request() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        patterns(*["?" * 256] * 64)  # each compiles; RE2 refuses the set of all of them
+    assert caught.value.param == "include" and "too complex" in caught.value.message
+
+
 def _finishes(fn: object) -> bool:
     """Whether ``fn()`` returns while the GIL-holding regex engines would still be
     backtracking: it runs in a thread and the test waits for it (no timing asserted;
