@@ -24,7 +24,7 @@ the collection. Ingestion that the client waits for stops when the client discon
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import functools
 from typing import Any, TypeVar
 
 import msgspec
@@ -41,8 +41,6 @@ from extensions.rag.schemas import (
     DocumentsDelete,
     DocumentsDeleted,
     HitList,
-    IndexProgress,
-    IndexReport,
     IndexRequest,
     Metadata,
     MultiSearchRequest,
@@ -153,10 +151,7 @@ async def index_directory(request: Request[Any, Any, Any], name: str) -> Respons
     name = _collection(name)
     plan = await until_disconnected(request.receive, ingest.plan_index(store, name, body))
     if len(plan.files) > store.config.index_job_threshold_files:
-
-        def work(progress: IndexProgress) -> Awaitable[IndexReport]:
-            return ingest.run_index(store, name, plan, progress)
-
+        work = functools.partial(ingest.run_index, store, name, plan)
         job = store.jobs.start(_caller(request), name, len(plan.files), work)
         return json_response(job, status_code=202)
     report = await until_disconnected(request.receive, ingest.run_index(store, name, plan))

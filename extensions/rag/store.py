@@ -311,15 +311,14 @@ class RagStore:
             await self._call(upsert, collection=name)
 
     async def delete_chunks(self, name: str, ids: list[str]) -> None:
-        """Delete chunks by id (absent ones are ignored)."""
+        """Delete chunks by id (absent ones are ignored), locking one batch at a time."""
 
-        def delete(client: Any) -> None:
-            col = self._collection(client, name)
-            for batch in _batches(ids, _WRITE_BATCH):
-                col.delete(ids=batch)
+        def delete(client: Any, batch: list[str]) -> None:
+            self._collection(client, name).delete(ids=batch)
 
-        async with self._write_locks[name]:
-            await self._call(delete, collection=name)
+        for batch in _batches(ids, _WRITE_BATCH):
+            async with self._write_locks[name]:
+                await self._call(delete, batch, collection=name)
 
     async def delete_old_versions(self, name: str, sources: list[PreparedSource]) -> None:
         """Delete every chunk of ``sources`` whose content hash is not the current one."""
