@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 
 import pytest
 
@@ -126,3 +128,38 @@ def test_an_abandoned_budget_stops_chunking_before_any_token_is_counted() -> Non
     with pytest.raises(WorkAbandoned):
         chunk_text(PROSE, max_tokens=40, count_tokens=counting, budget=budget)
     assert counted == []
+
+
+async def test_cancelling_the_waiting_task_stops_the_chunking_thread() -> None:
+    """A worker thread cannot be cancelled: ``WorkBudget.run`` abandons the budget when
+    its awaiting task is, and the chunker stops at its next token count."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    counted: list[str] = []
+    outcome: list[str] = []
+
+    def slow_count(text: str) -> int:
+        counted.append(text)
+        if len(counted) == 1:
+            entered.set()
+            release.wait()
+        return words(text)
+
+    budget = WorkBudget()
+
+    def chunk() -> None:
+        try:
+            chunk_text(PROSE, max_tokens=40, count_tokens=slow_count, budget=budget)
+            outcome.append("finished")
+        except WorkAbandoned:
+            outcome.append("abandoned")
+        finally:
+            finished.set()
+
+    task = asyncio.create_task(budget.run(chunk))
+    assert await asyncio.to_thread(entered.wait, 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert await asyncio.to_thread(finished.wait, 60)
+    assert outcome == ["abandoned"] and len(counted) == 1
