@@ -297,3 +297,25 @@ def test_pathological_patterns_match_in_linear_time(pattern: str, matching: str)
     assert _finishes(lambda: results.extend(spec.match(p) for p in paths))
     assert results == [False, False, False]
     assert spec.match(matching) is True
+
+
+def test_an_unreadable_folder_is_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = tmp_path / "docs"
+    (docs / "locked").mkdir(parents=True)
+    (docs / "locked" / "secret.md").write_text("x")
+    (docs / "open.md").write_text("fine")
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:  # tests run as root, so chmod cannot deny reading
+        if Path(path) == docs / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = walk(docs, patterns("*"), patterns(), allowed_roots([str(tmp_path)]), limit=100)
+    assert [r for r, _ in result.files] == ["open.md"]
+    assert result.skipped == [
+        SkippedEntry(path="locked/", reason="folder cannot be read: Permission denied")
+    ]
