@@ -11,6 +11,9 @@ Token counts come from ``count_tokens`` when the caller has the embedding model'
 tokenizer; otherwise ``approx_tokens`` estimates them. A chunk's count is the sum of its
 pieces' counts, which for BPE tokenizers is at or slightly above the true count: chunks
 err on the small side, never past the model's window.
+
+Chunking runs in a worker thread; with a ``WorkBudget`` it stops (raising) when the
+request is abandoned or makes more chunks than it may embed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
+
+from extensions.rag.budget import WorkBudget
 
 TokenCounter = Callable[[str], int]
 
@@ -134,6 +139,14 @@ def _tail_start(
     return start, used
 
 
+def _checked(count: TokenCounter, budget: WorkBudget) -> TokenCounter:
+    def checked(text: str) -> int:
+        budget.check()
+        return count(text)
+
+    return checked
+
+
 def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     while start < end and text[start].isspace():
         start += 1
@@ -151,17 +164,22 @@ def chunk_text(
     base: int = 0,
     first_index: int = 0,
     page: int | None = None,
+    budget: WorkBudget | None = None,
 ) -> list[Chunk]:
     """Cut ``text`` into chunks of at most ``max_tokens`` with ``overlap`` tokens carried.
 
     ``base`` is added to every offset and ``first_index`` to every chunk index, so the
     sections of one document (a PDF's pages) can be chunked one by one and still give
-    positions in the whole document. Whitespace-only text gives no chunks.
+    positions in the whole document. Whitespace-only text gives no chunks. ``budget``
+    is checked before every token count and charged for every chunk (see
+    ``WorkBudget``): it raises ``WorkAbandoned`` or ``TooManyChunks``.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be positive")
     overlap = max(0, min(overlap, max_tokens // 2))
     count = count_tokens or approx_tokens
+    if budget is not None:
+        count = _checked(count, budget)
     start, end = _trimmed(text, 0, len(text))
     if start == end:
         return []
@@ -180,6 +198,8 @@ def chunk_text(
             continue
         s, e = _trimmed(text, chunk_start, pieces[j - 1].end)
         if s < e:
+            if budget is not None:
+                budget.spend_chunk()
             chunks.append(
                 Chunk(
                     text=text[s:e],

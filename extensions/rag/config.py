@@ -35,7 +35,19 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Most files one directory-index request may match; more is refused before any
     work, so a mistyped path cannot start indexing a whole disk."""
     embed_batch_size: Annotated[int, msgspec.Meta(gt=0)] = 32
-    """Chunks sent to the embedding model per request."""
+    """Chunks sent to the embedding model per request, and stored per write: a
+    collection's write lock is held for one such batch at a time."""
+    max_chunks_per_request: Annotated[int, msgspec.Meta(gt=0)] = 10_000
+    """Most chunks one upload, documents or index request may embed; more is refused
+    (413) after chunking and before any embedding."""
+    max_index_patterns: Annotated[int, msgspec.Meta(gt=0)] = 64
+    """Most ``include`` (and most ``exclude``) patterns one directory-index request may
+    give; more is a 400."""
+    max_index_pattern_chars: Annotated[int, msgspec.Meta(gt=0)] = 256
+    """Longest ``include``/``exclude`` pattern, in characters; longer is a 400."""
+    index_job_threshold_files: Annotated[int, msgspec.Meta(ge=0)] = 200
+    """A directory index matching more files than this runs as a background job: the
+    request answers 202 with the job, polled at ``.../collections/{name}/jobs/{id}``."""
 
     def __post_init__(self) -> None:
         if self.chunk_overlap * 2 > self.chunk_tokens:

@@ -8,7 +8,9 @@
                                                      [{text, metadata?, id?, source?}]
     POST   /collections/{name}/files                 upload files (multipart field ``file``,
                                                      optional ``metadata`` JSON and ``id``)
-    POST   /collections/{name}/index                 index a server-side directory
+    POST   /collections/{name}/index                 index a server-side directory (202
+                                                     with a job past a size threshold)
+    GET    /collections/{name}/jobs/{id}             an index job (the caller's own)
     POST   /collections/{name}/documents/delete      delete by {ids?, sources?}
     DELETE /collections/{name}/documents/{id}        delete one document
     POST   /collections/{name}/search                {query, k?, where?}
@@ -16,11 +18,13 @@
 
 Handlers are thin: decode (msgspec, 400 naming the field), call ``ingest``/``RagStore``,
 encode. Every error is a typed ``SwitchyardError``; unknown collections are 404 naming
-the collection.
+the collection. Ingestion that the client waits for stops when the client disconnects
+(``until_disconnected``): nobody would read its answer.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 import msgspec
@@ -43,6 +47,8 @@ from extensions.rag.schemas import (
     SearchRequest,
 )
 from extensions.rag.store import RagStore
+from proxy.context import request_info
+from proxy.disconnect import until_disconnected
 from proxy.errors import InvalidRequest, NotFound, ServiceUnavailable
 from proxy.gateway import json_response
 from proxy.media.uploads import parse_form
@@ -68,6 +74,11 @@ async def _body(request: Request[Any, Any, Any], kind: type[S]) -> S:
 def _collection(name: str) -> str:
     check_collection_name(name, "collection")
     return name
+
+
+def _caller(request: Request[Any, Any, Any]) -> str:
+    """Who owns what this request starts (its key id; "-" when no key was sent)."""
+    return request_info(request.scope).key_id or "-"
 
 
 @get("/collections", summary="List RAG collections")
@@ -106,8 +117,8 @@ async def delete_collection(request: Request[Any, Any, Any], name: str) -> Respo
 )
 async def add_documents(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, DocumentsAdd)
-    result = await ingest.add_documents(_store(request), _collection(name), body.documents)
-    return json_response(result)
+    work = ingest.add_documents(_store(request), _collection(name), body.documents)
+    return json_response(await until_disconnected(request.receive, work))
 
 
 async def _form_files(request: Request[Any, Any, Any]) -> tuple[list[tuple[str, bytes]], Any]:
@@ -158,8 +169,8 @@ async def upload_files(request: Request[Any, Any, Any], name: str) -> Response[b
             raise InvalidRequest("metadata must be a JSON object.", param="metadata") from None
     doc_id = form.get("id")
     doc_id = doc_id.strip() if isinstance(doc_id, str) and doc_id.strip() else None
-    result = await ingest.add_files(_store(request), _collection(name), files, metadata, doc_id)
-    return json_response(result)
+    work = ingest.add_files(_store(request), _collection(name), files, metadata, doc_id)
+    return json_response(await until_disconnected(request.receive, work))
 
 
 @post(
@@ -170,8 +181,21 @@ async def upload_files(request: Request[Any, Any, Any], name: str) -> Response[b
 )
 async def index_directory(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, IndexRequest)
-    report = await ingest.index_directory(_store(request), _collection(name), body)
+    store = _store(request)
+    name = _collection(name)
+    plan = await until_disconnected(request.receive, ingest.plan_index(store, name, body))
+    if len(plan.files) > store.config.index_job_threshold_files:
+        work = functools.partial(ingest.run_index, store, name, plan)
+        job = store.jobs.start(_caller(request), name, len(plan.files), work)
+        return json_response(job, status_code=202)
+    report = await until_disconnected(request.receive, ingest.run_index(store, name, plan))
     return json_response(report)
+
+
+@get("/collections/{name:str}/jobs/{job_id:str}", summary="Retrieve an index job")
+async def get_index_job(request: Request[Any, Any, Any], name: str, job_id: str) -> Response[bytes]:
+    store = _store(request)
+    return json_response(store.jobs.get(_caller(request), _collection(name), job_id))
 
 
 @post(
@@ -255,6 +279,7 @@ def rag_router(*, max_upload_mb: float = 10.0) -> Router:
             add_documents,
             upload,
             index_directory,
+            get_index_job,
             delete_documents,
             delete_document,
             search_collection,

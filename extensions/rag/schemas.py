@@ -138,11 +138,14 @@ DEFAULT_EXCLUDE = (".*", "node_modules", "__pycache__")
 class IndexRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Index a server-side directory (absolute path below ``rag.allowed_dirs``).
 
-    Patterns are globs on the path relative to ``path``: ``*`` and ``?`` stay within one
-    folder, ``**`` spans folders, and a pattern without ``/`` matches the file or folder
-    name at any depth (as in .gitignore). An excluded folder is not entered. Sending
-    ``exclude`` replaces the default (hidden entries, node_modules, __pycache__).
-    Files of unsupported types are skipped, whatever the patterns say.
+    Patterns are gitignore patterns on the path relative to ``path``: ``*`` and ``?``
+    stay within one folder, ``**`` spans folders, a pattern without ``/`` matches the
+    file or folder name at any depth, a trailing ``/`` matches a folder and everything
+    in it, and ``!`` re-includes what an earlier pattern of the same list matched. An
+    excluded folder is not entered. Sending ``exclude`` replaces the default (hidden
+    entries, node_modules, __pycache__). Files of unsupported types are skipped,
+    whatever the patterns say. Each list holds at most ``rag.max_index_patterns``
+    patterns of at most ``rag.max_index_pattern_chars`` characters.
     """
 
     path: str
@@ -155,14 +158,24 @@ class IndexFailure(msgspec.Struct, kw_only=True):
     error: str
 
 
+class SkippedEntry(msgspec.Struct, kw_only=True):
+    """An entry of the indexed tree that was passed over, and why (a symbolic link
+    loop, a link leading outside, an unsupported type, an unreadable folder...)."""
+
+    path: str
+    reason: str
+
+
 class IndexReport(msgspec.Struct, kw_only=True):
     """Counts of one directory-index run.
 
     ``added``: new files; ``updated``: files whose content hash changed (their old chunks
     replaced); ``unchanged``: skipped by hash; ``removed``: files indexed before that are
-    gone from disk; ``skipped``: files matched by the filters but of an unsupported
-    type, or symlinks that lead outside the allowed directories; ``failed``: files that
-    could not be read or parsed (the run goes on without them).
+    gone from disk; ``skipped``: entries passed over (files of an unsupported type or
+    empty, symlinks that lead outside the allowed directories or loop, symlinked
+    folders, unreadable folders), each listed with its reason in ``skipped_entries``
+    (the first ``MAX_REPORTED_SKIPS`` of them); ``failed``: files that could not be read
+    or parsed (the run goes on without them).
     """
 
     collection: str
@@ -174,7 +187,44 @@ class IndexReport(msgspec.Struct, kw_only=True):
     skipped: int = 0
     chunks: int = 0
     failed: list[IndexFailure] = []
+    skipped_entries: list[SkippedEntry] = []
     object: Literal["rag.index"] = "rag.index"
+
+    def skip(self, entry: SkippedEntry) -> None:
+        self.skipped += 1
+        if len(self.skipped_entries) < MAX_REPORTED_SKIPS:
+            self.skipped_entries.append(entry)
+
+
+#: Skipped entries listed one by one in an ``IndexReport`` (all are counted).
+MAX_REPORTED_SKIPS = 1000
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class IndexProgress(msgspec.Struct, kw_only=True):
+    """How far a directory-index job is: files finished (indexed, unchanged, skipped or
+    failed) of those matched, and chunks embedded and stored so far."""
+
+    files_done: int = 0
+    files_total: int = 0
+    chunks: int = 0
+
+
+class IndexJob(
+    msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="object", tag="rag.index_job"
+):
+    """A directory index run in the background (``202`` from ``/index`` once more files
+    match than ``rag.index_job_threshold_files``). ``result`` is the ``IndexReport`` once
+    it ``succeeded``; ``error`` the error object once it ``failed``."""
+
+    id: str
+    collection: str
+    status: JobStatus
+    progress: IndexProgress
+    created_at: int
+    result: IndexReport | None = None
+    error: dict[str, Any] | None = None
 
 
 class SearchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from extensions.rag import writer
 from extensions.rag.chroma import mapped_error, open_client
 from extensions.rag.chunking import TokenCounter
+from extensions.rag.jobs import IndexJobs
 from extensions.rag.records import (
     COLLECTION_NAME,
     PreparedSource,
@@ -81,6 +83,8 @@ class RagStore:
         self._client: Any = None
         self._opening = asyncio.Lock()
         self._write_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.writers = writer.Writers()
+        self.jobs = IndexJobs()
         self._dimensions: dict[str, int] = {}
 
     @property
@@ -91,6 +95,7 @@ class RagStore:
         """Nothing to do eagerly: the client opens on first use (see the module doc)."""
 
     async def aclose(self) -> None:
+        await self.jobs.aclose()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -272,72 +277,66 @@ class RagStore:
         return await self._call(read, collection=name)
 
     async def write_sources(
-        self, name: str, sources: list[PreparedSource], *, locked: bool = False
+        self,
+        name: str,
+        sources: list[PreparedSource],
+        *,
+        on_stored: Callable[[int], None] | None = None,
     ) -> list[DocumentResult]:
         """Store ``sources``, replacing earlier versions; unchanged ones are skipped.
 
-        Everything is embedded before anything is written, so an embedding failure
-        leaves the collection as it was. ``locked``: the caller holds the write lock.
+        Embedded and stored one batch at a time, never holding the collection locked
+        for longer than one batch; a failure or cancellation leaves the collection as it
+        was (see ``extensions.rag.writer``). ``on_stored(n)``: ``n`` more chunks stored.
         """
-        if not locked:
-            async with self._write_locks[name]:
-                return await self.write_sources(name, sources, locked=True)
-        ids = [s.source_id for s in sources]
-        stored = await self.stored_hashes(name, {"source_id": {"$in": ids}}) if ids else {}
-        todo = [s for s in sources if stored.get(s.source_id, (None, ""))[1] != s.content_hash]
-        texts = [chunk.text for s in todo for chunk in s.chunks]
-        vectors = await self.embed(texts)
+        return await writer.write_sources(self, name, sources, on_stored)
 
-        def write(client: Any) -> None:
+    async def store_batch(
+        self,
+        name: str,
+        ids: list[str],
+        vectors: list[list[float]],
+        documents: list[str],
+        metadatas: list[Metadata],
+    ) -> None:
+        """Upsert one batch of embedded chunks, holding the write lock for it alone."""
+
+        def upsert(client: Any) -> None:
             col = self._collection(client, name)
             if vectors:
                 self._check_dimension(col, len(vectors[0]))
-            cursor = 0
-            for source in todo:
-                n = len(source.chunks)
-                self._replace(col, source, vectors[cursor : cursor + n])
-                cursor += n
+            col.upsert(ids=ids, embeddings=vectors, documents=documents, metadatas=metadatas)
 
-        if todo:
-            await self._call(write, collection=name)
-        results = []
-        for s in sources:
-            if s.source_id not in stored:
-                status = "added"
-            elif stored[s.source_id][1] == s.content_hash:
-                status = "unchanged"
-            else:
-                status = "replaced"
-            results.append(
-                DocumentResult(id=s.source_id, source=s.source, chunks=len(s.chunks), status=status)
-            )
-        return results
+        async with self._write_locks[name]:
+            await self._call(upsert, collection=name)
 
-    @staticmethod
-    def _replace(col: Any, source: PreparedSource, vectors: list[list[float]]) -> None:
-        ids = source.chunk_ids()
-        metadatas = source.chunk_metadatas()
-        documents = [c.text for c in source.chunks]
-        try:
-            for start in range(0, len(ids), _WRITE_BATCH):
-                end = start + _WRITE_BATCH
-                col.upsert(
-                    ids=ids[start:end],
-                    embeddings=vectors[start:end],
-                    documents=documents[start:end],
-                    metadatas=metadatas[start:end],
+    async def delete_chunks(self, name: str, ids: list[str]) -> None:
+        """Delete chunks by id (absent ones are ignored), locking one batch at a time."""
+
+        def delete(client: Any, batch: list[str]) -> None:
+            self._collection(client, name).delete(ids=batch)
+
+        for batch in _batches(ids, _WRITE_BATCH):
+            async with self._write_locks[name]:
+                await self._call(delete, batch, collection=name)
+
+    async def delete_old_versions(self, name: str, sources: list[PreparedSource]) -> None:
+        """Delete every chunk of ``sources`` whose content hash is not the current one."""
+
+        def delete(client: Any) -> None:
+            col = self._collection(client, name)
+            for source in sources:
+                col.delete(
+                    where={
+                        "$and": [
+                            {"source_id": source.source_id},
+                            {"content_hash": {"$ne": source.content_hash}},
+                        ]
+                    }
                 )
-        except Exception:
-            col.delete(ids=ids)  # the new version is incomplete: keep only the old one
-            raise
-        col.delete(
-            where={
-                "$and": [
-                    {"source_id": source.source_id},
-                    {"content_hash": {"$ne": source.content_hash}},
-                ]
-            }
-        )
+
+        async with self._write_locks[name]:
+            await self._call(delete, collection=name)
 
     async def delete_sources(
         self,
@@ -371,9 +370,6 @@ class RagStore:
             return await self._call(delete, collection=name)
         async with self._write_locks[name]:
             return await self._call(delete, collection=name)
-
-    def write_lock(self, name: str) -> asyncio.Lock:
-        return self._write_locks[name]
 
     # -- search ------------------------------------------------------------------------
 

@@ -54,11 +54,22 @@ async def bow_embed(texts: list[str]) -> list[list[float]]:
 
 
 class EmbeddingsUpstream:
-    """Raw ASGI app: ``POST /v1/embeddings`` -> bag-of-words vectors; counts requests."""
+    """Raw ASGI app: ``POST /v1/embeddings`` -> bag-of-words vectors; counts requests.
+
+    With ``hold_marker`` set, a request with an input containing it is answered only
+    for the first ``pass_marked`` such requests; later ones are held, unanswered, until
+    their caller disconnects (``held`` and ``abandoned`` count them): a model that is
+    slow for as long as a test needs.
+    """
 
     def __init__(self) -> None:
         self.requests = 0
         self.inputs = 0
+        self.hold_marker: str | None = None
+        self.pass_marked = 0
+        self.marked = 0
+        self.held = 0
+        self.abandoned = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -70,6 +81,15 @@ class EmbeddingsUpstream:
             return
         request = json.loads(body)
         inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        marker = self.hold_marker
+        if marker is not None and any(marker in str(text) for text in inputs):
+            self.marked += 1
+            if self.marked > self.pass_marked:
+                self.held += 1
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.abandoned += 1
+                return
         self.requests += 1
         self.inputs += len(inputs)
         data = [

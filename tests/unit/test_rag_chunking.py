@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 
 import pytest
 
+from extensions.rag.budget import TooManyChunks, WorkAbandoned, WorkBudget
 from extensions.rag.chunking import approx_tokens, chunk_text
 
 
@@ -98,3 +101,65 @@ def test_whitespace_gives_no_chunks_and_budget_must_be_positive() -> None:
 def test_short_text_is_one_chunk() -> None:
     [chunk] = chunk_text("  One short note.  ", max_tokens=100, overlap=10)
     assert chunk.text == "One short note." and (chunk.start, chunk.end) == (2, 17)
+
+
+def test_a_budget_bounds_the_chunks_made() -> None:
+    unbounded = chunk_text(PROSE, max_tokens=40, count_tokens=words)
+    budget = WorkBudget(max_chunks=len(unbounded))
+    assert chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=budget) == unbounded
+    assert budget.chunks == len(unbounded)
+    shared = WorkBudget(max_chunks=len(unbounded) + 2)  # one budget across two texts
+    chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=shared)
+    with pytest.raises(TooManyChunks) as caught:
+        chunk_text(PROSE, max_tokens=40, count_tokens=words, budget=shared)
+    assert caught.value.limit == len(unbounded) + 2
+    assert shared.chunks == len(unbounded) + 3  # it stopped at the first chunk too many
+
+
+def test_an_abandoned_budget_stops_chunking_before_any_token_is_counted() -> None:
+    counted: list[str] = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return words(text)
+
+    budget = WorkBudget()
+    budget.abandon()
+    with pytest.raises(WorkAbandoned):
+        chunk_text(PROSE, max_tokens=40, count_tokens=counting, budget=budget)
+    assert counted == []
+
+
+async def test_cancelling_the_waiting_task_stops_the_chunking_thread() -> None:
+    """A worker thread cannot be cancelled: ``WorkBudget.run`` abandons the budget when
+    its awaiting task is, and the chunker stops at its next token count."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    counted: list[str] = []
+    outcome: list[str] = []
+
+    def slow_count(text: str) -> int:
+        counted.append(text)
+        if len(counted) == 1:
+            entered.set()
+            release.wait()
+        return words(text)
+
+    budget = WorkBudget()
+
+    def chunk() -> None:
+        try:
+            chunk_text(PROSE, max_tokens=40, count_tokens=slow_count, budget=budget)
+            outcome.append("finished")
+        except WorkAbandoned:
+            outcome.append("abandoned")
+        finally:
+            finished.set()
+
+    task = asyncio.create_task(budget.run(chunk))
+    assert await asyncio.to_thread(entered.wait, 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert await asyncio.to_thread(finished.wait, 60)
+    assert outcome == ["abandoned"] and len(counted) == 1
