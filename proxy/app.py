@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> Any:
             videos_router(guards),
             media_router(),
             rag_router(guards, max_upload_mb=settings.rag.max_upload_mb),
-            *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
+            *ops_handlers(keys, protect_metrics=settings.server.protect_metrics),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: render_error},

@@ -4,6 +4,9 @@
 the request, adds ``x-request-id`` and ``x-switchyard-overhead-ms`` to the response
 head, and when the response is finished (or the client went away) records metrics
 and writes the access-log line. It is plain ASGI because it runs on every request.
+
+A client that went away before its response was complete is recorded as 499 (nginx's
+"client closed request"), whatever status the response had begun with.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 
 SCOPE_KEY = "switchyard.request"
+CLIENT_CLOSED = 499
 access_log = logging.getLogger("switchyard.access")
 
 
@@ -77,6 +81,28 @@ def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def client_gone(receive: Any) -> bool:
+    """Whether the server already knows the client disconnected, without waiting.
+
+    ASGI has no way to poll, and uvicorn drops whatever is sent to a closed connection
+    without a word: a client that left while a remote answer was awaited would be
+    recorded with the answer's status. A server hands out a disconnect it knows of
+    without suspending, so ``receive()`` is stepped once: if it would wait, the client
+    is still there and the step is closed unfinished.
+    """
+    step = receive()
+    send = getattr(step, "send", None)
+    if send is None:  # not a coroutine: nothing can be learnt without awaiting it
+        return False
+    try:
+        send(None)
+    except StopIteration as finished:
+        message = finished.value
+        return isinstance(message, dict) and message.get("type") == "http.disconnect"
+    step.close()
+    return False
+
+
 class RequestContextMiddleware:
     def __init__(self, app: Any, metrics: Metrics, *, log_prompts: bool) -> None:
         self.app = app
@@ -95,9 +121,13 @@ class RequestContextMiddleware:
         status = 500
         overhead = 0.0
         first_body_at: float | None = None
+        complete = aborted = False
 
         async def send_with_headers(message: dict[str, Any]) -> None:
-            nonlocal status, overhead, first_body_at
+            nonlocal status, overhead, first_body_at, complete, aborted
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+                aborted = client_gone(receive)
             if message["type"] == "http.response.start":
                 status = message["status"]
                 overhead = max(0.0, time.perf_counter() - started - info.stats.upstream_s)
@@ -114,6 +144,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             self.metrics.in_flight.dec()
+            if aborted or (not complete and client_gone(receive)):
+                status = CLIENT_CLOSED
             self._record(scope, info, status, overhead, first_body_at)
 
     def _record(

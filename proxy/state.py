@@ -26,6 +26,8 @@ class AppState:
     extensions: dict[str, Any] = field(default_factory=dict)
     rag: Any = None
     media: MediaServices | None = None
+    draining: bool = False
+    """Set when the process starts shutting down: ``/health/ready`` answers 503 at once."""
 
     @property
     def source(self) -> str:

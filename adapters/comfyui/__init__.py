@@ -51,6 +51,7 @@ class ComfyUIAdapter(Adapter):
     name = "comfyui"
     Config = ComfyUIConfig
     capabilities = frozenset({Capability.IMAGES, Capability.VIDEO})
+    readiness_is_checked = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)
