@@ -261,7 +261,13 @@ def test_media_path_traversal_is_refused(gateway: RunningServer, tmp_path: Path)
 @pytest.fixture
 def own_gateway() -> Iterator[Callable[[dict[str, Any]], RunningServer]]:
     with ExitStack() as stack:
-        yield lambda config: stack.enter_context(serve_gateway(config))
+
+        def start(config: dict[str, Any]) -> RunningServer:
+            # These servers have no keys: readiness details are asked for in the config.
+            server = {"public_health_details": True, **config.get("server", {})}
+            return stack.enter_context(serve_gateway({**config, "server": server}))
+
+        yield start
 
 
 def _generation_error(server: RunningServer) -> openai.APIStatusError:
