@@ -229,14 +229,11 @@ def test_a_client_error_from_the_upstream_is_not_a_deployment_failure(
 def test_a_missing_mask_is_not_counted_as_an_upstream_error(tmp_path: Path) -> None:
     with serve_comfyui() as comfy:
         config = {
-            "server": {"data_dir": str(tmp_path), "public_health_details": True},
+            "server": {"data_dir": str(tmp_path), "api_keys": [CLIENT_KEY]},
             "models": [comfy_model("sd", comfy.url, {"edit": "image-edit.yaml"})],
         }
         with serve_gateway(config) as gateway:
-            with (
-                openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0) as client,
-                pytest.raises(openai.BadRequestError) as caught,
-            ):
+            with sdk(gateway) as client, pytest.raises(openai.BadRequestError) as caught:
                 client.images.edit(
                     model="sd",
                     image=("i.png", png_bytes((32, 32), (1, 2, 3, 255)), "image/png"),
@@ -245,8 +242,7 @@ def test_a_missing_mask_is_not_counted_as_an_upstream_error(tmp_path: Path) -> N
             assert caught.value.body["param"] == "mask"  # type: ignore[index]
             metrics = httpx.get(f"{gateway.url}/metrics").text
             assert upstream_errors(metrics, "comfyui:127.0.0.1/sd") == 0
-            response = httpx.get(f"{gateway.url}/health/deployments").json()
-            assert response["models"]["sd"]["deployments"][0]["consecutive_failures"] == 0
+            assert deployment_health(gateway, "sd")["consecutive_failures"] == 0
 
 
 # -------------------------------------------------------------- active probes
