@@ -6,8 +6,8 @@ least one usable deployment. A model that is not required never makes the proces
 ready, so one optional backend that is down does not take a replica out of a load
 balancer's rotation.
 
-A deployment is usable unless its adapter says it cannot serve (a model file missing, a
-ComfyUI that does not answer) or its active probe found it unhealthy. Failures of client
+A deployment is usable unless its adapter says it cannot serve (a model file missing, an
+image server that does not answer) or its active probe found it unhealthy. Failures of client
 requests alone show in ``/health/deployments`` but do not make it unusable: a replica
 taken out of rotation gets no requests, so nothing would ever bring it back; a probe does.
 """
