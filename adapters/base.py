@@ -22,7 +22,7 @@ import enum
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
@@ -84,6 +84,14 @@ class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """The backend's own model id; defaults to ``name``."""
     fallbacks: list[str] = []
     """Other model names to try, in order, when every deployment of this one fails."""
+    required: bool = False
+    """The process is ready (``/health/ready``) only while at least one deployment of this
+    model can serve. One entry saying so makes the model name required. Models that are
+    not required never take the process out of a load balancer's rotation."""
+    health_probe_interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Seconds between active health checks of this deployment (for adapters that have
+    a probe; ``openai`` asks ``GET {base_url}/models``), so its health is known without
+    client traffic. ``null``: health comes from real requests only."""
 
     @property
     def upstream_model(self) -> str:
@@ -140,6 +148,9 @@ class Adapter:
     #: Stop a non-streaming call when its client disconnects. Worth a watcher task per
     #: request where the work is expensive and local (generation); remote calls skip it.
     cancel_on_disconnect: ClassVar[bool] = False
+    #: ``readiness()`` reports a real check of the backend (a model file inspected, a
+    #: server watched): a deployment that has served nothing yet is healthy, not unknown.
+    readiness_is_checked: ClassVar[bool] = False
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         self.config = config
@@ -168,6 +179,17 @@ class Adapter:
     def readiness(self) -> tuple[bool, str]:
         """Whether this deployment can serve, and why not."""
         return True, "ok"
+
+    async def probe(self) -> None:
+        """Check actively that the backend answers; raise from ``proxy.errors`` when it
+        does not. Run every ``health_probe_interval_s`` by the router; an adapter that
+        has no cheap check keeps this default (and rejects that setting)."""
+        raise NotImplementedError(f"the {self.name} adapter has no health probe")
+
+    @classmethod
+    def can_probe(cls) -> bool:
+        """Whether the adapter implements ``probe``."""
+        return cls.probe is not Adapter.probe
 
     def _unsupported(self, capability: Capability) -> UnsupportedCapability:
         return UnsupportedCapability(

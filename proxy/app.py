@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> Any:
             images_router(guards),
             videos_router(guards),
             media_router(),
-            *ops_handlers([keys.guard] if settings.server.protect_metrics else []),
+            *ops_handlers(keys, protect_metrics=settings.server.protect_metrics),
             docs_assets_router(),
         ],
         lifespan=[lifespan],

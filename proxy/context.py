@@ -9,6 +9,9 @@ It also registers each request with the shutdown ``Drain`` (``proxy.drain``), an
 the request body to ``server.request_read_timeout_s``: uvicorn has no body timeout, so
 ``receive`` is wrapped with a deadline until the body is complete (one ``asyncio``
 timer per read, nothing once the body is in), and a stalled body becomes a 408.
+
+A client that went away before its response was complete is recorded as 499 (nginx's
+"client closed request"), whatever status the response had begun with.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ SCOPE_KEY = "switchyard.request"
 #: request's first byte arrived, so the read deadline covers the head as well as the body.
 REQUEST_BEGAN_KEY = "switchyard.request_began"
 _CLOSE = (b"connection", b"close")
+CLIENT_CLOSED = 499
 access_log = logging.getLogger("switchyard.access")
 
 
@@ -108,6 +112,30 @@ def _shutdown_response() -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
+def client_gone(receive: Any) -> bool:
+    """Whether the server already knows the client disconnected, without waiting.
+
+    ASGI has no way to poll, and uvicorn drops whatever is sent to a closed connection
+    without a word: a client that left while a remote answer was awaited would be
+    recorded with the answer's status. A server hands out a disconnect it knows of
+    without suspending, so ``receive()`` is stepped once: if it would wait, the client
+    is still there and the step is closed unfinished.
+    """
+    step = receive()
+    send = getattr(step, "send", None)
+    if send is None:  # not a coroutine: nothing can be learnt without awaiting it
+        return False
+    try:
+        send(None)
+    except StopIteration as finished:
+        message = finished.value
+        return isinstance(message, dict) and message.get("type") == "http.disconnect"
+    except Exception:  # a server that fails here tells nothing either way
+        return False
+    step.close()
+    return False
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -136,11 +164,14 @@ class RequestContextMiddleware:
         status = 500
         overhead = 0.0
         first_body_at: float | None = None
-        responded = False
+        responded = complete = aborted = False
         drain = self.drain
 
         async def send_with_headers(message: dict[str, Any]) -> None:
-            nonlocal status, overhead, first_body_at, responded
+            nonlocal status, overhead, first_body_at, responded, complete, aborted
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+                aborted = client_gone(receive)
             if message["type"] == "http.response.start":
                 responded = True
                 status = message["status"]
@@ -176,6 +207,8 @@ class RequestContextMiddleware:
         finally:
             drain.untrack(task)
             self.metrics.in_flight.dec()
+            if aborted or (not complete and client_gone(receive)):
+                status = CLIENT_CLOSED
             self._record(scope, info, status, overhead, first_body_at)
 
     def _with_read_deadline(self, scope: dict[str, Any], receive: Any, responded: Any) -> Any:

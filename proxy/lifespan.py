@@ -46,16 +46,20 @@ async def build_router(
         adapter = classes[config.adapter](config, resources)
         stack.push_async_callback(_closing, adapter.label, adapter.aclose)
         adapters.append(adapter)
-        deployments.setdefault(config.name, []).append(Deployment(adapter))
+        deployment = Deployment(adapter, health_window=settings.server.health_window)
+        deployments.setdefault(config.name, []).append(deployment)
     for adapter in adapters:
         await adapter.start()
-    return Router(
+    router = Router(
         deployments,
         {m.name: m.fallbacks for m in settings.models if m.fallbacks},
         cooldown_s=settings.server.cooldown_s,
         max_retry_after_s=settings.server.max_retry_after_s,
         metrics=metrics,
     )
+    router.start_probes()
+    stack.push_async_callback(router.aclose)
+    return router
 
 
 def model_cards(settings: Settings, extensions: list[Extension]) -> list[Model]:

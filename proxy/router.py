@@ -9,10 +9,16 @@ next deployment; an upstream 4xx is the client's problem and is returned at once
 A deployment that failed is cooled down for ``cooldown_s``; cooled deployments are
 tried only after healthy ones. An upstream's ``Retry-After`` is binding: such a
 deployment is not tried at all until the time has passed.
+
+Each deployment keeps its recent health (``proxy.health``): the outcome of every call,
+and of an active probe every ``health_probe_interval_s`` where one is configured. A
+deployment whose recent calls all failed is tried after the others, like a cooling one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -21,6 +27,7 @@ from typing import TypeVar
 
 from adapters.base import Adapter, CallStats, Capability
 from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability, shown
+from proxy.health import DeploymentHealth, config_secrets, is_upstream_failure
 from proxy.metrics import Metrics
 
 log = logging.getLogger("switchyard.router")
@@ -29,18 +36,23 @@ T = TypeVar("T")
 
 
 class Deployment:
-    __slots__ = ("adapter", "binding", "cooldown_until", "in_flight", "label")
+    __slots__ = ("adapter", "binding", "cooldown_until", "health", "in_flight", "label")
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: Adapter, *, health_window: int = 5) -> None:
         self.adapter = adapter
         self.label = adapter.label
         self.in_flight = 0
         self.cooldown_until = 0.0
         #: Set when the cooldown came from the upstream's Retry-After: then it is binding.
         self.binding = False
+        self.health = DeploymentHealth(health_window, config_secrets(adapter.config))
 
     def cooling(self, now: float) -> bool:
         return now < self.cooldown_until
+
+    @property
+    def probe_interval_s(self) -> float | None:
+        return self.adapter.config.health_probe_interval_s
 
 
 class Router:
@@ -59,6 +71,13 @@ class Router:
         self.max_retry_after_s = max_retry_after_s
         self.metrics = metrics
         self._rotation = itertools.count()
+        #: Model names with ``required: true`` on any entry: readiness depends on them.
+        self.required = frozenset(
+            name
+            for name, found in deployments.items()
+            if any(d.adapter.config.required for d in found)
+        )
+        self._probes: list[asyncio.Task[None]] = []
 
     def deployments_of(self, model: str) -> list[Deployment]:
         found = self.deployments.get(model)
@@ -67,7 +86,7 @@ class Router:
         return found
 
     def _ordered(self, model: str, capability: Capability, now: float) -> list[Deployment]:
-        """Healthy deployments by fewest in-flight (ties rotate), then cooling ones."""
+        """Healthy deployments by fewest in-flight (ties rotate), then cooling or unhealthy ones."""
         deployments = self.deployments_of(model)
         if len(deployments) == 1:  # the common case: nothing to choose between
             only = deployments[0]
@@ -79,11 +98,16 @@ class Router:
         if len(able) > 1:
             turn = next(self._rotation) % len(able)
             able = able[turn:] + able[:turn]
-        healthy = sorted((d for d in able if not d.cooling(now)), key=lambda d: d.in_flight)
-        cooling = sorted(
-            (d for d in able if d.cooling(now) and not d.binding), key=lambda d: d.cooldown_until
+        allowed = [d for d in able if not (d.binding and d.cooling(now))]
+        healthy = sorted(
+            (d for d in allowed if not d.cooling(now) and not d.health.unhealthy),
+            key=lambda d: d.in_flight,
         )
-        return healthy + cooling
+        failing = sorted(
+            (d for d in allowed if d.cooling(now) or d.health.unhealthy),
+            key=lambda d: d.cooldown_until,
+        )
+        return healthy + failing
 
     def _attempts(self, model: str, capability: Capability) -> Iterator[Deployment]:
         deployments = self.deployments_of(model)
@@ -105,8 +129,21 @@ class Router:
             retry_after_s=min(waits) if waits else self.cooldown_s,
         )
 
+    @staticmethod
+    def _succeeded(deployment: Deployment) -> None:
+        """The deployment answered: its cooldown (binding or not) is over."""
+        deployment.binding = False
+        deployment.cooldown_until = 0.0
+        deployment.health.succeeded()
+
+    def _record_failure(self, deployment: Deployment, error: Exception) -> None:
+        """Count a failure of the deployment; the client's own errors are not counted."""
+        if is_upstream_failure(error):
+            self.metrics.upstream_error(deployment.label, type(error).__name__)
+            deployment.health.failed(error)
+
     def _failed(self, deployment: Deployment, error: SwitchyardError) -> None:
-        self.metrics.upstream_error(deployment.label, type(error).__name__)
+        self._record_failure(deployment, error)
         if not error.retryable:
             return
         retry_after = getattr(error, "retry_after_s", None)
@@ -144,9 +181,12 @@ class Router:
                     raise
                 last = error
                 continue
+            except Exception as error:
+                self._record_failure(deployment, error)
+                raise
             finally:
                 deployment.in_flight -= 1
-            deployment.binding = False
+            self._succeeded(deployment)
             return result
         raise last or self._blocked(model)
 
@@ -171,7 +211,8 @@ class Router:
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                return _tracked(deployment, None, stream)
+                self._succeeded(deployment)
+                return self._tracked(deployment, None, stream)
             except SwitchyardError as error:
                 deployment.in_flight -= 1
                 await _close(stream)
@@ -180,26 +221,80 @@ class Router:
                     raise
                 last = error
                 continue
-            except BaseException:
+            except BaseException as error:
                 deployment.in_flight -= 1
                 await _close(stream)
+                if isinstance(error, Exception):
+                    self._record_failure(deployment, error)
                 raise
-            return _tracked(deployment, first, stream)
+            self._succeeded(deployment)
+            return self._tracked(deployment, first, stream)
         raise last or self._blocked(model)
 
+    async def _tracked(
+        self, deployment: Deployment, first: T | None, stream: AsyncIterator[T]
+    ) -> AsyncIterator[T]:
+        """Yield ``first`` then the rest, keeping the deployment's in-flight count and
+        health right (a failure after the first item is the deployment's too)."""
+        try:
+            if first is not None:
+                yield first
+            async for item in stream:
+                yield item
+        except Exception as error:
+            self._record_failure(deployment, error)
+            raise
+        finally:
+            deployment.in_flight -= 1
+            await _close(stream)
 
-async def _tracked(
-    deployment: Deployment, first: T | None, stream: AsyncIterator[T]
-) -> AsyncIterator[T]:
-    """Yield ``first`` then the rest, keeping the deployment's in-flight count right."""
-    try:
-        if first is not None:
-            yield first
-        async for item in stream:
-            yield item
-    finally:
-        deployment.in_flight -= 1
-        await _close(stream)
+    # -- active health probes ---------------------------------------------------------
+
+    def start_probes(self) -> None:
+        """Probe every deployment that has ``health_probe_interval_s``, until ``aclose``."""
+        for deployments in self.deployments.values():
+            for deployment in deployments:
+                interval = deployment.probe_interval_s
+                if interval is not None:
+                    task = asyncio.create_task(
+                        self._probe_forever(deployment, interval), name=f"probe-{deployment.label}"
+                    )
+                    self._probes.append(task)
+
+    async def _probe_forever(self, deployment: Deployment, interval: float) -> None:
+        while True:
+            await self.probe(deployment)
+            await asyncio.sleep(interval)
+
+    async def probe(self, deployment: Deployment) -> None:
+        """One active check; its outcome counts like a request's, without a cooldown."""
+        health = deployment.health
+        was_unhealthy = health.unhealthy
+        try:
+            await deployment.adapter.probe()
+        except Exception as error:
+            if not isinstance(error, SwitchyardError):
+                log.exception("health probe of %s failed unexpectedly", deployment.label)
+            health.failed(error)
+            if health.unhealthy and not was_unhealthy:
+                log.warning(
+                    "deployment %s is unhealthy: probe failed (%s)",
+                    deployment.label,
+                    type(error).__name__,
+                )
+        else:
+            health.succeeded()
+            if was_unhealthy:
+                log.info("deployment %s answers its probe again", deployment.label)
+
+    async def aclose(self) -> None:
+        """Stop the probes."""
+        for task in self._probes:
+            task.cancel()
+        for task in self._probes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._probes.clear()
 
 
 async def _close(stream: AsyncIterator[object]) -> None:

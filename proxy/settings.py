@@ -48,6 +48,14 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Largest request body accepted, in MiB; larger gets 413."""
     protect_metrics: bool = False
     """Require an API key on /metrics too."""
+    public_health_details: bool = False
+    """Show readiness details (models, deployments, reasons) and ``/health/deployments``
+    to callers without an API key. Off: they see only ready / not ready. The config
+    file's path is shown only to callers with a valid key."""
+    health_window: Annotated[int, msgspec.Meta(ge=1)] = 5
+    """Outcomes of the latest requests (and probes) remembered per deployment. When all
+    of the last ``health_window`` failed upstream, the deployment is unhealthy until one
+    succeeds."""
     log_prompts: bool = False
     """Debug only: include prompt text in request logs. Off by default."""
     cooldown_s: float = 5.0
@@ -192,9 +200,14 @@ def _model_entry(
             f"(installed: {', '.join(sorted(adapters))})"
         )
     try:
-        return msgspec.convert(entry, adapter_cls.Config)
+        config = msgspec.convert(entry, adapter_cls.Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(_located(exc, where)) from None
+    if config.health_probe_interval_s is not None and not adapter_cls.can_probe():
+        raise ConfigError(
+            f"{where}.health_probe_interval_s: the {adapter_name} adapter has no health probe"
+        )
+    return config
 
 
 def settings_from_mapping(

@@ -60,6 +60,7 @@ class ComfyUIAdapter(Adapter):
     Config = ComfyUIConfig
     capabilities = frozenset({Capability.IMAGES, Capability.VIDEO})
     cancel_on_disconnect = True
+    readiness_is_checked = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -54,6 +54,7 @@ class LlamaCppAdapter(Adapter):
     Config = LlamaCppConfig
     capabilities = _GENERATE | _EMBED
     cancel_on_disconnect = True
+    readiness_is_checked = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -19,11 +19,13 @@ from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJ
 from adapters.openai.audio import AudioPassthrough
 from adapters.openai.forms import post_form
 from adapters.openai.upstream import error_from_response, probe_usage, sse_events
-from adapters.transport import Timeouts
+from adapters.transport import Timeouts, mapped_transport_errors
 from proxy.media.uploads import FormEnvelope
 from proxy.schemas.base import Envelope
 
 _encode = msgspec.json.Encoder().encode
+#: Longest wait for a health probe's answer (or the model's own timeout, if shorter).
+_PROBE_TIMEOUT_S = 10.0
 
 
 class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +70,23 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
     @property
     def label(self) -> str:
         return f"{self.name}:{httpx.URL(self._base).host}/{self.cfg.upstream_model}"
+
+    async def probe(self) -> None:
+        """``GET {base_url}/models``: every OpenAI-compatible server answers it, cheaply.
+
+        Any answer but a 5xx, 429, 401 or 403 means the upstream is there and takes the
+        key (a server without the route answers 404, and is still up).
+        """
+        headers = {k: v for k, v in self._headers.items() if k != "content-type"}
+        timeout = httpx.Timeout(
+            min(self.cfg.timeout_s, _PROBE_TIMEOUT_S), connect=self._timeouts.connect
+        )
+        with mapped_transport_errors(self.config.name):
+            response = await self.resources.http.get(
+                self._base + "/models", headers=headers, timeout=timeout
+            )
+        if response.status_code >= 500 or response.status_code in (401, 403, 429):
+            raise error_from_response(response.status_code, response.content, response.headers)
 
     async def _post(self, path: str, envelope: Envelope[Any], stats: CallStats) -> RawJSON:
         content = _encode(envelope.upstream_body(self.cfg.upstream_model))

@@ -60,6 +60,7 @@ class TTSAdapter(Adapter):
     name = "tts"
     Config = TTSConfig
     capabilities = frozenset({Capability.SPEECH})
+    readiness_is_checked = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -121,6 +121,7 @@ class WhisperAdapter(Adapter):
     name = "whisper"
     Config = WhisperConfig
     capabilities = frozenset({Capability.TRANSCRIPTION})
+    readiness_is_checked = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -1,14 +1,45 @@
-"""Operational endpoints: liveness, readiness, metrics."""
+"""Operational endpoints: liveness, readiness, deployment health, metrics.
+
+``/health`` and ``/health/ready`` answer anyone, for load balancers and orchestrators;
+without a key, readiness says only ready (200) or not ready (503). Its details (models,
+deployments, reasons) and ``/health/deployments`` name upstream hosts and local paths:
+they need a valid API key, or ``server.public_health_details: true``. The config file's
+path is shown only with a valid key.
+"""
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from litestar import Request, Response, Router, get
 
+from proxy.auth import KeyChecker
+from proxy.errors import AuthenticationFailed, PermissionDenied
 from proxy.gateway import json_response
+from proxy.keys import presented_key
 from proxy.metrics import CONTENT_TYPE
+from proxy.readiness import deployments_health, readiness
+from proxy.schemas.health import Readiness
 from proxy.state import AppState
+
+
+class Access(enum.Enum):
+    STATUS_ONLY = "status"
+    DETAILS = "details"
+    """Models, deployments and reasons (``public_health_details``)."""
+    KEYED = "keyed"
+    """Details and the config path: a valid API key was sent."""
+
+
+def _state(request: Request[Any, Any, Any]) -> AppState | None:
+    return getattr(request.app.state, "switchyard", None)
+
+
+def _access(request: Request[Any, Any, Any], state: AppState, keys: KeyChecker) -> Access:
+    if keys.enabled and keys.verify(presented_key(request.headers.get)):
+        return Access.KEYED
+    return Access.DETAILS if state.settings.server.public_health_details else Access.STATUS_ONLY
 
 
 @get("/health", summary="Liveness", include_in_schema=True)
@@ -16,36 +47,46 @@ async def health() -> Response[bytes]:
     return json_response({"status": "ok"})
 
 
-@get("/health/ready", summary="Readiness, with each deployment's state")
-async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-    state: AppState | None = getattr(request.app.state, "switchyard", None)
-    if state is None:
-        return json_response({"status": "starting"}, status_code=503)
-    if state.draining:
-        return json_response({"status": "draining"}, status_code=503)
-    models: dict[str, Any] = {}
-    all_ready = True
-    for name, deployments in state.router.deployments.items():
-        entries = []
-        for deployment in deployments:
-            ok, reason = deployment.adapter.readiness()
-            entries.append({"deployment": deployment.label, "ready": ok, "reason": reason})
-        model_ready = any(e["ready"] for e in entries)
-        all_ready &= model_ready
-        models[name] = {"ready": model_ready, "deployments": entries}
-    body = {
-        "status": "ready" if all_ready else "degraded",
-        "config": state.source,
-        "models": models,
-    }
-    return json_response(body, status_code=200 if all_ready else 503)
+def ops_handlers(keys: KeyChecker, *, protect_metrics: bool) -> list[Any]:
+    @get("/health/ready", summary="Readiness: whether this process can serve")
+    async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+        state = _state(request)
+        if state is None:
+            return json_response(Readiness(status="not_ready"), status_code=503)
+        report = readiness(state.router, draining=state.draining)
+        body = Readiness(status="ready" if report.ready else "not_ready")
+        access = _access(request, state, keys)
+        if access is not Access.STATUS_ONLY:
+            body.reasons = report.reasons
+            body.models = report.models
+        if access is Access.KEYED:
+            body.config = state.source
+        return json_response(body, status_code=200 if report.ready else 503)
 
+    @get("/health/deployments", summary="Health of every deployment")
+    async def deployments(request: Request[Any, Any, Any]) -> Response[bytes]:
+        state = _state(request)
+        if state is None:
+            return json_response(Readiness(status="not_ready"), status_code=503)
+        if _access(request, state, keys) is Access.STATUS_ONLY:
+            if keys.enabled:
+                raise AuthenticationFailed(
+                    "Deployment health needs an API key: send 'Authorization: Bearer <key>'."
+                )
+            raise PermissionDenied(
+                "Deployment health is not public: set server.public_health_details: true."
+            )
+        return json_response(deployments_health(state.router))
 
-@get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE)
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    state: AppState = request.app.state.switchyard
-    return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
+    @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE)
+    async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        state: AppState = request.app.state.switchyard
+        return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
 
-
-def ops_handlers(metrics_guards: list[Any]) -> list[Any]:
-    return [health, ready, Router(path="/", route_handlers=[metrics], guards=metrics_guards)]
+    metrics_guards = [keys.guard] if protect_metrics else []
+    return [
+        health,
+        ready,
+        deployments,
+        Router(path="/", route_handlers=[metrics], guards=metrics_guards),
+    ]

@@ -25,7 +25,7 @@ SENTENCE = "Please open the door and turn on the light."
 OTHER_SENTENCE = "Good morning. The weather today is sunny and warm."
 
 CONFIG = {
-    "server": {"max_body_mb": 1},
+    "server": {"max_body_mb": 1, "public_health_details": True},
     "models": [
         {"name": "whisper-1", "adapter": "whisper"},
         {"name": "tts-1", "adapter": "tts"},

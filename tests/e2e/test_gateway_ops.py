@@ -91,7 +91,7 @@ def test_health_is_open_without_a_key(raw: httpx.Client) -> None:
 
 
 def test_ready_lists_models(raw: httpx.Client) -> None:
-    response = raw.get("/health/ready")
+    response = raw.get("/health/ready", headers=AUTH)
 
     assert response.status_code == 200
     body = response.json()
@@ -176,8 +176,10 @@ def test_ready_reports_every_deployment(
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     gateway = start_gateway(
-        [model_entry("m", "upstream-a", fake_url), model_entry("m", "upstream-b", closed)]
+        [model_entry("m", "upstream-a", fake_url), model_entry("m", "upstream-b", closed)],
+        public_health_details=True,
     )
     body = httpx.get(f"{gateway.url}/health/ready").json()
 
-    assert len(body["models"]["m"]["deployments"]) == 2
+    labels = [d["deployment"] for d in body["models"]["m"]["deployments"]]
+    assert labels == ["openai:127.0.0.1/upstream-a", "openai:127.0.0.1/upstream-b"]

@@ -272,7 +272,13 @@ def test_media_path_traversal_is_refused(gateway: RunningServer, tmp_path: Path)
 @pytest.fixture
 def own_gateway() -> Iterator[Callable[[dict[str, Any]], RunningServer]]:
     with ExitStack() as stack:
-        yield lambda config: stack.enter_context(serve_gateway(config))
+
+        def start(config: dict[str, Any]) -> RunningServer:
+            # These servers have no keys: readiness details are asked for in the config.
+            server = {"public_health_details": True, **config.get("server", {})}
+            return stack.enter_context(serve_gateway({**config, "server": server}))
+
+        yield start
 
 
 def _generation_error(server: RunningServer) -> openai.APIStatusError:
@@ -285,7 +291,8 @@ def _generation_error(server: RunningServer) -> openai.APIStatusError:
 
 
 def _ready(server: RunningServer, model: str) -> dict[str, Any]:
-    body = httpx.get(f"{server.url}/health/ready").json()
+    headers = {"Authorization": f"Bearer {KEY}"}  # details need a key where keys are set
+    body = httpx.get(f"{server.url}/health/ready", headers=headers).json()
     return body["models"][model]  # type: ignore[no-any-return]
 
 

@@ -126,6 +126,13 @@ def test_disconnect_cancels_a_non_streaming_generation(server: RunningServer, mo
     assert wait_for(lambda: slot.finished["cancelled"] == cancelled_before + 1)
     assert wait_for(lambda: not slot.queue.running)
 
+    # The client left: counted as 499, never as a failure of the model.
+    def metrics() -> str:
+        return httpx.get(f"{server.url}/metrics", timeout=10).text
+
+    assert wait_for(lambda: 'model="busy",route="chat",status="499"' in metrics())
+    assert "ClientDisconnected" not in metrics()
+
 
 def test_remote_models_and_health_answer_while_a_local_generation_runs(
     client: openai.OpenAI, server: RunningServer

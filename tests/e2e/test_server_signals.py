@@ -115,7 +115,7 @@ def refuses_connections(url: str) -> bool:
 
 def draining(probe: httpx.Client) -> bool:
     answer = probe.get("/health/ready")
-    return answer.status_code == 503 and answer.json()["status"] == "draining"
+    return answer.status_code == 503 and answer.json() == {"status": "not_ready"}
 
 
 def test_sigterm_lets_a_stream_in_flight_finish_and_stops_being_ready(

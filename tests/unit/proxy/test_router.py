@@ -18,6 +18,8 @@ import pytest
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON, Resources
 from adapters.openai import OpenAIAdapter
 from proxy.errors import (
+    ClientDisconnected,
+    InvalidRequest,
     ModelNotFound,
     RateLimited,
     UnsupportedCapability,
@@ -539,3 +541,138 @@ async def test_upstream_error_status_on_a_stream_is_typed() -> None:
         await open_chat_stream(router)
     assert caught.value.retry_after_s == 5.0
     assert router.deployments["m"][0].in_flight == 0
+
+
+# ----------------------------------------------------------------------------- health
+
+
+async def test_only_upstream_failures_count_against_a_deployment() -> None:
+    upstream = Upstream(a=status(400), b=status(503))
+    router, metrics = build_router(upstream, {"m": ["a"], "n": ["b"]})
+
+    with pytest.raises(UpstreamRejected):
+        await chat(router, model="m")
+    with pytest.raises(UpstreamError):
+        await chat(router, model="n")
+
+    rejected, failed = router.deployments["m"][0], router.deployments["n"][0]
+    assert sample(metrics, "switchyard_upstream_errors_total", deployment=rejected.label,
+                  kind="UpstreamRejected") == 0  # fmt: skip
+    assert rejected.health.recent().calls == 0 and rejected.health.last_error is None
+    assert sample(metrics, "switchyard_upstream_errors_total", deployment=failed.label,
+                  kind="UpstreamError") == 1  # fmt: skip
+    assert failed.health.consecutive_failures == 1
+    assert failed.health.last_error is not None
+    assert failed.health.last_error.message == "Upstream error 503: b says 503"
+
+
+async def test_errors_raised_before_the_upstream_call_are_not_counted() -> None:
+    upstream = Upstream(a=ok)
+    router, metrics = build_router(upstream, {"m": ["a"]})
+
+    async def refuse(adapter: Adapter) -> Any:
+        raise InvalidRequest("An image file is required.", param="image")
+
+    async def leave(adapter: Adapter) -> Any:
+        raise ClientDisconnected("The client disconnected before the answer was ready.")
+
+    for invoke in (refuse, leave):
+        with pytest.raises((InvalidRequest, ClientDisconnected)):
+            await router.call("m", Capability.CHAT, invoke, CallStats())
+
+    deployment = router.deployments["m"][0]
+    assert (
+        metrics.registry.get_sample_value(
+            "switchyard_upstream_errors_total",
+            {"deployment": deployment.label, "kind": "InvalidRequest"},
+        )
+        is None
+    )
+    assert deployment.health.recent().calls == 0
+    assert upstream.hosts == []
+
+
+async def test_a_stream_failing_after_its_first_event_counts_as_a_failure() -> None:
+    upstream = Upstream(a=streaming(lambda h: sse(h, done=False, extra=[b"data: {bad\n\n"])))
+    router, _ = build_router(upstream, {"m": ["a"]})
+
+    items = await open_chat_stream(router)
+    with pytest.raises(UpstreamError):
+        async for _ in items:
+            pass
+
+    health = router.deployments["m"][0].health
+    assert health.recent().calls == 2  # the start succeeded, then the stream broke
+    assert health.consecutive_failures == 1
+
+
+async def test_a_success_ends_the_cooldown_and_the_failure_streak() -> None:
+    upstream = Upstream(a=failing_once())
+    router, _ = build_router(upstream, {"m": ["a"]}, cooldown_s=30)
+
+    with pytest.raises(UpstreamError):
+        await chat(router)
+    deployment = router.deployments["m"][0]
+    assert deployment.cooldown_until > 0 and deployment.health.consecutive_failures == 1
+    await chat(router)
+
+    assert deployment.cooldown_until == 0.0
+    assert deployment.health.consecutive_failures == 0
+    assert deployment.health.last_success_at is not None
+
+
+async def test_an_unhealthy_deployment_is_tried_after_the_others() -> None:
+    upstream = Upstream(a=ok, b=ok)
+    router, _ = build_router(upstream, {"m": ["a", "b"]})
+    first = router.deployments["m"][0]
+    for _ in range(first.health.window):
+        first.health.failed(UpstreamUnavailable("probe failed"))
+
+    hosts = [await chat(router) for _ in range(4)]
+
+    assert hosts == ["b"] * 4
+
+
+async def test_required_is_per_model_name() -> None:
+    entries = [
+        {"name": "m", "adapter": "openai", "base_url": "http://a/v1"},
+        {"name": "m", "adapter": "openai", "base_url": "http://b/v1", "required": True},
+        {"name": "n", "adapter": "openai", "base_url": "http://c/v1"},
+    ]
+    settings = settings_from_mapping({"models": entries})
+    async with httpx.AsyncClient() as http:
+        resources = Resources(settings=settings, http=http)
+        deployments: dict[str, list[Deployment]] = {}
+        for config in settings.models:
+            deployments.setdefault(config.name, []).append(
+                Deployment(OpenAIAdapter(config, resources))
+            )
+    router = Router(deployments, {}, cooldown_s=1, max_retry_after_s=1, metrics=Metrics())
+
+    assert router.required == frozenset({"m"})
+
+
+async def test_a_probe_records_its_outcome_without_a_cooldown() -> None:
+    answers = iter(
+        [
+            httpx.Response(503, json={"error": {"message": "busy"}}),
+            httpx.Response(200, json={"data": []}),
+        ]
+    )
+    seen: list[tuple[str, str, str | None]] = []
+
+    async def models(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers.get("authorization")))
+        return next(answers)
+
+    router, _ = build_router(Upstream(a=models), {"m": ["a"]})
+    deployment = router.deployments["m"][0]
+
+    await router.probe(deployment)
+    assert deployment.health.consecutive_failures == 1
+    assert deployment.health.last_error is not None
+    assert deployment.health.last_error.type == "UpstreamError"
+    assert deployment.cooldown_until == 0.0
+    await router.probe(deployment)
+    assert deployment.health.consecutive_failures == 0
+    assert seen == [("GET", "/v1/models", "Bearer sk-upstream")] * 2

@@ -304,3 +304,35 @@ def test_cli_requires_a_command() -> None:
     with pytest.raises(SystemExit) as caught:
         main([])
     assert caught.value.code == 2
+
+
+def test_health_settings() -> None:
+    settings = settings_from_mapping(
+        {
+            "server": {"public_health_details": True, "health_window": 3},
+            "models": [openai_model(required=True, health_probe_interval_s=15)],
+        }
+    )
+
+    assert settings.server.public_health_details is True
+    assert settings.server.health_window == 3
+    assert settings.models[0].required is True
+    assert settings.models[0].health_probe_interval_s == 15.0
+    defaults = settings_from_mapping({"models": [openai_model()]})
+    assert defaults.server.public_health_details is False
+    assert defaults.models[0].required is False
+    assert defaults.models[0].health_probe_interval_s is None
+
+
+def test_a_probe_interval_needs_an_adapter_with_a_probe() -> None:
+    local = {"name": "l", "adapter": "llamacpp", "path": "/x.gguf", "health_probe_interval_s": 5}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"models": [local]}, "conf.yaml")
+
+    assert str(caught.value) == (
+        "conf.yaml: models[0].health_probe_interval_s: the llamacpp adapter has no health probe"
+    )
+    with pytest.raises(ConfigError, match=r"models\[0\].health_probe_interval_s"):
+        settings_from_mapping({"models": [openai_model(health_probe_interval_s=0)]})
+    with pytest.raises(ConfigError, match="health_window"):
+        settings_from_mapping({"server": {"health_window": 0}})
