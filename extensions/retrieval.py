@@ -5,6 +5,9 @@ The context joins the leading system message (or becomes one at the top): many c
 templates reject a system message anywhere but first. The sources reach the client in
 an ``x-switchyard-sources`` header and, for non-streamed answers, in the body's
 ``switchyard.sources``.
+
+Collections are searched as the caller's owner (its key): naming a collection of
+another key is answered like naming one that does not exist.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension
+from extensions.rag.owners import owner_of
 from proxy.errors import InvalidRequest
 
 _HEADER_LIMIT = 4000
@@ -69,7 +73,7 @@ class RagExtension(Extension):
         if store is None:
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
-            if not await store.has_collection(collection):
+            if not await store.has_collection(owner_of(call.key_id), collection):
                 raise InvalidRequest(f"Unknown RAG collection '{collection}'.", param="rag")
 
     async def before_request(self, call: ChatCall) -> None:
@@ -77,7 +81,9 @@ class RagExtension(Extension):
         if not query:
             return
         config = self.services.settings.rag
-        hits = await self.services.rag.search(call.activation.rag, query, config.top_k)
+        hits = await self.services.rag.search(
+            owner_of(call.key_id), call.activation.rag, query, config.top_k
+        )
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

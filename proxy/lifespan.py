@@ -18,6 +18,7 @@ from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
 from extensions.rag import RagStore
+from extensions.rag.query import QueryWindow
 from extensions.services import make_context_window, make_embedder, make_token_counter
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
@@ -119,11 +120,16 @@ async def build_state(
 
 async def build_rag(settings: Settings, services: ExtensionServices, stack: AsyncExitStack) -> Any:
     """The RAG store (extensions/rag), embedding through the router."""
-    services.embed = make_embedder(services.router, settings.rag.embedding_model)
+    model = settings.rag.embedding_model
+    services.embed = make_embedder(services.router, model)
     store = RagStore(
         settings.rag,
         data_dir=Path(settings.server.data_dir),
         embed=services.embed,
+        query_window=QueryWindow(
+            count_tokens=lambda text: services.count_tokens(model, text),
+            context_window=lambda: services.context_window(model),
+        ),
     )
     await store.start()
     stack.push_async_callback(_closing, "rag store", store.aclose)

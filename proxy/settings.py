@@ -164,6 +164,10 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     work, so a mistyped path cannot start indexing a whole disk."""
     embed_batch_size: Annotated[int, msgspec.Meta(gt=0)] = 32
     """Chunks sent to the embedding model per request."""
+    shared_collections: list[str] = []
+    """Collections every API key may read (list, get, search, chat, ``rag_search``) and
+    none may change through the API (403). Other collections are visible only to the
+    key that created them; collections created before owners existed are shared too."""
 
     def __post_init__(self) -> None:
         if self.chunk_overlap * 2 > self.chunk_tokens:

@@ -115,10 +115,12 @@ def prepare_documents(store: RagStore, documents: list[DocumentIn]) -> list[Prep
     return prepared
 
 
-async def add_documents(store: RagStore, name: str, documents: list[DocumentIn]) -> DocumentsAdded:
-    await store.collection_info(name)  # 404 before any work
+async def add_documents(
+    store: RagStore, owner: str, name: str, documents: list[DocumentIn]
+) -> DocumentsAdded:
+    await store.writable_collection(owner, name)  # 404 (403 when shared) before any work
     prepared = await asyncio.to_thread(prepare_documents, store, documents)
-    results = await store.write_sources(name, prepared)
+    results = await store.write_sources(owner, name, prepared)
     return DocumentsAdded(collection=name, documents=results, chunks=sum(r.chunks for r in results))
 
 
@@ -155,6 +157,7 @@ def prepare_file(
 
 async def add_files(
     store: RagStore,
+    owner: str,
     name: str,
     files: list[tuple[str, bytes]],
     metadata: Metadata,
@@ -169,7 +172,7 @@ async def add_files(
     names = [filename for filename, _ in files]
     if len(set(names)) != len(names):
         raise InvalidRequest("The same file name was uploaded twice.", param="file")
-    await store.collection_info(name)
+    await store.writable_collection(owner, name)
 
     def prepare() -> list[PreparedSource]:
         return [
@@ -178,7 +181,7 @@ async def add_files(
         ]
 
     prepared = await asyncio.to_thread(prepare)
-    results = await store.write_sources(name, prepared)
+    results = await store.write_sources(owner, name, prepared)
     return DocumentsAdded(collection=name, documents=results, chunks=sum(r.chunks for r in results))
 
 
@@ -210,18 +213,20 @@ def _read_and_prepare(
     )
 
 
-async def index_directory(store: RagStore, name: str, request: IndexRequest) -> IndexReport:
+async def index_directory(
+    store: RagStore, owner: str, name: str, request: IndexRequest
+) -> IndexReport:
     """Index the files below ``request.path`` incrementally (see ``IndexReport``)."""
     config = store.config
     root = await asyncio.to_thread(resolve_index_root, request.path, config.allowed_dirs)
-    await store.collection_info(name)
+    await store.writable_collection(owner, name)
     roots = allowed_roots(config.allowed_dirs)
     walked = await asyncio.to_thread(
         walk, root, request.include, request.exclude, roots, config.max_index_files
     )
     report = IndexReport(collection=name, path=str(root), skipped=walked.outside, failed=[])
     async with store.write_lock(name):
-        stored = await store.stored_hashes(name, {"origin": "directory"})
+        stored = await store.stored_hashes(owner, name, {"origin": "directory"})
         seen: set[str] = set()
         pending: list[PreparedSource] = []
         for relative, target in walked.files:
@@ -247,8 +252,8 @@ async def index_directory(store: RagStore, name: str, request: IndexRequest) -> 
             elif isinstance(outcome, PreparedSource):
                 pending.append(outcome)
                 if len(pending) >= _INDEX_BATCH_FILES:
-                    await _flush(store, name, pending, stored, report)
-        await _flush(store, name, pending, stored, report)
+                    await _flush(store, owner, name, pending, stored, report)
+        await _flush(store, owner, name, pending, stored, report)
         gone = [
             source_id
             for source_id, (source, _) in stored.items()
@@ -258,13 +263,14 @@ async def index_directory(store: RagStore, name: str, request: IndexRequest) -> 
             and not await asyncio.to_thread(Path(source).is_file)
         ]
         if gone:
-            removed, _ = await store.delete_sources(name, ids=gone, locked=True)
+            removed, _ = await store.delete_sources(owner, name, ids=gone, locked=True)
             report.removed = removed
     return report
 
 
 async def _flush(
     store: RagStore,
+    owner: str,
     name: str,
     pending: list[PreparedSource],
     stored: dict[str, tuple[str | None, str]],
@@ -272,7 +278,7 @@ async def _flush(
 ) -> None:
     if not pending:
         return
-    await store.write_sources(name, pending, locked=True)
+    await store.write_sources(owner, name, pending, locked=True)
     for source in pending:
         if source.source_id in stored:
             report.updated += 1
