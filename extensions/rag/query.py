@@ -2,13 +2,13 @@
 
 A chat message can be far longer than the embedding model's context (512 tokens for the
 default ``smollm2-135m-embed``), and the embedding route rightly refuses such input.
-A query is therefore cut into pieces that each fit the window, counted with the
-embedding model's own tokenizer; the pieces are embedded together and their vectors
-averaged, weighted by their token counts, then re-normalised. This is the method
-OpenAI's cookbook gives for inputs longer than the context ("Embedding texts that are
-longer than the model's maximum context length"), and for mean-pooled models it
-approximates the embedding of the whole text. At most ``MAX_QUERY_PIECES`` pieces are
-embedded; text past them is dropped (a query is truncated, never refused).
+A longer query is embedded as two pieces that each fit the window, measured with the
+embedding model's own tokenizer: its beginning and its end, where a question usually
+sits (before or after pasted material). The two vectors are averaged, weighted by
+their token counts, and re-normalised: the method OpenAI's cookbook gives for inputs
+longer than the context ("Embedding texts that are longer than the model's maximum
+context length"). The middle of a text longer than two windows is left out, so a
+query costs at most two windows of embedding work, however long the message is.
 
 When the gateway does not know the model's window (a remote embedding model), the
 query is embedded whole.
@@ -20,68 +20,82 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-#: The most pieces one query is embedded in; the rest of a longer text is dropped.
-MAX_QUERY_PIECES = 8
 #: Tokens left free for the special tokens the embedding call adds (BOS, or CLS and
 #: SEP), which a plain count of the text does not include.
 SPECIAL_TOKENS = 2
-#: A piece is cut at the last whitespace when that keeps at least this share of it.
+#: A piece is cut at a word boundary when that keeps at least this share of it.
 _WORD_CUT_SHARE = 0.8
+
+Counter = Callable[[str], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
 class QueryWindow:
     """The embedding model's tokenizer and context, as the gateway knows them."""
 
-    count_tokens: Callable[[str], Awaitable[int]]
+    count_tokens: Counter
     """Tokens in a text, with the embedding model's tokenizer (or an estimate)."""
     context_window: Callable[[], int | None]
     """Tokens one embedding input may have; None when unknown."""
 
 
-async def query_pieces(
-    text: str, window: QueryWindow | None, max_pieces: int = MAX_QUERY_PIECES
-) -> list[tuple[str, int]]:
-    """``text`` as consecutive ``(piece, tokens)`` that each fit the window."""
+async def query_pieces(text: str, window: QueryWindow | None) -> list[tuple[str, int]]:
+    """``(piece, tokens)`` to embed for ``text``: the whole text when it fits the
+    window, else its longest beginning and its longest end that fit."""
     limit = window.context_window() if window is not None else None
     if window is None or limit is None:
         return [(text, 1)]
     limit = max(1, limit - SPECIAL_TOKENS)
     count = window.count_tokens
-    pieces: list[tuple[str, int]] = []
-    rest = text.strip()
-    while rest and len(pieces) < max_pieces:
-        tokens = await count(rest)
-        if tokens <= limit:
-            pieces.append((rest, tokens))
-            break
-        piece, tokens = await _longest_prefix(rest, limit, count)
-        pieces.append((piece, tokens))
-        rest = rest[len(piece) :].lstrip()
-    return pieces
+    text = text.strip()
+    tokens = await count(text)
+    if tokens <= limit:
+        return [(text, tokens)]
+    head = await _longest_fit(text, limit, count, from_end=False)
+    rest = text[len(head[0]) :].lstrip()
+    tokens = await count(rest)
+    if tokens <= limit:
+        return [head, (rest, tokens)] if rest else [head]
+    return [head, await _longest_fit(rest, limit, count, from_end=True)]
 
 
-async def _longest_prefix(
-    text: str, limit: int, count: Callable[[str], Awaitable[int]]
-) -> tuple[str, int]:
-    """The longest prefix of ``text`` within ``limit`` tokens (binary search on
-    characters; a prefix's token count grows with its length), cut at a word boundary
-    when one is near the end. ``text`` itself is known to be over the limit."""
-    fits, fits_tokens, over = 1, await count(text[:1]), len(text)
+async def _longest_fit(text: str, limit: int, count: Counter, *, from_end: bool) -> tuple[str, int]:
+    """The longest beginning (or end) of ``text`` within ``limit`` tokens: a binary
+    search on its length in characters (a longer piece has at least as many tokens),
+    then cut at a word boundary when one is near. ``text`` is over the limit."""
+
+    def take(size: int) -> str:
+        return text[len(text) - size :] if from_end else text[:size]
+
+    fits, fits_tokens, over = 1, await count(take(1)), len(text)
     while over - fits > 1:
         middle = (fits + over) // 2
-        tokens = await count(text[:middle])
+        tokens = await count(take(middle))
         if tokens <= limit:
             fits, fits_tokens = middle, tokens
         else:
             over = middle
-    space = max(text.rfind(" ", 0, fits + 1), text.rfind("\n", 0, fits + 1))
-    if space >= fits * _WORD_CUT_SHARE:
-        piece = text[:space]
-        tokens = await count(piece)
+    piece = take(fits)
+    cut = _word_boundary(piece, from_end)
+    if cut is not None:
+        tokens = await count(cut)
         if tokens <= limit:
-            return piece, tokens
-    return text[:fits], fits_tokens
+            return cut, tokens
+    return piece, fits_tokens
+
+
+def _word_boundary(piece: str, from_end: bool) -> str | None:
+    """``piece`` without the word cut at its inner edge, when that keeps most of it."""
+    if from_end:
+        spaces = [i for i in (piece.find(" "), piece.find("\n")) if i >= 0]
+        start = min(spaces, default=-1)
+        kept = piece[start + 1 :] if start >= 0 else None
+    else:
+        end = max(piece.rfind(" "), piece.rfind("\n"))
+        kept = piece[:end] if end >= 0 else None
+    if kept is None or len(kept) < len(piece) * _WORD_CUT_SHARE:
+        return None
+    return kept.strip()
 
 
 def combined_vector(vectors: list[list[float]], weights: list[int]) -> list[float]:

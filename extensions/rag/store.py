@@ -17,7 +17,7 @@ the old ones: a failure halfway never loses what was stored.
 Every method that reads or writes a collection takes its caller's ``owner`` first
 (see ``owners.py``): a collection the owner may not see is reported exactly like one
 that does not exist, and a shared one cannot be changed. Search queries longer than the
-embedding model's context are embedded in pieces (see ``query.py``).
+embedding model's context are embedded by their beginning and end (see ``query.py``).
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ class RagStore:
         return self._write_locks[name]
 
     async def query_vector(self, query: str) -> list[float]:
-        """The embedding of ``query``, cut into pieces that fit the embedding model's
+        """The embedding of ``query``, by pieces that fit the embedding model's
         context when it is longer (see ``query.py``): never refused for its length."""
         pieces = await query_pieces(query, self.query_window)
         vectors = await self.embed([text for text, _ in pieces])

@@ -19,7 +19,7 @@ from extensions.rag.schemas import DocumentIn, IndexRequest
 from extensions.rag.store import RagStore
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied
 from proxy.settings import RagConfig
-from tests.support.rag_fakes import bow_embed, bow_vector
+from tests.support.rag_fakes import bow_embed, write_legacy_collection
 
 A, B = "key-a", "key-b"
 TIDES = DocumentIn(id="tides", text="Tides are caused by the gravity of the moon.")
@@ -153,40 +153,11 @@ async def test_a_collection_written_before_owners_is_shared_and_read_only(
     tmp_path: Path,
 ) -> None:
     """The old code path: a collection created through chromadb without an owner."""
-    import chromadb
-    from chromadb.config import Settings
-
-    path = tmp_path / "data" / "chroma"
-    path.mkdir(parents=True)
-    client = chromadb.PersistentClient(
-        path=str(path), settings=Settings(anonymized_telemetry=False)
-    )
-    old = client.create_collection(
+    write_legacy_collection(
+        tmp_path / "data" / "chroma",
         "legacy",
-        embedding_function=None,
-        configuration={"hnsw": {"space": "cosine"}},
-        metadata={
-            "embedding_model": "smollm2-135m-embed",
-            "created_by": "switchyard",
-            "description": "made before owners",
-            "owner": "docs-team",  # user metadata of the time, not an owner
-        },
-    )
-    old.upsert(
-        ids=["tides#0#0"],
-        embeddings=[bow_vector(TIDES.text)],
-        documents=[TIDES.text],
-        metadatas=[
-            {
-                "source_id": "tides",
-                "origin": "json",
-                "doc_type": "text",
-                "content_hash": "0" * 64,
-                "chunk": 0,
-                "char_start": 0,
-                "char_end": len(TIDES.text),
-            }
-        ],
+        [(TIDES.id or "", TIDES.text)],
+        description="made before owners",
     )
 
     store = make_store(tmp_path)

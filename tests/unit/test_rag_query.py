@@ -1,4 +1,4 @@
-"""Search queries longer than the embedding model's context are embedded in pieces.
+"""Search queries longer than the embedding model's context are embedded by pieces.
 
 The tokenizer here counts words (a stand-in with the same shape as the real one: more
 text, more tokens); the embedder refuses inputs over the window as llama.cpp does. The
@@ -42,22 +42,32 @@ async def test_an_unknown_window_leaves_the_query_whole() -> None:
     assert await query_pieces(text, None) == [(text, 1)]
 
 
-async def test_a_long_query_is_cut_at_words_into_pieces_that_fit() -> None:
-    words = [f"w{i}" for i in range(35)]
+async def test_a_query_up_to_two_windows_is_cut_at_a_word_into_two_pieces() -> None:
+    words = [f"w{i}" for i in range(15)]
     pieces = await query_pieces(" ".join(words), words_window())
-    assert [tokens for _, tokens in pieces] == [LIMIT, LIMIT, LIMIT, 5]
-    assert [text.split() for text, _ in pieces] == [
-        words[0:10],
-        words[10:20],
-        words[20:30],
-        words[30:35],
-    ]
+    assert pieces == [(" ".join(words[:10]), LIMIT), (" ".join(words[10:]), 5)]
 
 
-async def test_past_the_piece_limit_the_rest_is_dropped() -> None:
-    words = [f"w{i}" for i in range(100)]
-    pieces = await query_pieces(" ".join(words), words_window(), max_pieces=3)
-    assert " ".join(text for text, _ in pieces).split() == words[:30]
+async def test_a_longer_query_is_embedded_by_its_beginning_and_its_end() -> None:
+    words = [f"w{i}" for i in range(95)]
+    pieces = await query_pieces(" ".join(words), words_window())
+    assert pieces == [(" ".join(words[:10]), LIMIT), (" ".join(words[85:]), LIMIT)]
+
+
+async def test_pieces_fit_a_real_tokenizer_shape_without_splitting_words() -> None:
+    """Tokens by characters (a token per three letters), so a cut word costs tokens."""
+
+    async def count_chars(text: str) -> int:
+        return sum(-(-len(word) // 3) for word in text.split())
+
+    text = " ".join(["lighthouse", "keeper", "harbour"] * 40)
+    window = QueryWindow(count_tokens=count_chars, context_window=lambda: 32)
+    pieces = await query_pieces(text, window)
+    assert len(pieces) == 2
+    for piece, tokens in pieces:
+        assert tokens == await count_chars(piece) <= 32 - SPECIAL_TOKENS
+        assert set(piece.split()) <= {"lighthouse", "keeper", "harbour"}  # whole words only
+    assert text.startswith(pieces[0][0]) and text.endswith(pieces[1][0])
 
 
 def test_pieces_are_averaged_by_their_tokens_and_normalised() -> None:
@@ -94,8 +104,8 @@ async def test_search_with_a_query_longer_than_the_window(tmp_path: Path) -> Non
     question = "Please tell me about the moon and the tides. " * 8 + "Why do tides follow it?"
     hits = await store.search("key-a", ["notes"], question, k=2)
     assert hits[0].source_id == "tides"
-    assert len(received) == math.ceil(len(question.split()) / LIMIT)
-    assert " ".join(received).split() == question.split()
+    words = question.split()
+    assert [text.split() for text in received] == [words[:LIMIT], words[-LIMIT:]]
 
     received.clear()
     await store.search("key-a", ["notes"], "moon tides", k=1)
