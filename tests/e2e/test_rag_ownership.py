@@ -280,3 +280,27 @@ def test_rag_search_cannot_reach_another_keys_collection(env: Env) -> None:
     assert shared.startswith("The tool said: [1] source_id=expenses") and HANDBOOK in shared
     own = tool_chat(env, KEY_A, {"query": "vault code", "collection": "a-private"}, [])
     assert own.startswith("The tool said: [1] source_id=vault") and SECRET in own
+
+
+# ----------------------------------------------------------------- auth off
+
+
+def test_without_auth_the_key_sent_still_keeps_collections_apart(tmp_path: Path) -> None:
+    """As for sessions: with no configured keys, callers that send no key are one
+    anonymous owner, and a caller that sends a key is that key's owner."""
+    with embeddings_upstream() as (_, url):
+        config = {
+            "server": {"data_dir": str(tmp_path)},
+            "models": [
+                {"name": "smollm2-135m-embed", "adapter": "openai", "model": "bag-of-words",
+                 "base_url": url, "api_key": "sk-upstream", "timeout_s": 10}
+            ],
+        }  # fmt: skip
+        with serve_gateway(config) as gateway:
+            rag = f"{gateway.url}/v1/switchyard/rag"
+            keyed = {"Authorization": "Bearer sk-anything"}
+            made = httpx.post(f"{rag}/collections", json={"name": "anon-notes"})
+            assert made.status_code == 201 and made.json()["owner"] == "-"
+            assert httpx.get(f"{rag}/collections/anon-notes").status_code == 200
+            assert httpx.get(f"{rag}/collections/anon-notes", headers=keyed).status_code == 404
+            assert httpx.get(f"{rag}/collections", headers=keyed).json()["data"] == []
