@@ -5,6 +5,9 @@ The context joins the leading system message (or becomes one at the top): many c
 templates reject a system message anywhere but first. The sources reach the client in
 an ``x-switchyard-sources`` header and, for non-streamed answers, in the body's
 ``switchyard.sources``.
+
+Collections are searched as the caller's owner (its key): naming a collection of
+another key is answered like naming one that does not exist.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.rag.config import RagConfig
+from extensions.rag.owners import owner_of
+from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
 from proxy.errors import InvalidRequest, shown
@@ -74,10 +79,15 @@ class RagExtension(Extension):
         self.store: RagStore | None = None
 
     async def start(self) -> None:
+        model = self.config.embedding_model
         store = RagStore(
             self.config,
             data_dir=Path(self.services.settings.server.data_dir),
-            embed=make_embedder(self.services.router, self.config.embedding_model),
+            embed=make_embedder(self.services.router, model),
+            query_window=QueryWindow(
+                count_tokens=lambda text: self.services.count_tokens(model, text),
+                context_window=lambda: self.services.context_window(model),
+            ),
         )
         await store.start()
         self.store = store
@@ -101,7 +111,7 @@ class RagExtension(Extension):
         if store is None:
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
-            if not await store.has_collection(collection):
+            if not await store.has_collection(owner_of(call.key_id), collection):
                 raise InvalidRequest(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
 
     async def before_request(self, call: ChatCall) -> None:
@@ -110,7 +120,9 @@ class RagExtension(Extension):
             return
         config = self.config
         assert self.store is not None  # validate() refused the request otherwise
-        hits = await self.store.search(call.activation.rag, query, config.top_k)
+        hits = await self.store.search(
+            owner_of(call.key_id), call.activation.rag, query, config.top_k
+        )
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

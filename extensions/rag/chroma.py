@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from extensions.rag.owners import unknown_collection
 from proxy.errors import (
     InvalidRequest,
-    NotFound,
     ServiceUnavailable,
     SwitchyardError,
     UpstreamError,
-    shown,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ def mapped_error(exc: Exception, collection: str | None, location: str) -> Switc
     if isinstance(exc, SwitchyardError):
         return exc
     if isinstance(exc, errors.NotFoundError) and collection is not None:
-        return NotFound(f"Unknown RAG collection '{shown(collection)}'.", param="collection")
+        return unknown_collection(collection)
     if isinstance(exc, errors.InvalidArgumentError | ValueError | TypeError):
         return InvalidRequest(f"Rejected by the vector store: {exc}")
     if isinstance(exc, httpx.HTTPError | ConnectionError | OSError):

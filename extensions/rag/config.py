@@ -48,6 +48,10 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     index_job_threshold_files: Annotated[int, msgspec.Meta(ge=0)] = 200
     """A directory index matching more files than this runs as a background job: the
     request answers 202 with the job, polled at ``.../collections/{name}/jobs/{id}``."""
+    shared_collections: list[str] = []
+    """Collections every API key may read (list, get, search, chat, ``rag_search``) and
+    none may change through the API (403). Other collections are visible only to the
+    key that created them; collections created before owners existed are shared too."""
 
     def __post_init__(self) -> None:
         if self.chunk_overlap * 2 > self.chunk_tokens:

@@ -151,13 +151,15 @@ def prepare_documents(
     return prepared
 
 
-async def add_documents(store: RagStore, name: str, documents: list[DocumentIn]) -> DocumentsAdded:
-    await store.collection_info(name)  # 404 before any work
+async def add_documents(
+    store: RagStore, owner: str, name: str, documents: list[DocumentIn]
+) -> DocumentsAdded:
+    await store.writable_collection(owner, name)  # 404 (403 when shared) before any work
     budget = work_budget(store)
     prepared = await _prepared(
         budget, "These documents", "documents", prepare_documents, store, documents, budget
     )
-    results = await store.write_sources(name, prepared)
+    results = await store.write_sources(owner, name, prepared)
     return DocumentsAdded(collection=name, documents=results, chunks=sum(r.chunks for r in results))
 
 
@@ -195,6 +197,7 @@ def prepare_file(
 
 async def add_files(
     store: RagStore,
+    owner: str,
     name: str,
     files: list[tuple[str, bytes]],
     metadata: Metadata,
@@ -209,7 +212,7 @@ async def add_files(
     names = [filename for filename, _ in files]
     if len(set(names)) != len(names):
         raise InvalidRequest("The same file name was uploaded twice.", param="file")
-    await store.collection_info(name)
+    await store.writable_collection(owner, name)
     budget = work_budget(store)
 
     def prepare() -> list[PreparedSource]:
@@ -220,7 +223,7 @@ async def add_files(
 
     what = f"File '{names[0]}'" if len(names) == 1 else "These files"
     prepared = await _prepared(budget, what, "file", prepare)
-    results = await store.write_sources(name, prepared)
+    results = await store.write_sources(owner, name, prepared)
     return DocumentsAdded(collection=name, documents=results, chunks=sum(r.chunks for r in results))
 
 
@@ -263,7 +266,7 @@ class IndexPlan:
     skipped: list[SkippedEntry]
 
 
-async def plan_index(store: RagStore, name: str, request: IndexRequest) -> IndexPlan:
+async def plan_index(store: RagStore, owner: str, name: str, request: IndexRequest) -> IndexPlan:
     """Check ``request`` (path, patterns, collection) and walk the tree: every bad
     input is a 4xx here, before anything is read or written."""
     config = store.config
@@ -271,7 +274,7 @@ async def plan_index(store: RagStore, name: str, request: IndexRequest) -> Index
     include = compile_patterns(request.include, "include", **limits)
     exclude = compile_patterns(request.exclude, "exclude", **limits)
     root = await asyncio.to_thread(resolve_index_root, request.path, config.allowed_dirs)
-    await store.collection_info(name)
+    await store.writable_collection(owner, name)
     roots = allowed_roots(config.allowed_dirs)
     budget = WorkBudget()
     walked = await budget.run(walk, root, include, exclude, roots, config.max_index_files, budget)
@@ -279,7 +282,7 @@ async def plan_index(store: RagStore, name: str, request: IndexRequest) -> Index
 
 
 async def run_index(
-    store: RagStore, name: str, plan: IndexPlan, progress: IndexProgress | None = None
+    store: RagStore, owner: str, name: str, plan: IndexPlan, progress: IndexProgress | None = None
 ) -> IndexReport:
     """Index the planned files incrementally (see ``IndexReport``), updating ``progress``.
 
@@ -293,7 +296,7 @@ async def run_index(
     for entry in plan.skipped:
         report.skip(entry)
     budget = work_budget(store)
-    stored = await store.stored_hashes(name, {"origin": "directory"})
+    stored = await store.stored_hashes(owner, name, {"origin": "directory"})
     seen: set[str] = set()
     pending: list[PreparedSource] = []
     for relative, target in plan.files:
@@ -329,17 +332,21 @@ async def run_index(
             report.skip(SkippedEntry(path=relative, reason=outcome))
         progress.files_done += 1
     for start in range(0, len(pending), _INDEX_BATCH_FILES):
-        await _flush(store, name, pending[start : start + _INDEX_BATCH_FILES], report, progress)
+        await _flush(
+            store, owner, name, pending[start : start + _INDEX_BATCH_FILES], report, progress
+        )
     gone = await budget.run(_gone, stored, seen, plan.root)
     if gone:
-        removed, _ = await store.delete_sources(name, ids=gone)
+        removed, _ = await store.delete_sources(owner, name, ids=gone)
         report.removed = removed
     return report
 
 
-async def index_directory(store: RagStore, name: str, request: IndexRequest) -> IndexReport:
+async def index_directory(
+    store: RagStore, owner: str, name: str, request: IndexRequest
+) -> IndexReport:
     """Plan and run an index in one go (the request waits for the report)."""
-    return await run_index(store, name, await plan_index(store, name, request))
+    return await run_index(store, owner, name, await plan_index(store, owner, name, request))
 
 
 def _gone(stored: dict[str, tuple[str | None, str]], seen: set[str], root: Path) -> list[str]:
@@ -356,6 +363,7 @@ def _gone(stored: dict[str, tuple[str | None, str]], seen: set[str], root: Path)
 
 async def _flush(
     store: RagStore,
+    owner: str,
     name: str,
     batch: list[PreparedSource],
     report: IndexReport,
@@ -364,7 +372,7 @@ async def _flush(
     def stored(chunks: int) -> None:
         progress.chunks += chunks
 
-    results = await store.write_sources(name, batch, on_stored=stored)
+    results = await store.write_sources(owner, name, batch, on_stored=stored)
     for result in results:
         if result.status == "unchanged":  # stored meanwhile by another run
             report.unchanged += 1

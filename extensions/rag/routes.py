@@ -16,10 +16,11 @@
     POST   /collections/{name}/search                {query, k?, where?}
     POST   /search                                   {collections, query, k?, where?}
 
-Handlers are thin: decode (msgspec, 400 naming the field), call ``ingest``/``RagStore``,
-encode. Every error is a typed ``SwitchyardError``; unknown collections are 404 naming
-the collection. Ingestion that the client waits for stops when the client disconnects
-(``until_disconnected``): nobody would read its answer.
+Handlers are thin: decode (msgspec, 400 naming the field), call ``ingest``/``RagStore``
+with the caller's owner id, encode. Every error is a typed ``SwitchyardError``; unknown
+collections, and other owners' collections, are 404 naming the collection; changing a
+shared collection is 403 (see ``owners.py``). Ingestion that the client waits for stops
+when the client disconnects (``until_disconnected``): nobody would read its answer.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
 
 from extensions.rag import ingest
+from extensions.rag.owners import owner_of
 from extensions.rag.records import check_collection_name
 from extensions.rag.schemas import (
     CollectionCreate,
@@ -71,19 +73,19 @@ async def _body(request: Request[Any, Any, Any], kind: type[S]) -> S:
     return decode_request(await request.body(), kind).params  # type: ignore[type-var,no-any-return]
 
 
+def _owner(request: Request[Any, Any, Any]) -> str:
+    return owner_of(request_info(request.scope).key_id)
+
+
 def _collection(name: str) -> str:
     check_collection_name(name, "collection")
     return name
 
 
-def _caller(request: Request[Any, Any, Any]) -> str:
-    """Who owns what this request starts (its key id; "-" when no key was sent)."""
-    return request_info(request.scope).key_id or "-"
-
-
 @get("/collections", summary="List RAG collections")
 async def list_collections(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return json_response(CollectionList(data=await _store(request).list_collections()))
+    collections = await _store(request).list_collections(_owner(request))
+    return json_response(CollectionList(data=collections))
 
 
 @post(
@@ -94,18 +96,20 @@ async def list_collections(request: Request[Any, Any, Any]) -> Response[bytes]:
 )
 async def create_collection(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = await _body(request, CollectionCreate)
-    info = await _store(request).create_collection(body.name, body.description, body.metadata)
+    info = await _store(request).create_collection(
+        _owner(request), body.name, body.description, body.metadata
+    )
     return json_response(info, status_code=201)
 
 
 @get("/collections/{name:str}", summary="Retrieve a RAG collection")
 async def get_collection(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
-    return json_response(await _store(request).collection_info(_collection(name)))
+    return json_response(await _store(request).collection_info(_owner(request), _collection(name)))
 
 
 @delete("/collections/{name:str}", summary="Delete a RAG collection", status_code=200)
 async def delete_collection(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
-    await _store(request).delete_collection(_collection(name))
+    await _store(request).delete_collection(_owner(request), _collection(name))
     return json_response(Deleted(id=name, object="rag.collection"))
 
 
@@ -117,7 +121,7 @@ async def delete_collection(request: Request[Any, Any, Any], name: str) -> Respo
 )
 async def add_documents(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     body = await _body(request, DocumentsAdd)
-    work = ingest.add_documents(_store(request), _collection(name), body.documents)
+    work = ingest.add_documents(_store(request), _owner(request), _collection(name), body.documents)
     return json_response(await until_disconnected(request.receive, work))
 
 
@@ -169,7 +173,9 @@ async def upload_files(request: Request[Any, Any, Any], name: str) -> Response[b
             raise InvalidRequest("metadata must be a JSON object.", param="metadata") from None
     doc_id = form.get("id")
     doc_id = doc_id.strip() if isinstance(doc_id, str) and doc_id.strip() else None
-    work = ingest.add_files(_store(request), _collection(name), files, metadata, doc_id)
+    work = ingest.add_files(
+        _store(request), _owner(request), _collection(name), files, metadata, doc_id
+    )
     return json_response(await until_disconnected(request.receive, work))
 
 
@@ -183,19 +189,20 @@ async def index_directory(request: Request[Any, Any, Any], name: str) -> Respons
     body = await _body(request, IndexRequest)
     store = _store(request)
     name = _collection(name)
-    plan = await until_disconnected(request.receive, ingest.plan_index(store, name, body))
+    owner = _owner(request)
+    plan = await until_disconnected(request.receive, ingest.plan_index(store, owner, name, body))
     if len(plan.files) > store.config.index_job_threshold_files:
-        work = functools.partial(ingest.run_index, store, name, plan)
-        job = store.jobs.start(_caller(request), name, len(plan.files), work)
+        work = functools.partial(ingest.run_index, store, owner, name, plan)
+        job = store.jobs.start(owner, name, len(plan.files), work)
         return json_response(job, status_code=202)
-    report = await until_disconnected(request.receive, ingest.run_index(store, name, plan))
+    report = await until_disconnected(request.receive, ingest.run_index(store, owner, name, plan))
     return json_response(report)
 
 
 @get("/collections/{name:str}/jobs/{job_id:str}", summary="Retrieve an index job")
 async def get_index_job(request: Request[Any, Any, Any], name: str, job_id: str) -> Response[bytes]:
     store = _store(request)
-    return json_response(store.jobs.get(_caller(request), _collection(name), job_id))
+    return json_response(store.jobs.get(_owner(request), _collection(name), job_id))
 
 
 @post(
@@ -208,9 +215,9 @@ async def delete_documents(request: Request[Any, Any, Any], name: str) -> Respon
     body = await _body(request, DocumentsDelete)
     if not body.ids and not body.sources:
         raise InvalidRequest("Give 'ids' and/or 'sources' to delete.", param="ids")
-    store = _store(request)
-    await store.collection_info(_collection(name))
-    documents, chunks = await store.delete_sources(name, ids=body.ids, sources=body.sources)
+    store, owner = _store(request), _owner(request)
+    await store.writable_collection(owner, _collection(name))
+    documents, chunks = await store.delete_sources(owner, name, ids=body.ids, sources=body.sources)
     return json_response(DocumentsDeleted(collection=name, documents=documents, chunks=chunks))
 
 
@@ -220,10 +227,10 @@ async def delete_documents(request: Request[Any, Any, Any], name: str) -> Respon
 async def delete_document(
     request: Request[Any, Any, Any], name: str, doc_id: str
 ) -> Response[bytes]:
-    store = _store(request)
-    await store.collection_info(_collection(name))
+    store, owner = _store(request), _owner(request)
+    await store.writable_collection(owner, _collection(name))
     doc_id = doc_id.lstrip("/")
-    documents, chunks = await store.delete_sources(name, ids=[doc_id])
+    documents, chunks = await store.delete_sources(owner, name, ids=[doc_id])
     if not documents:
         raise NotFound(f"Document '{doc_id}' is not in collection '{name}'.", param="id")
     return json_response(DocumentsDeleted(collection=name, documents=documents, chunks=chunks))
@@ -239,7 +246,7 @@ async def search_collection(request: Request[Any, Any, Any], name: str) -> Respo
     body = await _body(request, SearchRequest)
     store = _store(request)
     k = body.k if body.k is not None else store.config.top_k
-    hits = await store.search([_collection(name)], body.query, k, body.where)
+    hits = await store.search(_owner(request), [_collection(name)], body.query, k, body.where)
     return json_response(HitList(data=hits))
 
 
@@ -255,7 +262,7 @@ async def search(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise InvalidRequest("Name at least one collection.", param="collections")
     store = _store(request)
     k = body.k if body.k is not None else store.config.top_k
-    hits = await store.search(body.collections, body.query, k, body.where)
+    hits = await store.search(_owner(request), body.collections, body.query, k, body.where)
     return json_response(HitList(data=hits))
 
 

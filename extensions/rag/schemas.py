@@ -73,6 +73,11 @@ class CollectionInfo(msgspec.Struct, kw_only=True):
     embedding_model: str | None = None
     description: str | None = None
     metadata: Metadata = {}
+    owner: str | None = None
+    """The caller's own id when the caller owns the collection; never another's."""
+    shared: bool = False
+    """Readable by everyone and changed by nobody through the API: listed in
+    ``rag.shared_collections``, or created before collections had owners."""
     object: Literal["rag.collection"] = "rag.collection"
 
 

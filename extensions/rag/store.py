@@ -13,6 +13,11 @@ Every chunk carries the bookkeeping in ``RESERVED_METADATA``. A source (one docu
 file or indexed path) is identified by ``source_id``; its chunks' ids embed the source's
 content hash, so replacing a source writes the new chunks first and only then deletes
 the old ones: a failure halfway never loses what was stored.
+
+Every method that reads or writes a collection takes its caller's ``owner`` first
+(see ``owners.py``): a collection the owner may not see is reported exactly like one
+that does not exist, and a shared one cannot be changed. Search queries longer than the
+embedding model's context are embedded by their beginning and end (see ``query.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from extensions.rag import writer
 from extensions.rag.chroma import mapped_error, open_client
 from extensions.rag.chunking import TokenCounter
 from extensions.rag.jobs import IndexJobs
+from extensions.rag.owners import (
+    OWNER_KEY,
+    Access,
+    access_of,
+    read_only,
+    stored_owner,
+    unknown_collection,
+)
+from extensions.rag.query import QueryWindow, combined_vector, query_pieces
 from extensions.rag.records import (
     COLLECTION_NAME,
     PreparedSource,
@@ -56,7 +70,9 @@ log = logging.getLogger("switchyard.rag")
 Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
 T = TypeVar("T")
 
-_COLLECTION_KEYS = frozenset({"embedding_model", "description", "created_by"})
+_COLLECTION_KEYS = frozenset({"embedding_model", "description", "created_by", OWNER_KEY})
+#: Collection metadata keys with this prefix are the store's own.
+_RESERVED_PREFIXES = ("hnsw:", "switchyard:")
 _WRITE_BATCH = 1000
 MAX_K = 100
 
@@ -75,8 +91,11 @@ class RagStore:
         data_dir: Path,
         embed: Embedder,
         count_tokens: TokenCounter | None = None,
+        query_window: QueryWindow | None = None,
     ) -> None:
         self.config = config
+        self.query_window = query_window
+        self.shared = frozenset(config.shared_collections)
         self.data_dir = Path(data_dir)
         self.embed_texts = embed
         self.count_tokens = count_tokens
@@ -129,6 +148,17 @@ class RagStore:
     def _collection(client: Any, name: str) -> Any:
         return client.get_collection(name, embedding_function=None)
 
+    def _open(self, client: Any, owner: str, name: str, need: Access = Access.READ) -> Any:
+        """Collection ``name`` when ``owner`` has ``need`` access to it: 404 when it is
+        unknown or another owner's, 403 when it is shared and ``need`` is write."""
+        col = self._collection(client, name)
+        access = access_of(name, col.metadata, owner, self.shared)
+        if access is Access.NONE:
+            raise unknown_collection(name)
+        if need is Access.WRITE and access is not Access.WRITE:
+            raise read_only(name)
+        return col
+
     def _check_dimension(self, col: Any, size: int) -> None:
         """Refuse vectors of another size than those stored (another embedding model).
 
@@ -169,40 +199,51 @@ class RagStore:
 
     # -- collections -------------------------------------------------------------------
 
-    async def has_collection(self, name: str) -> bool:
+    async def has_collection(self, owner: str, name: str) -> bool:
+        """Whether ``owner`` can read a collection called ``name``."""
         if not COLLECTION_NAME.match(name):
             return False
         try:
-            await self._call(self._collection, name, collection=name)
+            await self._call(self._open, owner, name, collection=name)
         except NotFound:
             return False
         return True
 
-    @staticmethod
-    def _info(collection: Any) -> CollectionInfo:
+    def _info(self, collection: Any, owner: str) -> CollectionInfo:
         meta = dict(collection.metadata or {})
         description = meta.pop("description", None)
         model = meta.pop("embedding_model", None)
         meta.pop("created_by", None)
+        recorded = stored_owner(meta)
+        access = access_of(collection.name, meta, owner, self.shared)
         return CollectionInfo(
             name=collection.name,
             chunks=collection.count(),
             embedding_model=model if isinstance(model, str) else None,
             description=description if isinstance(description, str) else None,
-            metadata={k: v for k, v in meta.items() if not k.startswith("hnsw:")},
+            metadata={k: v for k, v in meta.items() if not k.startswith(_RESERVED_PREFIXES)},
+            owner=recorded if recorded == owner else None,
+            shared=access is Access.READ,
         )
 
     async def create_collection(
-        self, name: str, description: str | None = None, metadata: Metadata | None = None
+        self,
+        owner: str,
+        name: str,
+        description: str | None = None,
+        metadata: Metadata | None = None,
     ) -> CollectionInfo:
         check_collection_name(name)
+        if name in self.shared:
+            raise read_only(name)
         for key in metadata or {}:
-            if key in _COLLECTION_KEYS or key.startswith("hnsw:"):
+            if key in _COLLECTION_KEYS or key.startswith(_RESERVED_PREFIXES):
                 raise InvalidRequest(f"Metadata key '{key}' is reserved.", param=f"metadata.{key}")
         meta: dict[str, Any] = {
             **(metadata or {}),
             "embedding_model": self.config.embedding_model,
             "created_by": "switchyard",
+            OWNER_KEY: owner,
         }
         if description:
             meta["description"] = description
@@ -219,28 +260,43 @@ class RagStore:
                 configuration={"hnsw": {"space": "cosine"}},
                 metadata=meta,
             )
-            return self._info(created)
+            return self._info(created, owner)
 
         async with self._write_locks[name]:
             return await self._call(create)
 
-    async def list_collections(self) -> list[CollectionInfo]:
+    async def list_collections(self, owner: str) -> list[CollectionInfo]:
+        """The collections ``owner`` can read: its own and the shared ones."""
+
         def listing(client: Any) -> list[CollectionInfo]:
-            return sorted((self._info(c) for c in client.list_collections()), key=lambda i: i.name)
+            visible = (
+                self._info(c, owner)
+                for c in client.list_collections()
+                if access_of(c.name, c.metadata, owner, self.shared) is not Access.NONE
+            )
+            return sorted(visible, key=lambda i: i.name)
 
         return await self._call(listing)
 
-    async def collection_info(self, name: str) -> CollectionInfo:
+    async def collection_info(self, owner: str, name: str) -> CollectionInfo:
         check_collection_name(name, "collection")
         return await self._call(
-            lambda client: self._info(self._collection(client, name)), collection=name
+            lambda client: self._info(self._open(client, owner, name), owner), collection=name
         )
 
-    async def delete_collection(self, name: str) -> None:
+    async def writable_collection(self, owner: str, name: str) -> CollectionInfo:
+        """``collection_info``, or 403 when ``owner`` may read but not change it."""
+        check_collection_name(name, "collection")
+        return await self._call(
+            lambda client: self._info(self._open(client, owner, name, Access.WRITE), owner),
+            collection=name,
+        )
+
+    async def delete_collection(self, owner: str, name: str) -> None:
         check_collection_name(name, "collection")
 
         def delete(client: Any) -> None:
-            self._collection(client, name)  # 404 when unknown
+            self._open(client, owner, name, Access.WRITE)
             client.delete_collection(name)
 
         async with self._write_locks[name]:
@@ -249,12 +305,13 @@ class RagStore:
     # -- writing -----------------------------------------------------------------------
 
     async def stored_hashes(
-        self, name: str, where: dict[str, Any]
+        self, owner: str, name: str, where: dict[str, Any]
     ) -> dict[str, tuple[str | None, str]]:
-        """``source_id -> (source, content_hash)`` of the sources matching ``where``."""
+        """``source_id -> (source, content_hash)`` of the sources matching ``where``, in a
+        collection ``owner`` may write (it is read to decide what to write)."""
 
         def read(client: Any) -> dict[str, tuple[str | None, str]]:
-            col = self._collection(client, name)
+            col = self._open(client, owner, name, Access.WRITE)
             out: dict[str, tuple[str | None, str]] = {}
             offset = 0
             while True:
@@ -278,6 +335,7 @@ class RagStore:
 
     async def write_sources(
         self,
+        owner: str,
         name: str,
         sources: list[PreparedSource],
         *,
@@ -289,10 +347,11 @@ class RagStore:
         for longer than one batch; a failure or cancellation leaves the collection as it
         was (see ``extensions.rag.writer``). ``on_stored(n)``: ``n`` more chunks stored.
         """
-        return await writer.write_sources(self, name, sources, on_stored)
+        return await writer.write_sources(self, owner, name, sources, on_stored)
 
     async def store_batch(
         self,
+        owner: str,
         name: str,
         ids: list[str],
         vectors: list[list[float]],
@@ -302,7 +361,7 @@ class RagStore:
         """Upsert one batch of embedded chunks, holding the write lock for it alone."""
 
         def upsert(client: Any) -> None:
-            col = self._collection(client, name)
+            col = self._open(client, owner, name, Access.WRITE)
             if vectors:
                 self._check_dimension(col, len(vectors[0]))
             col.upsert(ids=ids, embeddings=vectors, documents=documents, metadatas=metadatas)
@@ -310,21 +369,23 @@ class RagStore:
         async with self._write_locks[name]:
             await self._call(upsert, collection=name)
 
-    async def delete_chunks(self, name: str, ids: list[str]) -> None:
+    async def delete_chunks(self, owner: str, name: str, ids: list[str]) -> None:
         """Delete chunks by id (absent ones are ignored), locking one batch at a time."""
 
         def delete(client: Any, batch: list[str]) -> None:
-            self._collection(client, name).delete(ids=batch)
+            self._open(client, owner, name, Access.WRITE).delete(ids=batch)
 
         for batch in _batches(ids, _WRITE_BATCH):
             async with self._write_locks[name]:
                 await self._call(delete, batch, collection=name)
 
-    async def delete_old_versions(self, name: str, sources: list[PreparedSource]) -> None:
+    async def delete_old_versions(
+        self, owner: str, name: str, sources: list[PreparedSource]
+    ) -> None:
         """Delete every chunk of ``sources`` whose content hash is not the current one."""
 
         def delete(client: Any) -> None:
-            col = self._collection(client, name)
+            col = self._open(client, owner, name, Access.WRITE)
             for source in sources:
                 col.delete(
                     where={
@@ -340,6 +401,7 @@ class RagStore:
 
     async def delete_sources(
         self,
+        owner: str,
         name: str,
         *,
         ids: Sequence[str] = (),
@@ -357,7 +419,7 @@ class RagStore:
         where = clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
         def delete(client: Any) -> tuple[int, int]:
-            col = self._collection(client, name)
+            col = self._open(client, owner, name, Access.WRITE)
             found = col.get(where=where, include=["metadatas"])
             chunk_ids = found["ids"]
             if chunk_ids:
@@ -371,15 +433,24 @@ class RagStore:
         async with self._write_locks[name]:
             return await self._call(delete, collection=name)
 
+    async def query_vector(self, query: str) -> list[float]:
+        """The embedding of ``query``, by pieces that fit the embedding model's
+        context when it is longer (see ``query.py``): never refused for its length."""
+        pieces = await query_pieces(query, self.query_window)
+        vectors = await self.embed([text for text, _ in pieces])
+        return combined_vector(vectors, [tokens for _, tokens in pieces])
+
     # -- search ------------------------------------------------------------------------
 
     async def search(
-        self, collections: list[str], query: str, k: int, where: dict | None = None
+        self, owner: str, collections: list[str], query: str, k: int, where: dict | None = None
     ) -> list[Hit]:
         """The ``k`` chunks nearest to ``query`` across ``collections``, best first.
 
-        Unknown collection: ``NotFound`` naming it. ``where`` is a Chroma metadata filter
-        (``{"lang": "en"}``, ``{"$and": [...]}``), applied in every collection.
+        Unknown collection (or one ``owner`` cannot read): ``NotFound`` naming it. A
+        query of any length is accepted (see ``query_vector``). ``where`` is a Chroma
+        metadata filter (``{"lang": "en"}``, ``{"$and": [...]}``), applied in every
+        collection.
         """
         if not query.strip():
             raise InvalidRequest("The search query is empty.", param="query")
@@ -393,11 +464,8 @@ class RagStore:
         if not names:
             return []
 
-        def lookup(client: Any, name: str) -> Any:
-            return self._collection(client, name)
-
-        found = [await self._call(lookup, name, collection=name) for name in names]
-        [vector] = await self.embed([query])
+        found = [await self._call(self._open, owner, name, collection=name) for name in names]
+        vector = await self.query_vector(query)
 
         def query_all(client: Any) -> list[Hit]:
             hits: list[Hit] = []

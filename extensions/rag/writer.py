@@ -55,6 +55,7 @@ class Writers:
 
 async def write_sources(
     store: RagStore,
+    owner: str,
     name: str,
     sources: list[PreparedSource],
     on_stored: Callable[[int], None] | None = None,
@@ -62,16 +63,16 @@ async def write_sources(
     """Store ``sources`` (see the module doc); unchanged ones (same hash) are skipped."""
     ids = [s.source_id for s in sources]
     async with store.writers.holding(name, ids):
-        stored = await store.stored_hashes(name, {"source_id": {"$in": ids}}) if ids else {}
+        stored = await store.stored_hashes(owner, name, {"source_id": {"$in": ids}}) if ids else {}
         todo = [s for s in sources if stored.get(s.source_id, (None, ""))[1] != s.content_hash]
         try:
             for source in todo:
-                await _store_source(store, name, source, on_stored)
+                await _store_source(store, owner, name, source, on_stored)
         except BaseException:
-            await _discard(store, name, todo)
+            await _discard(store, owner, name, todo)
             raise
         if todo:
-            await store.delete_old_versions(name, todo)
+            await store.delete_old_versions(owner, name, todo)
     results = []
     for s in sources:
         if s.source_id not in stored:
@@ -88,6 +89,7 @@ async def write_sources(
 
 async def _store_source(
     store: RagStore,
+    owner: str,
     name: str,
     source: PreparedSource,
     on_stored: Callable[[int], None] | None,
@@ -100,13 +102,13 @@ async def _store_source(
         end = start + size
         vectors = await store.embed(documents[start:end])
         await store.store_batch(
-            name, ids[start:end], vectors, documents[start:end], metadatas[start:end]
+            owner, name, ids[start:end], vectors, documents[start:end], metadatas[start:end]
         )
         if on_stored is not None:
             on_stored(len(vectors))
 
 
-async def _discard(store: RagStore, name: str, sources: list[PreparedSource]) -> None:
+async def _discard(store: RagStore, owner: str, name: str, sources: list[PreparedSource]) -> None:
     """Delete the new chunks of an unfinished write.
 
     Runs even when the write is being cancelled: the deletion is shielded, and if the
@@ -115,7 +117,7 @@ async def _discard(store: RagStore, name: str, sources: list[PreparedSource]) ->
     ids = [chunk_id for s in sources for chunk_id in s.chunk_ids()]
     if not ids:
         return
-    task = asyncio.ensure_future(store.delete_chunks(name, ids))
+    task = asyncio.ensure_future(store.delete_chunks(owner, name, ids))
     store.writers.cleanups.add(task)
     task.add_done_callback(store.writers.cleanups.discard)
     try:

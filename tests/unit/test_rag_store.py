@@ -20,6 +20,8 @@ from extensions.rag.store import RagStore
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamError
 from tests.support.rag_fakes import bow_embed, make_pdf
 
+OWNER = "key-a"
+
 CORPUS = [
     DocumentIn(
         id="tides",
@@ -49,38 +51,38 @@ def make_store(tmp_path: Path, **config: object) -> RagStore:
 async def store(tmp_path: Path) -> AsyncIterator[RagStore]:
     store = make_store(tmp_path, allowed_dirs=[str(tmp_path / "allowed")])
     await store.start()
-    await store.create_collection("notes", description="test notes")
+    await store.create_collection(OWNER, "notes", description="test notes")
     yield store
     await store.aclose()
 
 
 async def test_collections_lifecycle(store: RagStore) -> None:
-    info = await store.collection_info("notes")
+    info = await store.collection_info(OWNER, "notes")
     assert (info.name, info.chunks, info.description) == ("notes", 0, "test notes")
     assert info.embedding_model == "smollm2-135m-embed"
-    await store.create_collection("other", metadata={"team": "a"})
-    listed = await store.list_collections()
+    await store.create_collection(OWNER, "other", metadata={"team": "a"})
+    listed = await store.list_collections(OWNER)
     assert [c.name for c in listed] == ["notes", "other"]
     assert listed[1].metadata == {"team": "a"}
-    assert await store.has_collection("other")
-    assert not await store.has_collection("missing")
-    assert not await store.has_collection("x")  # not even a valid name
+    assert await store.has_collection(OWNER, "other")
+    assert not await store.has_collection(OWNER, "missing")
+    assert not await store.has_collection(OWNER, "x")  # not even a valid name
     with pytest.raises(InvalidRequest) as conflict:
-        await store.create_collection("other")
+        await store.create_collection(OWNER, "other")
     assert conflict.value.http_status == 409
-    await store.delete_collection("other")
-    assert not await store.has_collection("other")
+    await store.delete_collection(OWNER, "other")
+    assert not await store.has_collection(OWNER, "other")
     with pytest.raises(NotFound) as missing:
-        await store.delete_collection("other")
+        await store.delete_collection(OWNER, "other")
     assert "'other'" in missing.value.message
     with pytest.raises(InvalidRequest):
-        await store.create_collection("a")  # Chroma needs 3+ characters
+        await store.create_collection(OWNER, "a")  # Chroma needs 3+ characters
 
 
 async def test_search_finds_the_relevant_document(store: RagStore) -> None:
-    added = await ingest.add_documents(store, "notes", CORPUS)
+    added = await ingest.add_documents(store, OWNER, "notes", CORPUS)
     assert [d.status for d in added.documents] == ["added"] * 3
-    hits = await store.search(["notes"], "why does the moon cause tides in the ocean", k=3)
+    hits = await store.search(OWNER, ["notes"], "why does the moon cause tides in the ocean", k=3)
     assert hits[0].source_id == "tides"
     assert hits[0].source == "https://example.org/tides"
     assert hits[0].metadata == {"topic": "sea", "year": 2020}
@@ -88,69 +90,72 @@ async def test_search_finds_the_relevant_document(store: RagStore) -> None:
     assert hits[0].position.chunk == 0 and hits[0].position.start == 0
     assert hits[0].score > hits[1].score >= hits[2].score
     assert 0 < hits[0].score <= 1
-    top = await store.search(["notes"], "how does yeast make bread rise", k=1)
+    top = await store.search(OWNER, ["notes"], "how does yeast make bread rise", k=1)
     assert [h.source_id for h in top] == ["bread"]
 
 
 async def test_where_filters_on_metadata(store: RagStore) -> None:
-    await ingest.add_documents(store, "notes", CORPUS)
-    hits = await store.search(["notes"], "moon tides", k=3, where={"topic": "geology"})
+    await ingest.add_documents(store, OWNER, "notes", CORPUS)
+    hits = await store.search(OWNER, ["notes"], "moon tides", k=3, where={"topic": "geology"})
     assert [h.source_id for h in hits] == ["volcano"]
-    hits = await store.search(["notes"], "anything", k=3, where={"year": {"$gte": 2021}})
+    hits = await store.search(OWNER, ["notes"], "anything", k=3, where={"year": {"$gte": 2021}})
     assert {h.source_id for h in hits} == {"bread", "volcano"}
     with pytest.raises(InvalidRequest) as bad:
-        await store.search(["notes"], "moon", k=3, where={"$bogus": 1})
+        await store.search(OWNER, ["notes"], "moon", k=3, where={"$bogus": 1})
     assert bad.value.param == "where"
 
 
 async def test_search_across_collections_and_unknown_names(store: RagStore) -> None:
-    await store.create_collection("more")
-    await ingest.add_documents(store, "notes", CORPUS[:1])
-    await ingest.add_documents(store, "more", CORPUS[2:])
-    hits = await store.search(["notes", "more"], "magma volcano crust", k=2)
+    await store.create_collection(OWNER, "more")
+    await ingest.add_documents(store, OWNER, "notes", CORPUS[:1])
+    await ingest.add_documents(store, OWNER, "more", CORPUS[2:])
+    hits = await store.search(OWNER, ["notes", "more"], "magma volcano crust", k=2)
     assert [(h.collection, h.source_id) for h in hits] == [("more", "volcano"), ("notes", "tides")]
     with pytest.raises(NotFound) as missing:
-        await store.search(["notes", "ghosts"], "x", k=2)
+        await store.search(OWNER, ["notes", "ghosts"], "x", k=2)
     assert "'ghosts'" in missing.value.message
     with pytest.raises(InvalidRequest):
-        await store.search(["notes"], "   ", k=2)
+        await store.search(OWNER, ["notes"], "   ", k=2)
     with pytest.raises(InvalidRequest):
-        await store.search(["notes"], "x", k=0)
+        await store.search(OWNER, ["notes"], "x", k=0)
 
 
 async def test_replacing_and_unchanged_documents(store: RagStore) -> None:
-    await ingest.add_documents(store, "notes", CORPUS)
-    again = await ingest.add_documents(store, "notes", CORPUS[:1])
+    await ingest.add_documents(store, OWNER, "notes", CORPUS)
+    again = await ingest.add_documents(store, OWNER, "notes", CORPUS[:1])
     assert again.documents[0].status == "unchanged"
     changed = DocumentIn(id="tides", text="Tides now talk about harbours and boats.")
-    result = await ingest.add_documents(store, "notes", [changed])
+    result = await ingest.add_documents(store, OWNER, "notes", [changed])
     assert result.documents[0].status == "replaced"
-    hits = await store.search(["notes"], "tides", k=10, where={"source_id": "tides"})
+    hits = await store.search(OWNER, ["notes"], "tides", k=10, where={"source_id": "tides"})
     assert [h.text for h in hits] == [changed.text]  # the old version is gone
 
 
 async def test_long_documents_are_chunked_with_positions(store: RagStore) -> None:
     text = " ".join(f"Paragraph {i} mentions lighthouse number {i}." for i in range(80))
-    result = await ingest.add_documents(store, "notes", [DocumentIn(id="long", text=text)])
+    result = await ingest.add_documents(store, OWNER, "notes", [DocumentIn(id="long", text=text)])
     assert result.documents[0].chunks > 3
-    hits = await store.search(["notes"], "lighthouse number 79", k=20)
+    hits = await store.search(OWNER, ["notes"], "lighthouse number 79", k=20)
     assert len(hits) == result.documents[0].chunks
     for hit in hits:
         assert text[hit.position.start : hit.position.end] == hit.text
 
 
 async def test_delete_by_id_and_by_source(store: RagStore) -> None:
-    await ingest.add_documents(store, "notes", CORPUS)
-    assert await store.delete_sources("notes", ids=["bread"]) == (1, 1)
-    assert await store.delete_sources("notes", sources=["https://example.org/tides"]) == (1, 1)
-    assert await store.delete_sources("notes", ids=["bread"]) == (0, 0)
-    hits = await store.search(["notes"], "anything at all", k=5)
+    await ingest.add_documents(store, OWNER, "notes", CORPUS)
+    assert await store.delete_sources(OWNER, "notes", ids=["bread"]) == (1, 1)
+    assert await store.delete_sources(OWNER, "notes", sources=["https://example.org/tides"]) == (
+        1,
+        1,
+    )
+    assert await store.delete_sources(OWNER, "notes", ids=["bread"]) == (0, 0)
+    hits = await store.search(OWNER, ["notes"], "anything at all", k=5)
     assert [h.source_id for h in hits] == ["volcano"]
 
 
 async def test_bad_requests_store_nothing(store: RagStore) -> None:
-    await ingest.add_documents(store, "notes", CORPUS)
-    before = (await store.collection_info("notes")).chunks
+    await ingest.add_documents(store, OWNER, "notes", CORPUS)
+    before = (await store.collection_info(OWNER, "notes")).chunks
     bad_batches = [
         [DocumentIn(id="ok", text="fine"), DocumentIn(text="   ")],
         [DocumentIn(id="dup", text="one"), DocumentIn(id="dup", text="two")],
@@ -158,12 +163,12 @@ async def test_bad_requests_store_nothing(store: RagStore) -> None:
     ]
     for batch in bad_batches:
         with pytest.raises(InvalidRequest):
-            await ingest.add_documents(store, "notes", batch)
+            await ingest.add_documents(store, OWNER, "notes", batch)
     with pytest.raises(InvalidRequest):
-        await ingest.add_files(store, "notes", [("a.md", b"# ok"), ("b.exe", b"MZ")], {})
-    assert (await store.collection_info("notes")).chunks == before
+        await ingest.add_files(store, OWNER, "notes", [("a.md", b"# ok"), ("b.exe", b"MZ")], {})
+    assert (await store.collection_info(OWNER, "notes")).chunks == before
     with pytest.raises(NotFound):
-        await ingest.add_documents(store, "ghosts", CORPUS)
+        await ingest.add_documents(store, OWNER, "ghosts", CORPUS)
 
 
 async def test_an_embedding_failure_keeps_the_old_version(tmp_path: Path) -> None:
@@ -176,34 +181,35 @@ async def test_an_embedding_failure_keeps_the_old_version(tmp_path: Path) -> Non
         return await bow_embed(texts)
 
     store = RagStore(RagConfig(), tmp_path / "data", flaky)
-    await store.create_collection("notes")
-    await ingest.add_documents(store, "notes", CORPUS[:1])
+    await store.create_collection(OWNER, "notes")
+    await ingest.add_documents(store, OWNER, "notes", CORPUS[:1])
     with pytest.raises(UpstreamError):
-        await ingest.add_documents(store, "notes", [DocumentIn(id="tides", text="new text")])
+        await ingest.add_documents(store, OWNER, "notes", [DocumentIn(id="tides", text="new text")])
     store.embed_texts = bow_embed
-    hits = await store.search(["notes"], "moon", k=5)
+    hits = await store.search(OWNER, ["notes"], "moon", k=5)
     assert [h.text for h in hits] == [CORPUS[0].text]
     await store.aclose()
 
 
 async def test_another_embedding_dimension_is_a_clear_bad_request(store: RagStore) -> None:
-    await ingest.add_documents(store, "notes", CORPUS[:1])
+    await ingest.add_documents(store, OWNER, "notes", CORPUS[:1])
 
     async def short(texts: list[str]) -> list[list[float]]:
         return [[1.0, 0.0, 0.0] for _ in texts]
 
     store.embed_texts = short
     with pytest.raises(InvalidRequest) as caught:
-        await ingest.add_documents(store, "notes", [DocumentIn(text="other model")])
+        await ingest.add_documents(store, OWNER, "notes", [DocumentIn(text="other model")])
     assert "embedding model" in caught.value.message and caught.value.param == "collection"
     with pytest.raises(InvalidRequest):
-        await store.search(["notes"], "moon", k=2)
+        await store.search(OWNER, ["notes"], "moon", k=2)
 
 
 async def test_uploaded_files_keep_pages_and_types(store: RagStore) -> None:
     pdf = make_pdf(["Page one is about anchors.", "Page two is about compasses."])
     result = await ingest.add_files(
         store,
+        OWNER,
         "notes",
         [("manual.pdf", pdf), ("tool.py", b"def compass():\n    return 'north'\n")],
         {"team": "nav"},
@@ -212,21 +218,21 @@ async def test_uploaded_files_keep_pages_and_types(store: RagStore) -> None:
         ("upload:manual.pdf", "added"),
         ("upload:tool.py", "added"),
     ]
-    [hit] = await store.search(["notes"], "compasses", k=1, where={"doc_type": "pdf"})
+    [hit] = await store.search(OWNER, ["notes"], "compasses", k=1, where={"doc_type": "pdf"})
     assert hit.source == "manual.pdf" and hit.position.page == 2
     assert hit.metadata == {"team": "nav"}
-    [code] = await store.search(["notes"], "compass north", k=1, where={"doc_type": "code"})
+    [code] = await store.search(OWNER, ["notes"], "compass north", k=1, where={"doc_type": "code"})
     assert code.source_id == "upload:tool.py"
 
 
 async def test_the_embedded_store_persists_across_restart(tmp_path: Path) -> None:
     first = make_store(tmp_path)
-    await first.create_collection("keep")
-    await ingest.add_documents(first, "keep", CORPUS)
+    await first.create_collection(OWNER, "keep")
+    await ingest.add_documents(first, OWNER, "keep", CORPUS)
     await first.aclose()
     second = make_store(tmp_path)
-    assert [c.name for c in await second.list_collections()] == ["keep"]
-    hits = await second.search(["keep"], "volcano magma", k=1)
+    assert [c.name for c in await second.list_collections(OWNER)] == ["keep"]
+    hits = await second.search(OWNER, ["keep"], "volcano magma", k=1)
     assert hits[0].source_id == "volcano"
     assert (tmp_path / "data" / "chroma").is_dir()
     await second.aclose()
@@ -246,26 +252,26 @@ async def test_directory_indexing_is_incremental(store: RagStore, tmp_path: Path
     (docs / "link.txt").symlink_to(tmp_path / "secret.txt")
 
     request = IndexRequest(path=str(docs))
-    first = await ingest.index_directory(store, "notes", request)
+    first = await ingest.index_directory(store, OWNER, "notes", request)
     assert (first.added, first.updated, first.unchanged, first.removed) == (3, 0, 0, 0)
     assert first.skipped == 3  # empty.txt, photo.png, link.txt (outside); .git not entered
     assert first.failed == [] and first.chunks >= 3
-    [hit] = await store.search(["notes"], "gulls cliffs", k=1)
+    [hit] = await store.search(OWNER, ["notes"], "gulls cliffs", k=1)
     assert hit.source == str(docs.resolve() / "sub" / "page.html")
     assert hit.source_id == f"file:{hit.source}"
-    assert not await store.search(["notes"], "vault code", k=5, where={"doc_type": "text"})
+    assert not await store.search(OWNER, ["notes"], "vault code", k=5, where={"doc_type": "text"})
 
-    second = await ingest.index_directory(store, "notes", request)
+    second = await ingest.index_directory(store, OWNER, "notes", request)
     assert (second.added, second.updated, second.unchanged, second.removed) == (0, 0, 3, 0)
 
     (docs / "intro.md").write_text("# Intro\n\nThe lighthouse keeper now owns the tide tables.")
     (docs / "sub" / "code.py").unlink()
     (docs / "new.txt").write_text("Seals sleep on the rocks.")
-    third = await ingest.index_directory(store, "notes", request)
+    third = await ingest.index_directory(store, OWNER, "notes", request)
     assert (third.added, third.updated, third.unchanged, third.removed) == (1, 1, 1, 1)
-    hits = await store.search(["notes"], "tide tables", k=10, where={"doc_type": "markdown"})
+    hits = await store.search(OWNER, ["notes"], "tide tables", k=10, where={"doc_type": "markdown"})
     assert len(hits) == 1 and "lighthouse keeper" in hits[0].text
-    assert not await store.search(["notes"], "anchor", k=5, where={"doc_type": "code"})
+    assert not await store.search(OWNER, ["notes"], "anchor", k=5, where={"doc_type": "code"})
 
 
 async def test_directory_indexing_reports_failures_and_refuses_escapes(
@@ -275,18 +281,18 @@ async def test_directory_indexing_reports_failures_and_refuses_escapes(
     docs.mkdir(parents=True)
     (docs / "good.md").write_text("Good text about boats.")
     (docs / "bad.pdf").write_bytes(b"%PDF-1.4 broken")
-    report = await ingest.index_directory(store, "notes", IndexRequest(path=str(docs)))
+    report = await ingest.index_directory(store, OWNER, "notes", IndexRequest(path=str(docs)))
     assert report.added == 1
     assert [f.path for f in report.failed] == ["bad.pdf"]
     with pytest.raises(PermissionDenied):
-        await ingest.index_directory(store, "notes", IndexRequest(path=f"{docs}/../../"))
+        await ingest.index_directory(store, OWNER, "notes", IndexRequest(path=f"{docs}/../../"))
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, docs / "jump")
     with pytest.raises(PermissionDenied):
-        await ingest.index_directory(store, "notes", IndexRequest(path=str(docs / "jump")))
+        await ingest.index_directory(store, OWNER, "notes", IndexRequest(path=str(docs / "jump")))
     with pytest.raises(NotFound):
-        await ingest.index_directory(store, "ghosts", IndexRequest(path=str(docs)))
+        await ingest.index_directory(store, OWNER, "ghosts", IndexRequest(path=str(docs)))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

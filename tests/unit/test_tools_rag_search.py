@@ -31,14 +31,17 @@ class FakeStore:
     def __init__(self, *existing: str) -> None:
         self.existing = set(existing)
         self.calls: list[tuple[list[str], str, int]] = []
+        self.owners: list[str] = []
         self.fail: Exception | None = None
 
-    async def has_collection(self, name: str) -> bool:
+    async def has_collection(self, owner: str, name: str) -> bool:
+        self.owners.append(owner)
         return name in self.existing
 
     async def search(
-        self, collections: list[str], query: str, k: int, where: dict | None = None
+        self, owner: str, collections: list[str], query: str, k: int, where: dict | None = None
     ) -> list[FakeHit]:
+        self.owners.append(owner)
         self.calls.append((collections, query, k))
         if self.fail is not None:
             raise self.fail
@@ -50,10 +53,16 @@ class FakeStore:
         return hits[:k]
 
 
-async def search(arguments: Any, store: Any, active: list[str] | None = None) -> str:
+async def search(
+    arguments: Any, store: Any, active: list[str] | None = None, key_id: str | None = "key-a"
+) -> str:
     async with httpx.AsyncClient() as http:
         context = ToolContext(
-            http=http, config=ToolsConfig(), rag=store, rag_collections=active or []
+            http=http,
+            config=ToolsConfig(),
+            rag=store,
+            rag_collections=active or [],
+            key_id=key_id,
         )
         return await RagSearchTool().run(arguments, context)
 
@@ -82,6 +91,13 @@ async def test_named_collection_must_be_active_or_exist() -> None:
     text = await search({"query": "q", "collection": "secret"}, store, ["docs"])
     assert text == "error: unknown collection 'secret' (active for this request: docs)"
     assert len(store.calls) == 2
+    assert set(store.owners) == {"key-a"}  # every look-up is the caller's
+
+
+async def test_without_a_key_the_caller_is_anonymous() -> None:
+    store = FakeStore("docs")
+    await search({"query": "q", "collection": "docs"}, store, [], key_id=None)
+    assert store.owners == ["-", "-"]
 
 
 async def test_store_without_has_collection_limits_to_active() -> None:
@@ -127,3 +143,29 @@ async def test_no_hits() -> None:
             return []
 
     assert await search({"query": "q"}, Empty(), ["docs"]) == "No passages found for 'q' in docs."
+
+
+async def test_another_keys_collection_is_unknown_to_the_tool(tmp_path: Any) -> None:
+    """The real store: key B's model naming key A's collection finds nothing of it."""
+    from extensions.rag import ingest
+    from extensions.rag.config import RagConfig
+    from extensions.rag.schemas import DocumentIn
+    from extensions.rag.store import RagStore
+    from tests.support.rag_fakes import bow_embed
+
+    store = RagStore(RagConfig(), tmp_path, bow_embed)
+    await store.create_collection("key-a", "a-private")
+    secret = DocumentIn(id="vault", text="The vault code is 1234.")
+    await ingest.add_documents(store, "key-a", "a-private", [secret])
+    await store.create_collection("key-b", "b-own")
+    try:
+        named = await search(
+            {"query": "vault code", "collection": "a-private"}, store, ["b-own"], key_id="key-b"
+        )
+        assert named == "error: unknown collection 'a-private' (active for this request: b-own)"
+        forced = await search({"query": "vault code"}, store, ["a-private"], key_id="key-b")
+        assert forced == "error: search failed: Unknown RAG collection 'a-private'."
+        mine = await search({"query": "vault code", "collection": "a-private"}, store, [])
+        assert "The vault code is 1234." in mine
+    finally:
+        await store.aclose()
