@@ -43,6 +43,7 @@ class ToolsExtension(Extension):
     name = "tools"
     order = 40
     executes = True
+    streams = True
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
@@ -135,8 +136,6 @@ class ToolsExtension(Extension):
                 message["tool_calls"] = theirs
                 return response
         return response
-
-    streams = True
 
     async def execute_stream(
         self, call: ChatCall, model_call: ModelCall, stream_call: StreamCall
