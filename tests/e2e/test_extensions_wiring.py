@@ -452,3 +452,32 @@ def test_tool_loop_usage_counts_every_round(ext_gateway: RunningServer, fake: Fa
         first[0] + second[0],
         first[1] + second[1],
     )
+
+
+def test_tool_loop_stream_runs_a_forced_round_whole(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    chunks = list(
+        client_for(ext_gateway).chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            extra_headers={"X-Switchyard-Tools": "web_fetch"},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    rounds = fake.received("/v1/chat/completions")
+    # A round that must call a tool cannot be the answer: it is asked for whole.
+    assert [r.body.get("stream") for r in rounds] == [False]
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    assert [(d.index, d.id) for d in deltas] == [(0, "call_fake_0")]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == ["tool_calls"]
+    prompt, completion = _fake_usage(rounds[0].body, 10)  # two calls, 5 tokens each
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (
+        prompt,
+        completion,
+    )
