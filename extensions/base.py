@@ -8,7 +8,9 @@ in ascending ``order`` (persona 10, session 20, rag 30, tools 40):
 1. ``validate``: reject unknown names with a 400 before anything happens;
 2. ``before_request``: change the request (system prompt, history, context, tools);
 3. ``execute``: at most one active extension may drive the model calls itself (the
-   tool loop); otherwise the pipeline makes one call, streaming or not;
+   tool loop); otherwise the pipeline makes one call, streaming or not. For a
+   streaming client, an extension that sets ``streams`` is asked ``execute_stream``
+   instead, and its chunks go out as they come;
 4. ``after_response``: see the final assistant message (store it), in reverse order,
    only when the request succeeded.
 
@@ -18,7 +20,7 @@ serves it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,6 +40,8 @@ ENTRY_POINT_GROUP = "switchyard.extensions"
 
 #: Makes one non-streaming model call for ``call`` and returns the response as a dict.
 ModelCall = Callable[["ChatCall"], Awaitable[dict[str, Any]]]
+#: Opens one streaming model call for ``call`` (usage included): its chunks, as dicts.
+StreamCall = Callable[["ChatCall"], Awaitable[AsyncIterator[dict[str, Any]]]]
 
 
 @dataclass(slots=True)
@@ -113,6 +117,19 @@ class Extension:
 
     async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
         """Make the model calls for this request and return the final response."""
+        raise NotImplementedError
+
+    #: Set by an executing extension that can stream to a streaming client.
+    streams: ClassVar[bool] = False
+
+    async def execute_stream(
+        self, call: ChatCall, model_call: ModelCall, stream_call: StreamCall
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Like ``execute``, for a streaming client: the chunks it is to receive.
+
+        Awaiting it runs the model calls up to the opening of the stream the first chunk
+        comes from, so a failure before that is still an HTTP error status.
+        """
         raise NotImplementedError
 
     async def after_response(self, call: ChatCall, reply: dict[str, Any]) -> None:

@@ -59,20 +59,27 @@ class ReplyBuilder:
                 slot["function"]["arguments"] += function.get("arguments") or ""
 
     def add_item(self, item: Any) -> None:
-        if not isinstance(item, bytes):
-            self.add_chunk(msgspec.to_builtins(item))
-            return
-        for line in item.split(b"\n"):
-            if line.startswith(b"data:"):
-                payload = line[5:].strip()
-                if payload and payload != b"[DONE]":
-                    self.add_chunk(_decode(payload))
+        for chunk in chunks_in(item):
+            self.add_chunk(chunk)
 
     def reply(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return message
+
+
+def chunks_in(item: Any) -> list[dict[str, Any]]:
+    """The chunks of one stream item: a typed chunk, or SSE bytes from an upstream."""
+    if not isinstance(item, bytes):
+        return [msgspec.to_builtins(item)]
+    chunks = []
+    for line in item.split(b"\n"):
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload and payload != b"[DONE]":
+                chunks.append(_decode(payload))
+    return chunks
 
 
 def chunks_of(response: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
@@ -144,6 +151,12 @@ class ExtensionPipeline:
         async def model_call(current: ChatCall) -> dict[str, Any]:
             return await self._complete(current, stats)
 
+        async def stream_call(current: ChatCall) -> AsyncIterator[dict[str, Any]]:
+            return await self._open_chunks(current, stats)
+
+        if executor is not None and executor.streams and call.stream:
+            chunks = await executor.execute_stream(call, model_call, stream_call)
+            return sse_response(_observed(chunks, call, active), call.response_headers)
         if executor is not None:
             response = await executor.execute(call, model_call)
         elif call.stream:
@@ -173,6 +186,17 @@ class ExtensionPipeline:
         result = await self.router.call(call.model, Capability.CHAT, invoke, stats)
         return response_dict(result)
 
+    async def _open_chunks(self, call: ChatCall, stats: CallStats) -> AsyncIterator[dict[str, Any]]:
+        """One streaming model call with usage, opened (before its first chunk is read)."""
+        envelope = _copy(call.envelope)
+        envelope.update(stream=True, stream_options={"include_usage": True})
+
+        def start(adapter: Adapter) -> AsyncIterator[Any]:
+            return adapter.chat_stream(envelope, stats)
+
+        items = await self.router.open_stream(call.model, Capability.CHAT, start, stats)
+        return _decoded(items)
+
     async def _stream(
         self, call: ChatCall, active: list[Extension], stats: CallStats
     ) -> Response[Any]:
@@ -195,6 +219,13 @@ async def _observed(
     reply = builder.reply()
     for extension in reversed(active):
         await extension.after_response(call, reply)
+
+
+async def _decoded(items: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+    async with aclosing(items):  # type: ignore[type-var]
+        async for item in items:
+            for chunk in chunks_in(item):
+                yield chunk
 
 
 async def _iterate(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

@@ -23,7 +23,7 @@ from extensions.rag.owners import owner_of
 from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
-from proxy.errors import InvalidRequest, shown
+from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
 
 _HEADER_LIMIT = 4000
@@ -112,7 +112,8 @@ class RagExtension(Extension):
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
             if not await store.has_collection(owner_of(call.key_id), collection):
-                raise InvalidRequest(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
+                # 404 like the management API: another key's collection reads as unknown.
+                raise NotFound(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
 
     async def before_request(self, call: ChatCall) -> None:
         query = latest_user_text(call.messages)

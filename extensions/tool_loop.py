@@ -7,7 +7,13 @@ must answer without tools. Calls to the client's own tools end the loop and go b
 the client as usual (server calls of that same turn are executed and kept in the
 conversation, but not shown to the client, which could not answer them).
 
-A streaming client receives the final answer as a stream of chunks.
+A streaming client receives the answer as it is generated. Rounds whose
+``tool_choice`` forces a call run whole, as above; every other round is a streaming
+model call whose content deltas reach the client as they arrive, while its tool-call
+deltas are held until the round ends: server calls are then executed and the next
+round streams on; the client's own calls go out (renumbered from 0) with
+``finish_reason: tool_calls``. The client sees one stream (one id, one role delta, one
+finish), and its usage (like ``usage`` of a whole answer) counts every round.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from extensions.activation import Activation
-from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall
+from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall, StreamCall
+from extensions.pipeline import chunks_of
 from extensions.tools import ToolContext, call_tool, load_tools
 from extensions.tools.config import ToolsConfig
 from proxy.errors import InvalidRequest, shown
@@ -35,6 +44,7 @@ class ToolsExtension(Extension):
     name = "tools"
     order = 40
     executes = True
+    streams = True
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
@@ -88,27 +98,203 @@ class ToolsExtension(Extension):
         )
         return {"role": "tool", "tool_call_id": tool_call.get("id", ""), "content": result}
 
-    async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
+    def _start_round(self, call: ChatCall, round_number: int) -> None:
+        if round_number == self.config.max_rounds:
+            call.envelope.update(tool_choice="none")
+
+    async def _run_server_calls(
+        self, call: ChatCall, content: Any, mine: list[dict[str, Any]]
+    ) -> None:
+        """Execute this round's server calls and append them, and their results, to the
+        conversation; later rounds choose freely (the client's tool_choice applied to
+        the first)."""
+        results = await asyncio.gather(*(self._run_one(call, c) for c in mine))
+        assistant = {"role": "assistant", "content": content, "tool_calls": mine}
+        call.set_messages([*call.messages, assistant, *results])
+        if call.envelope.params.tool_choice not in (UNSET, None, "none", "auto"):
+            call.envelope.update(tool_choice="auto")
+
+    @staticmethod
+    def _split(call: ChatCall, calls: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+        """A round's calls: the server's (run here), the client's (handed back)."""
         server = set(call.activation.tools)
-        max_rounds = self.config.max_rounds
-        for round_number in range(max_rounds + 1):
-            if round_number == max_rounds:
-                call.envelope.update(tool_choice="none")
+        return (
+            [c for c in calls if _function_name(c) in server],
+            [c for c in calls if _function_name(c) not in server],
+        )
+
+    async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
+        usage = _Usage()
+        for round_number in range(self.config.max_rounds + 1):
+            self._start_round(call, round_number)
             response = await model_call(call)
+            usage.add(response.get("usage"))
+            response = usage.into(response)
             choices = response.get("choices") or []
             message = (choices[0].get("message") if choices else None) or {}
-            calls = message.get("tool_calls") or []
-            mine = [c for c in calls if _function_name(c) in server]
-            theirs = [c for c in calls if _function_name(c) not in server]
+            mine, theirs = self._split(call, message.get("tool_calls") or [])
             if not mine:
                 return response
-            results = await asyncio.gather(*(self._run_one(call, c) for c in mine))
-            assistant = {"role": "assistant", "content": message.get("content"), "tool_calls": mine}
-            call.set_messages([*call.messages, assistant, *results])
+            await self._run_server_calls(call, message.get("content"), mine)
             if theirs:
                 message["tool_calls"] = theirs
                 return response
-            # The client's tool_choice applied to the first round; later rounds choose freely.
-            if call.envelope.params.tool_choice not in (UNSET, None, "none", "auto"):
-                call.envelope.update(tool_choice="auto")
         return response
+
+    async def execute_stream(
+        self, call: ChatCall, model_call: ModelCall, stream_call: StreamCall
+    ) -> AsyncIterator[dict[str, Any]]:
+        usage = _Usage()
+        include_usage = call.envelope.params.wants_usage_chunk
+        round_number = 0
+        while round_number < self.config.max_rounds and _forces_a_call(call):
+            response = await model_call(call)
+            usage.add(response.get("usage"))
+            response = usage.into(response)
+            choices = response.get("choices") or []
+            message = (choices[0].get("message") if choices else None) or {}
+            mine, theirs = self._split(call, message.get("tool_calls") or [])
+            if not mine:
+                return _listed(chunks_of(response, include_usage))
+            await self._run_server_calls(call, message.get("content"), mine)
+            if theirs:
+                message["tool_calls"] = theirs
+                return _listed(chunks_of(response, include_usage))
+            round_number += 1
+        self._start_round(call, round_number)
+        first = await stream_call(call)
+        return self._streamed_rounds(call, first, stream_call, round_number, usage)
+
+    async def _streamed_rounds(
+        self,
+        call: ChatCall,
+        chunks: AsyncIterator[dict[str, Any]],
+        stream_call: StreamCall,
+        round_number: int,
+        usage: _Usage,
+    ) -> AsyncIterator[dict[str, Any]]:
+        out = _OneStream()
+        while True:
+            held = _HeldCalls()
+            finish: str | None = None
+            async with aclosing(chunks):  # type: ignore[type-var]
+                async for chunk in chunks:
+                    usage.add(chunk.get("usage"))
+                    choice = (chunk.get("choices") or [None])[0]
+                    if not choice:
+                        continue
+                    delta = choice.get("delta") or {}
+                    held.add(delta.get("tool_calls") or ())
+                    finish = choice.get("finish_reason") or finish
+                    forwarded = out.content(chunk, choice, delta)
+                    if forwarded is not None:
+                        yield forwarded
+            mine, theirs = self._split(call, held.calls())
+            if mine:
+                await self._run_server_calls(call, "".join(out.round_text) or None, mine)
+            out.round_text.clear()
+            if not mine or theirs or round_number >= self.config.max_rounds:
+                for position, tool_call in enumerate(theirs):
+                    yield out.chunk({"tool_calls": [{**tool_call, "index": position}]})
+                yield out.chunk({}, "tool_calls" if theirs else (finish or "stop"))
+                if call.envelope.params.wants_usage_chunk and usage.seen:
+                    yield {**out.chunk({}), "choices": [], "usage": usage.total()}
+                return
+            round_number += 1
+            self._start_round(call, round_number)
+            chunks = await stream_call(call)
+
+
+def _forces_a_call(call: ChatCall) -> bool:
+    """Whether this round must call a tool (``required`` or a named function)."""
+    choice = call.envelope.params.tool_choice
+    return choice not in (UNSET, None, "none", "auto")
+
+
+async def _listed(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for chunk in chunks:
+        yield chunk
+
+
+class _Usage:
+    """Token usage summed over the rounds of one request."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.prompt = 0
+        self.completion = 0
+
+    def add(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.seen = True
+            self.prompt += int(usage.get("prompt_tokens") or 0)
+            self.completion += int(usage.get("completion_tokens") or 0)
+
+    def total(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+        }
+
+    def into(self, response: dict[str, Any]) -> dict[str, Any]:
+        if self.seen:
+            response["usage"] = self.total()
+        return response
+
+
+class _HeldCalls:
+    """A round's tool-call deltas, joined by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: Any) -> None:
+        for delta in deltas:
+            slot = self._calls.setdefault(
+                delta.get("index", 0),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            slot["id"] = delta.get("id") or slot["id"]
+            function = delta.get("function") or {}
+            slot["function"]["name"] += function.get("name") or ""
+            slot["function"]["arguments"] += function.get("arguments") or ""
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [self._calls[i] for i in sorted(self._calls)]
+
+
+class _OneStream:
+    """Chunks of several rounds as one stream: the first round's id, created and model,
+    one role delta, content only (tool calls and finish reasons are decided per round)."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] | None = None
+        self.role_sent = False
+        self.round_text: list[str] = []
+
+    def content(
+        self, chunk: dict[str, Any], choice: dict[str, Any], delta: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if self.head is None:
+            self.head = {
+                "id": chunk.get("id", ""),
+                "object": "chat.completion.chunk",
+                "created": chunk.get("created", 0),
+                "model": chunk.get("model", ""),
+            }
+        text = delta.get("content")
+        kept = {k: v for k, v in delta.items() if k not in ("tool_calls", "role")}
+        if not self.role_sent:
+            self.role_sent = True
+            kept = {"role": "assistant", **kept, "content": text or ""}
+        elif not text:
+            return None
+        if text:
+            self.round_text.append(text)
+        forwarded = {**choice, "delta": kept, "finish_reason": None}
+        return {**self.head, "choices": [forwarded]}
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {**(self.head or {}), "choices": [choice]}

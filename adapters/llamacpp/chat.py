@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from adapters.llamacpp.models import ModelSlot
 
 
+#: Receives each piece of text, its logprobs, and (when tools are parsed) its events.
+Output = Callable[[str, list[TokenLogprob] | None, Events | None], None]
+
+
 @dataclass(slots=True)
 class ChatJob:
     tokens: list[int]
@@ -49,20 +53,35 @@ class ChatJob:
     max_tokens: int
     stop: list[str]
     plan: OutputPlan
+    parser: ToolCallParser | None = None
 
-    def run(self, slot: ModelSlot, llm: Any, emit: Any, cancelled: Any) -> Finish:
-        """Generate on the worker thread, recording how it ended on the slot."""
-        return slot.record(
-            generate(
-                llm,
-                self.tokens,
-                self.sampling,
-                max_tokens=self.max_tokens,
-                stop=self.stop,
-                emit=emit,
-                cancelled=cancelled,
-            )
+    def run(self, slot: ModelSlot, llm: Any, output: Output, cancelled: Any) -> Finish:
+        """Generate on the worker thread, recording how it ended on the slot.
+
+        Tool calls are parsed here, token by token, so that the generation stops as
+        soon as the model repeats a call it already made (see ``tool_parser``).
+        """
+        parser = self.parser
+
+        def emit(text: str, entries: list[TokenLogprob] | None) -> bool:
+            if parser is None:
+                output(text, entries, None)
+                return False
+            output(text, entries, parser.feed(text))
+            return parser.repeated
+
+        finish = generate(
+            llm,
+            self.tokens,
+            self.sampling,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            emit=emit,
+            cancelled=cancelled,
         )
+        if parser is not None:
+            output("", None, parser.finish())
+        return slot.record(finish)
 
 
 def chat_prompt_tokens(
@@ -103,7 +122,8 @@ def prepare_chat(
     max_tokens = max_tokens_for(limit, name, len(tokens), llm.n_ctx(), "messages")
     if not given(limit) and adapter.cfg.default_max_tokens is not None:
         max_tokens = min(max_tokens, adapter.cfg.default_max_tokens)
-    return ChatJob(tokens, sampling, max_tokens, stop, plan)
+    parser = ToolCallParser() if plan.parse_tools else None
+    return ChatJob(tokens, sampling, max_tokens, stop, plan, parser)
 
 
 def _text(data: bytes) -> str:
@@ -151,27 +171,23 @@ async def chat(
             pieces: list[str] = []
             logprobs: list[TokenLogprob] = []
 
-            def emit(text: str, entries: list[TokenLogprob] | None) -> None:
-                pieces.append(text)
+            def output(text: str, entries: list[TokenLogprob] | None, events: Any) -> None:
+                pieces.append(text if events is None else events.content)
                 if entries:
                     logprobs.extend(entries)
 
             def work(cancelled: Any) -> Finish:
-                return job.run(slot, llm, emit, cancelled)
+                return job.run(slot, llm, output, cancelled)
 
             finish = await call_job(slot.executor, work)
     stats.upstream_s += time.perf_counter() - started
     stats.add_usage(finish.prompt_tokens, finish.completion_tokens)
     text = "".join(pieces)
-    parser = None
-    calls: list[ToolCall] = []
-    if job.plan.parse_tools:
-        parser = ToolCallParser()
-        text = parser.feed(text).content + parser.finish().content
-        calls = [
-            ToolCall(id=c.id, function=ToolCallFunction(name=c.name, arguments=c.arguments))
-            for c in parser.calls
-        ]
+    parser = job.parser
+    calls = [
+        ToolCall(id=c.id, function=ToolCallFunction(name=c.name, arguments=c.arguments))
+        for c in (parser.calls if parser is not None else ())
+    ]
     message = ResponseMessage(
         role="assistant",
         content=text if text or not calls else None,
@@ -236,16 +252,16 @@ async def chat_stream(
     async with adapter.manager.use(slot) as llm:
         job = await asyncio.to_thread(prepare_chat, adapter, llm, envelope)
         async with slot.queue.turn(name):
-            parser = ToolCallParser() if job.plan.parse_tools else None
+            parser = job.parser
             with_logprobs = job.sampling.logprobs is not None
             stats.upstream_s += time.perf_counter() - started
             yield chunks.chunk(Delta(role="assistant", content=""))
 
             def work(channel: Any) -> None:
-                def emit(text: str, entries: list[TokenLogprob] | None) -> None:
-                    channel.put((text, entries))
+                def output(text: str, entries: list[TokenLogprob] | None, events: Any) -> None:
+                    channel.put((text, entries, events))
 
-                channel.put(job.run(slot, llm, emit, channel.cancelled))
+                channel.put(job.run(slot, llm, output, channel.cancelled))
 
             finish: Finish | None = None
             async with aclosing(stream_job(slot.executor, work)) as items:
@@ -253,24 +269,21 @@ async def chat_stream(
                     if isinstance(item, Finish):
                         finish = item
                         continue
-                    text, entries = item
+                    text, entries, events = item
                     if stats.first_token_s is None:
                         stats.first_token_s = time.perf_counter() - started
-                    if parser is None:
-                        logprobs = (
-                            {"content": logprobs_content(entries or []), "refusal": None}
-                            if with_logprobs
-                            else UNSET
-                        )
-                        yield chunks.chunk(Delta(content=text), logprobs=logprobs)
+                    if events is not None:
+                        for chunk in chunks.events(events):
+                            yield chunk
                         continue
-                    for chunk in chunks.events(parser.feed(text)):
-                        yield chunk
+                    logprobs = (
+                        {"content": logprobs_content(entries or []), "refusal": None}
+                        if with_logprobs
+                        else UNSET
+                    )
+                    yield chunks.chunk(Delta(content=text), logprobs=logprobs)
     if finish is None:
         raise SwitchyardError("The local generation ended without finishing.")
-    if parser is not None:
-        for chunk in chunks.events(parser.finish()):
-            yield chunk
     stats.add_usage(finish.prompt_tokens, finish.completion_tokens)
     yield chunks.chunk(Delta(), finish_reason=_finish_reason(finish, parser))
     if envelope.params.wants_usage_chunk:

@@ -57,7 +57,8 @@ class Finish:
     completion_tokens: int
 
 
-Emit = Callable[[str, list[TokenLogprob] | None], None]
+#: Receives each piece of text; returning True ends the generation there (reason ``stop``).
+Emit = Callable[[str, list[TokenLogprob] | None], bool | None]
 
 
 def _add(chain: LlamaSampler, sampler: Any, what: str) -> None:
@@ -235,7 +236,8 @@ def generate(
                 pending.append(token_logprob(llm, pieces, token, logprobs))
             out, hit_stop = text.push(pieces(token))
             if out:
-                emit(out, pending if logprobs is not None else None)
+                if emit(out, pending if logprobs is not None else None):
+                    hit_stop = True
                 pending = []
             if hit_stop:
                 reason = "stop"

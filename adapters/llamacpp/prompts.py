@@ -5,8 +5,9 @@ one, or a Jinja string from the config; ChatML when the file has none. It is ren
 in a sandbox the way Hugging Face's ``apply_chat_template`` does.
 
 Tool use is written into the conversation in one format, whatever the template: the
-tools are described in the system message, the assistant's calls are
-``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks and tool results are
+tools are described in the system message, the assistant's calls of one turn are one
+``<tool_call>[{"name": ..., "arguments": ...}, ...]</tool_call>`` block (a JSON list the
+model closes itself) and tool results are
 ``<tool_response>`` blocks in a user turn. Many templates know nothing of tools (or
 reject a ``tool`` role), and the grammar that constrains the output (``tools.py``)
 must agree with what the prompt shows the model.
@@ -61,20 +62,32 @@ def template_source(llm: Any, chat_format: str | None) -> str:
     )
 
 
+def tool_calls_text(calls: list[tuple[str, str]]) -> str:
+    """Calls (name, arguments JSON) as the model writes them, and as the grammar allows."""
+    listed = ", ".join(
+        f'{{"name": {json.dumps(name)}, "arguments": {args}}}' for name, args in calls
+    )
+    return f"{TOOL_CALL_OPEN}\n[{listed}]\n{TOOL_CALL_CLOSE}"
+
+
 def tool_call_text(name: str, arguments: Any) -> str:
-    """One call as the model writes it (and as the grammar allows it)."""
-    call = f'{{"name": {json.dumps(name)}, "arguments": {arguments}}}'
-    return f"{TOOL_CALL_OPEN}\n{call}\n{TOOL_CALL_CLOSE}"
+    """One call as the model writes it (a list of one)."""
+    return tool_calls_text([(name, arguments)])
 
 
-def tools_system_text(tools: list[dict[str, Any]]) -> str:
+def tools_system_text(tools: list[dict[str, Any]], *, parallel: bool = True) -> str:
     listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    if parallel:
+        offer = "one or more functions"
+        how = "Return all the function calls in one JSON list, each call once,"
+    else:
+        offer = "one function"
+        how = "Return the function call as a JSON list of one object"
     return (
-        "You may call one or more functions to assist with the user query. The function "
-        f"signatures are within <tools></tools> XML tags:\n<tools>\n{listed}\n</tools>\n"
-        "For each function call, return a JSON object with the function name and arguments "
-        f"within {TOOL_CALL_OPEN}{TOOL_CALL_CLOSE} XML tags:\n"
-        f'{TOOL_CALL_OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n'
+        f"You may call {offer} to assist with the user query. The function signatures "
+        f"are within <tools></tools> XML tags:\n<tools>\n{listed}\n</tools>\n"
+        f"{how} within {TOOL_CALL_OPEN}{TOOL_CALL_CLOSE} XML tags:\n"
+        f'{TOOL_CALL_OPEN}\n[{{"name": <function-name>, "arguments": <args-json-object>}}]\n'
         f"{TOOL_CALL_CLOSE}"
     )
 
@@ -132,12 +145,8 @@ def to_template_messages(
                         "An assistant tool call needs function.name.",
                         param=f"messages[{index}].tool_calls[{j}].function",
                     )
-                calls.append(
-                    tool_call_text(
-                        function["name"], _arguments_json(function.get("arguments", "{}"))
-                    )
-                )
-            text = "\n".join(([text] if text else []) + calls)
+                calls.append((function["name"], _arguments_json(function.get("arguments", "{}"))))
+            text = "\n".join([*([text] if text else []), tool_calls_text(calls)])
         out.append({"role": role, "content": text})
     for entry in out:
         entry.pop("_tool", None)

@@ -304,7 +304,7 @@ HUGE_VALUES = [
     (
         "/v1/chat/completions",
         {"model": "smol", "messages": ASK_HI, "switchyard": {"rag": [HUGE]}},
-        400,
+        404,
         "Unknown RAG collection '",
     ),
     (

@@ -252,3 +252,34 @@ def test_tool_loop_runs_a_server_tool_beside_a_client_tool(local: RunningServer)
         )
 
     assert count(httpx.get(f"{local.url}/metrics").text) >= count(metrics_before) + 1
+
+
+def test_tool_loop_streams_the_answer_of_the_real_model(local: RunningServer) -> None:
+    """Round one is forced to rag_search (run whole); the answer round streams token by
+    token, and matches the same request answered whole (same seed, temperature 0)."""
+    request: dict[str, Any] = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Search the handbook: when are expenses due?"}],
+        "tool_choice": {"type": "function", "function": {"name": "rag_search"}},
+        "max_tokens": 24,
+        "temperature": 0,
+        "seed": 3,
+        "extra_body": {"switchyard": {"tools": ["rag_search"], "rag": ["handbook"]}},
+    }
+    client = client_for(local)
+    whole = client.chat.completions.create(**request)
+    chunks = list(
+        client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    contents = [c.choices[0].delta.content for c in chunks if c.choices]
+    pieces = [text for text in contents if text]
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == [whole.choices[0].finish_reason]
+    assert whole.choices[0].finish_reason in ("stop", "length")
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert whole.usage is not None and whole.usage.completion_tokens > len(pieces)

@@ -147,7 +147,6 @@ def test_three_activation_ways_are_equivalent(
         ({"extra_headers": {"X-Switchyard-Persona": "poet"}}, "persona", "poet"),
         ({"model": "gpt-test+persona:poet"}, "persona", "poet"),
         ({"extra_body": {"switchyard": {"tools": ["teleport"]}}}, "tools", "teleport"),
-        ({"extra_headers": {"X-Switchyard-RAG": "nowhere"}}, "rag", "nowhere"),
         ({"model": "gpt-test+colour:blue"}, "model", "colour"),
         ({"extra_body": {"switchyard": {"mood": "happy"}}}, "switchyard", "mood"),
         ({"extra_headers": {"X-Switchyard-Session": "bad id with spaces"}}, "session", "Session"),
@@ -162,6 +161,20 @@ def test_unknown_names_are_400_naming_them(
     assert isinstance(error, dict)
     assert error["param"] == param
     assert named in error["message"]
+    assert fake.received("/v1/chat/completions") == []
+
+
+def test_an_unknown_collection_in_chat_is_404_naming_it(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        ask(client_for(ext_gateway), "hello", extra_headers={"X-Switchyard-RAG": "nowhere"})
+    assert caught.value.body == {
+        "message": "Unknown RAG collection 'nowhere'.",
+        "type": "invalid_request_error",
+        "param": "rag",
+        "code": None,
+    }
     assert fake.received("/v1/chat/completions") == []
 
 
@@ -373,3 +386,111 @@ def test_streaming_client_gets_the_final_answer_streamed(
     assert chunks[-1].usage is not None
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "stop"
+
+
+def _fake_usage(body: dict[str, Any], completion_tokens: int) -> tuple[int, int]:
+    """The fake's usage for one request: prompt words, and the given completion count."""
+    words = sum(len(m["content"].split()) for m in body["messages"] if m.get("content"))
+    return words, completion_tokens
+
+
+def test_tool_loop_streams_the_answer_token_by_token(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    chunks = list(
+        client_for(ext_gateway).chat.completions.create(
+            model="gpt-test+tools:web_fetch",
+            messages=[{"role": "user", "content": "Read the page."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    rounds = fake.received("/v1/chat/completions")
+    assert len(rounds) == 2
+    # Both rounds were streaming calls; the answer's deltas came through one by one.
+    assert [r.body["stream"] for r in rounds] == [True, True]
+    contents = [c.choices[0].delta.content for c in chunks if c.choices]
+    answer = [text for text in contents if text]
+    expected = "The tool said: " + rounds[1].body["messages"][-1]["content"]
+    assert "".join(answer) == expected
+    assert len(answer) == len(expected.split(" ")) > 1  # the fake's deltas, one per word
+    assert [c.choices[0].delta.role for c in chunks if c.choices].count("assistant") == 1
+    assert len({c.id for c in chunks}) == 1
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices if c.choices[0].finish_reason
+    ] == ["stop"]
+    # Usage counts both rounds (the first one called web_fetch: 5 tokens in the fake).
+    first = _fake_usage(rounds[0].body, 5)
+    second = _fake_usage(rounds[1].body, len(answer))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == first[0] + second[0]
+    assert chunks[-1].usage.completion_tokens == first[1] + second[1]
+    assert chunks[-1].usage.total_tokens == sum(first) + sum(second)
+
+
+def test_tool_loop_stream_hands_back_the_clients_own_calls(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    chunks = list(
+        client_for(ext_gateway).chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            extra_headers={"X-Switchyard-Tools": "web_fetch"},
+            stream=True,
+        )
+    )
+    # The fake called both tools in one round: web_fetch ran here, get_weather goes back.
+    assert len(fake.received("/v1/chat/completions")) == 1
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    assert [(d.index, d.id, d.function.name if d.function else None) for d in deltas] == [
+        (0, "call_fake_0", "get_weather")
+    ]
+    assert deltas[0].function is not None
+    assert deltas[0].function.arguments == '{"city": "value of city"}'
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == ["tool_calls"]
+    assert chunks[-1].usage is None  # not asked for
+
+
+def test_tool_loop_usage_counts_every_round(ext_gateway: RunningServer, fake: FakeOpenAI) -> None:
+    reply = ask(client_for(ext_gateway), "Read the page.", model="gpt-test+tools:web_fetch")
+    rounds = fake.received("/v1/chat/completions")
+    answer = reply.choices[0].message.content
+    first = _fake_usage(rounds[0].body, 5)
+    second = _fake_usage(rounds[1].body, len(answer.split(" ")))
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
+        first[0] + second[0],
+        first[1] + second[1],
+    )
+
+
+def test_tool_loop_stream_runs_a_forced_round_whole(
+    ext_gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    chunks = list(
+        client_for(ext_gateway).chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            extra_headers={"X-Switchyard-Tools": "web_fetch"},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    rounds = fake.received("/v1/chat/completions")
+    # A round that must call a tool cannot be the answer: it is asked for whole.
+    assert [r.body.get("stream") for r in rounds] == [False]
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    assert [(d.index, d.id) for d in deltas] == [(0, "call_fake_0")]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == ["tool_calls"]
+    prompt, completion = _fake_usage(rounds[0].body, 10)  # two calls, 5 tokens each
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (
+        prompt,
+        completion,
+    )

@@ -225,7 +225,7 @@ def test_chat_with_another_keys_collection_is_refused_like_an_unknown_one(env: E
     sent = len(env.upstream.chats)
     errors = {}
     for name in ("a-private", "never-made"):
-        with pytest.raises(openai.BadRequestError) as caught:
+        with pytest.raises(openai.NotFoundError) as caught:
             rag_chat(env, KEY_B, f"b-own,{name}")
         errors[name] = caught.value.body
     assert errors["a-private"] == json.loads(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.resources
 import json
 from collections.abc import Iterator
@@ -9,7 +10,9 @@ from typing import Any
 
 import llama_cpp
 import msgspec
+import numpy as np
 import pytest
+from llama_cpp._internals import LlamaTokenDataArray
 
 from adapters.llamacpp.engine import Sampling, build_sampler
 from adapters.llamacpp.prompts import to_template_messages, tool_call_text
@@ -128,7 +131,12 @@ def test_tool_choices_shape_the_grammar(llm: Any) -> None:
     assert '\\"get_weather\\"' in (required.grammar or "")
     assert '\\"search\\"' in (named.grammar or "")
     assert '\\"get_weather\\"' not in (named.grammar or "")
-    assert '("\\n" ' in (required.grammar or "") and '("\\n" ' not in (single.grammar or "")
+    # One block holding a list of calls that the model closes itself; one call only
+    # when parallel calls are off.
+    assert 'tool-calls ::= "<tool_call>\\n[" call ("," space call)* "]\\n</tool_call>"' in (
+        required.grammar or ""
+    )
+    assert 'tool-calls ::= "<tool_call>\\n[" call "]\\n</tool_call>"' in (single.grammar or "")
     assert none.grammar is None and not none.parse_tools
     for plan in (auto, required, named, single):
         sampling = Sampling(temperature=0, top_p=1, top_k=0, min_p=0, grammar=plan.grammar)
@@ -201,3 +209,157 @@ def test_history_with_tool_calls_and_results_renders_for_any_template() -> None:
     with pytest.raises(InvalidRequest) as caught:
         to_template_messages([ChatMessage(role="user", content=[{"type": "image_url"}])], None)
     assert caught.value.param == "messages[0].content"
+
+
+# ------------------------------------------------------------------- JSON-safe strings
+
+NOTE = {
+    "type": "function",
+    "function": {
+        "name": "save_note",
+        "parameters": {
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["title", "body"],
+        },
+    },
+}
+
+
+def _allowed_tokens(llm: Any, sampler: Any) -> dict[int, bool]:
+    candidates = LlamaTokenDataArray(n_vocab=llm.n_vocab())
+    candidates.copy_logits(np.zeros(llm.n_vocab(), dtype=np.single))
+    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates.candidates))
+    data = candidates.candidates_data
+    return {int(i): bool(np.isfinite(v)) for i, v in zip(data.id, data.logit, strict=True)}
+
+
+def allowed_next(llm: Any, grammar: str, prefix: str, probes: list[str]) -> dict[str, bool]:
+    """Which single-token ``probes`` llama.cpp's grammar engine allows after ``prefix``."""
+    vocab = llm._model.vocab
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    assert sampler, "llama.cpp rejected the grammar"
+    try:
+        for token in llm.tokenize(prefix.encode(), add_bos=False, special=False):
+            # Accepting a token the grammar rejects aborts the process: check first.
+            assert _allowed_tokens(llm, sampler)[token], f"the grammar rejects {prefix!r}"
+            llama_cpp.llama_sampler_accept(sampler, token)
+        allowed = _allowed_tokens(llm, sampler)
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+    out = {}
+    for probe in probes:
+        (token,) = llm.tokenize(probe.encode(), add_bos=False, special=False)
+        out[probe] = allowed[token]
+    return out
+
+
+POEM_SCHEMA = {
+    "type": "object",
+    "properties": {"poem": {"type": "string"}, "mood": {"type": "string", "pattern": "^.+$"}},
+    "required": ["poem", "mood"],
+}
+
+
+@pytest.mark.parametrize(
+    ("fields", "prefix"),
+    [
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": POEM_SCHEMA}}},
+            '{"poem": "Roses',
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": POEM_SCHEMA}}},
+            '{"poem": "a", "mood": "calm',  # the `.` of a pattern
+        ),
+        ({"response_format": {"type": "json_object"}}, '{"text": "Roses'),
+        (
+            {"tools": [NOTE], "tool_choice": "required"},
+            '<tool_call>\n[{"name": "save_note", "arguments": {"title": "Roses',
+        ),
+        ({"tools": [NOTE]}, 'Sure. <tool_call>\n[{"name": "save_note", "arguments": {"title": "R'),
+    ],
+    ids=["json_schema", "pattern", "json_object", "tool_required", "tool_auto"],
+)
+def test_strings_cannot_hold_raw_control_characters(
+    llm: Any, fields: dict[str, Any], prefix: str
+) -> None:
+    plan = plan_output(request(**fields))
+    assert plan.grammar is not None
+    if plan.trigger is not None:  # the lazy grammar applies from the trigger on
+        prefix = prefix[prefix.index("<tool_call>") :]
+    allowed = allowed_next(llm, plan.grammar, prefix, ["\n", "\t", " are", '"'])
+    assert allowed == {"\n": False, "\t": False, " are": True, '"': True}
+
+
+def test_grammar_text_excludes_control_characters_like_llama_cpp() -> None:
+    plan = plan_output(request(tools=[NOTE], tool_choice="required"))
+    rules = dict(line.split(" ::= ", 1) for line in (plan.grammar or "").splitlines())
+    assert rules["char"] == (
+        '[^\\x22\\x5C\\x00-\\x1F\\x7F] | "\\\\" ([\\x22\\x5C/bfnrt] | "u" [0-9a-fA-F] '
+        "[0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])"
+    )
+
+
+def test_constants_and_patterns_with_control_characters_are_escaped(llm: Any) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "sep": {"const": "a\nb\\c"},
+            "code": {"type": "string", "pattern": "^[a-z\\t]x\\n$"},
+        },
+        "required": ["sep", "code"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"schema": schema}}
+    plan = plan_output(request(response_format=fmt))
+    rules = dict(line.split(" ::= ", 1) for line in (plan.grammar or "").splitlines())
+    # GBNF text of the JSON text "a\nb\\c" (backslash-n, two backslashes), not a newline.
+    assert rules["answer-sep"] == '"\\"a\\\\nb\\\\\\\\c\\""'
+    # The pattern's tab and newline come out as JSON escapes, never raw.
+    assert rules["answer-code"] == '"\\"" ([a-z] | "\\\\t") "x\\\\n" "\\"" space'
+    build_sampler(
+        llm, Sampling(temperature=0, top_p=1, top_k=0, min_p=0, grammar=plan.grammar)
+    ).close()
+
+
+def test_a_repeated_call_is_dropped_and_ends_the_output() -> None:
+    first = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    other = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
+    text = f"<tool_call>\n[{first}, {other}, {first.replace(': ', ':')}, {first}]\n</tool_call>"
+    for step in (1, 4, 1000):
+        parser = ToolCallParser()
+        started, pieces = [], []
+        for i in range(0, len(text), step):
+            events = parser.feed(text[i : i + step])
+            started += events.started
+            pieces += events.arguments
+            if parser.repeated:
+                break
+        assert parser.repeated
+        assert [(c.index, c.name, c.arguments) for c in parser.calls] == [
+            (0, "get_weather", '{"city": "Paris"}'),
+            (1, "get_weather", '{"city": "Rome"}'),
+        ]
+        assert [c.index for c in started] == [0, 1]
+        assert len({c.id for c in started}) == 2
+        # Nothing of the repeat reached the events; Rome came out whole once it differed.
+        joined = {0: "", 1: ""}
+        for index, piece in pieces:
+            joined[index] += piece
+        assert joined == {0: '{"city": "Paris"}', 1: '{"city": "Rome"}'}
+
+
+def test_a_call_list_with_distinct_calls_parses_in_order() -> None:
+    text = (
+        'Checking. <tool_call>\n[{"name": "search", "arguments": {"q": "a ] }"}}, '
+        '{"name": "get_weather", "arguments": {"city": "Oslo"}}]\n</tool_call>'
+    )
+    content, started, pieces = parse(text, 2)
+    assert content == "Checking. "
+    assert [(c.index, c.name, c.complete) for c in started] == [
+        (0, "search", True),
+        (1, "get_weather", True),
+    ]
+    assert [c.arguments for c in started] == ['{"q": "a ] }"}', '{"city": "Oslo"}']
+    assert "".join(p for i, p in pieces if i == 0) == '{"q": "a ] }"}'
+    assert "".join(p for i, p in pieces if i == 1) == '{"city": "Oslo"}'
