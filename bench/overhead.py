@@ -16,6 +16,11 @@ issue, PASS/MISS; nothing is asserted.
 
     .venv/bin/python bench/overhead.py                 # both engines, ~3 minutes
     .venv/bin/python bench/overhead.py --transport aiohttp --duration 20
+    .venv/bin/python bench/overhead.py --transport aiohttp --baseline 6e66945
+
+``--baseline REV`` also runs that revision's gateway (checked out with ``git worktree``
+into a temporary directory, same venv) in the same run, and prints the current tree's
+figures as ratios to it.
 """
 
 from __future__ import annotations
@@ -259,10 +264,11 @@ def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> N
             f"  [{verdict(gw.rss_idle_mb <= TARGET_RSS_IDLE_MB)}] {gw.transport:<8} "
             f"idle RSS {gw.rss_idle_mb:.1f} MiB  (<= {TARGET_RSS_IDLE_MB:.0f} MB)"
         )
-    if len(gateways) > 1:
+    engines = [gw for gw in gateways if not gw.transport.endswith("@base")]
+    if len(engines) > 1:
         out.append("")
         out.append("engines compared (req/s, higher is better):")
-        first, second = gateways[0].transport, gateways[1].transport
+        first, second = engines[0].transport, engines[1].transport
         for row in rows:
             if row.target != first:
                 continue
@@ -281,6 +287,51 @@ def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> N
                     f"  {row.mode:<6} c={row.connections:<3} {first} {row.run.rps:>8,.0f}  "
                     f"{second} {other.run.rps:>8,.0f}  ratio {row.run.rps / other.run.rps:.2f}x"
                 )
+
+
+def checkout(stack: ExitStack, rev: str, workdir: Path) -> Path:
+    """``rev`` of this repository, checked out (detached) under ``workdir``."""
+    repo = BENCH.parent
+    target = workdir / "baseline"
+    subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(target), rev],
+        check=True,
+    )
+    stack.callback(
+        subprocess.run,
+        ["git", "-C", str(repo), "worktree", "remove", "--force", str(target)],
+        check=False,
+    )
+    return target
+
+
+def print_baseline(rows: list[Row], rev: str, out: list[str]) -> None:
+    out.append("")
+    out.append(f"this tree against {rev} (same run; req/s ratio >1 and CPU ratio <1 are better):")
+    for row in rows:
+        if row.target == "direct" or row.target.endswith("@base"):
+            continue
+        base = next(
+            (
+                r
+                for r in rows
+                if r.target == f"{row.target}@base"
+                and r.mode == row.mode
+                and r.connections == row.connections
+            ),
+            None,
+        )
+        if base is None or not base.run.rps or not row.run.requests or not base.run.requests:
+            continue
+        cpu = (row.gw_cpu_s or 0.0) / row.run.requests * 1e6
+        base_cpu = (base.gw_cpu_s or 0.0) / base.run.requests * 1e6
+        out.append(
+            f"  {row.target:<8} {row.mode:<6} c={row.connections:<3} "
+            f"req/s {row.run.rps:>8,.0f} vs {base.run.rps:>8,.0f} "
+            f"({row.run.rps / base.run.rps:.2f}x)"
+            f"   CPU/req {cpu:5.0f} vs {base_cpu:5.0f} us"
+            f" ({cpu / base_cpu if base_cpu else float('nan'):.2f}x)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         help="record the gateway with py-spy during each c>1 proxied run (raw stacks in DIR)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run this git revision's gateway, compared"
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("wrk") is None:
@@ -328,6 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         mock, mock_port = start_mock(stack)
         check_answers(mock_port, "mock upstream")
         gateways = [start_gateway(stack, workdir, t, mock_port, args.log_level) for t in transports]
+        if args.baseline:
+            source = checkout(stack, args.baseline, workdir)
+            gateways += [
+                start_gateway(
+                    stack, workdir, t, mock_port, args.log_level, source=source, label=f"{t}@base"
+                )
+                for t in transports
+            ]
         for gw in gateways:
             check_answers(gw.port, f"gateway ({gw.transport})")
         scenarios = len(modes) * len(levels) * (1 + len(gateways))
@@ -362,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print_table(rows, gateways, out)
     print_targets(rows, gateways, out)
+    if args.baseline:
+        print_baseline(rows, args.baseline, out)
     print("\n".join(out))
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(rows, gateways, args), indent=2) + "\n")

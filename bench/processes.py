@@ -123,12 +123,24 @@ def switchyard_command() -> list[str]:
 
 
 def start_gateway(
-    stack: ExitStack, workdir: Path, transport: str, upstream_port: int, log_level: str
+    stack: ExitStack,
+    workdir: Path,
+    transport: str,
+    upstream_port: int,
+    log_level: str,
+    *,
+    source: Path | None = None,
+    label: str | None = None,
 ) -> Gateway:
+    """``switchyard serve`` on a free port; ``source``: run that checkout's code instead
+    of this one's (a baseline revision), named ``label`` in the results."""
     port = free_port()
-    config = workdir / f"switchyard-{transport}.yaml"
+    label = label or transport
+    config = workdir / f"switchyard-{label}.yaml"
     config.write_text(
-        "server:\n"
+        # The built-in models are left out: the bench measures the proxy path alone, as
+        # a config file did before built-ins were kept (a baseline may not know the key).
+        ("" if source else "defaults: false\n") + "server:\n"
         "  host: 127.0.0.1\n"
         f"  port: {port}\n"
         f"  data_dir: {workdir / 'data'}\n"
@@ -142,20 +154,23 @@ def start_gateway(
         "    api_key: sk-mock\n",
         encoding="utf-8",
     )
-    log = workdir / f"switchyard-{transport}.log"
+    log = workdir / f"switchyard-{label}.log"
+    command = [sys.executable, "-m", "proxy.cli"] if source else switchyard_command()
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*switchyard_command(), "serve", "--config", str(config), "--log-level", log_level],
+            [*command, "serve", "--config", str(config), "--log-level", log_level],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
+            env=env,
         )
     stack.callback(stop_process, proc)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"gateway ({transport}) exited:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"gateway ({label}) exited:\n{log.read_text()[-3000:]}")
         try:
             status, _, _ = http_request(port, "GET", "/health")
             if status == 200:
@@ -163,10 +178,10 @@ def start_gateway(
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit(f"gateway ({transport}) not ready after 60 s")
+            raise SystemExit(f"gateway ({label}) not ready after 60 s")
         time.sleep(0.1)
     time.sleep(0.5)  # let the lifespan settle before reading idle memory
-    return Gateway(transport, proc, port, log, rss_idle_mb=rss_mb(proc.pid))
+    return Gateway(label, proc, port, log, rss_idle_mb=rss_mb(proc.pid))
 
 
 def http_request(
