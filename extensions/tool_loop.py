@@ -123,21 +123,33 @@ class ToolsExtension(Extension):
             [c for c in calls if _function_name(c) not in server],
         )
 
+    async def _whole_round(
+        self, call: ChatCall, model_call: ModelCall, usage: _Usage
+    ) -> tuple[dict[str, Any], bool]:
+        """One round answered whole: the model's response (with the usage of every round
+        so far) and whether it ends the loop. It does when the model called no server
+        tool, or also called the client's tools: the server's calls run first, and the
+        response then carries only the client's, to be handed back."""
+        response = await model_call(call)
+        usage.add(response.get("usage"))
+        response = usage.into(response)
+        choices = response.get("choices") or []
+        message = (choices[0].get("message") if choices else None) or {}
+        mine, theirs = self._split(call, message.get("tool_calls") or [])
+        if not mine:
+            return response, True
+        await self._run_server_calls(call, message.get("content"), mine)
+        if theirs:
+            message["tool_calls"] = theirs
+            return response, True
+        return response, False
+
     async def execute(self, call: ChatCall, model_call: ModelCall) -> dict[str, Any]:
         usage = _Usage()
         for round_number in range(self.config.max_rounds + 1):
             self._start_round(call, round_number)
-            response = await model_call(call)
-            usage.add(response.get("usage"))
-            response = usage.into(response)
-            choices = response.get("choices") or []
-            message = (choices[0].get("message") if choices else None) or {}
-            mine, theirs = self._split(call, message.get("tool_calls") or [])
-            if not mine:
-                return response
-            await self._run_server_calls(call, message.get("content"), mine)
-            if theirs:
-                message["tool_calls"] = theirs
+            response, finished = await self._whole_round(call, model_call, usage)
+            if finished:
                 return response
         return response
 
@@ -148,17 +160,8 @@ class ToolsExtension(Extension):
         include_usage = call.envelope.params.wants_usage_chunk
         round_number = 0
         while round_number < self.config.max_rounds and _forces_a_call(call):
-            response = await model_call(call)
-            usage.add(response.get("usage"))
-            response = usage.into(response)
-            choices = response.get("choices") or []
-            message = (choices[0].get("message") if choices else None) or {}
-            mine, theirs = self._split(call, message.get("tool_calls") or [])
-            if not mine:
-                return _listed(chunks_of(response, include_usage))
-            await self._run_server_calls(call, message.get("content"), mine)
-            if theirs:
-                message["tool_calls"] = theirs
+            response, finished = await self._whole_round(call, model_call, usage)
+            if finished:
                 return _listed(chunks_of(response, include_usage))
             round_number += 1
         self._start_round(call, round_number)

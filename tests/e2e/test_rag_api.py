@@ -17,19 +17,12 @@ import httpx
 import pytest
 
 from proxy.keys import key_id
-from tests.support.rag_fakes import EmbeddingsUpstream, embeddings_upstream, make_pdf
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.rag_api import Env, chunks_in, create, embedding_model, error_of
+from tests.support.rag_fakes import embeddings_upstream, make_pdf
+from tests.support.servers import serve_gateway
 
 KEY = "sk-rag-tests"
 MAX_UPLOAD_MB = 0.05  # ~51 KiB per file: small enough to test 413 cheaply
-
-
-class Env:
-    def __init__(self, gateway: RunningServer, upstream: EmbeddingsUpstream, root: Path) -> None:
-        self.gateway = gateway
-        self.upstream = upstream
-        self.allowed = root / "allowed"
-        self.outside = root / "outside"
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +33,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     with embeddings_upstream() as (upstream, url):
         config = {
             "server": {"api_keys": [KEY], "data_dir": str(root / "data")},
-            "models": [
-                {
-                    "name": "smollm2-135m-embed",
-                    "adapter": "openai",
-                    "model": "bag-of-words",
-                    "base_url": url,
-                    "api_key": "sk-upstream",
-                    "timeout_s": 10,
-                }
-            ],
+            "models": [embedding_model(url, timeout_s=10)],
             "rag": {
                 "allowed_dirs": [str(root / "allowed")],
                 "max_upload_mb": MAX_UPLOAD_MB,
@@ -70,24 +54,6 @@ def api(env: Env) -> Iterator[httpx.Client]:
         timeout=30,
     ) as client:
         yield client
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    return error
-
-
-def create(api: httpx.Client, name: str, **extra: Any) -> dict[str, Any]:
-    response = api.post("/collections", json={"name": name, **extra})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def chunks_in(api: httpx.Client, name: str) -> int:
-    count: int = api.get(f"/collections/{name}").json()["chunks"]
-    return count
 
 
 DOCS: list[dict[str, Any]] = [

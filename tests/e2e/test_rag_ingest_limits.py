@@ -16,27 +16,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.rag_fakes import EmbeddingsUpstream, embeddings_upstream
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.rag_api import Env, chunks_in, create, embedding_model, error_of
+from tests.support.rag_fakes import embeddings_upstream
+from tests.support.servers import serve_gateway
 
 KEY = "sk-rag-limits"
 OTHER_KEY = "sk-rag-limits-other"
 MARK = "heldword"
 JOB_THRESHOLD = 5
 MAX_CHUNKS = 60
-
-
-class Env:
-    def __init__(self, gateway: RunningServer, upstream: EmbeddingsUpstream, root: Path) -> None:
-        self.gateway = gateway
-        self.upstream = upstream
-        self.allowed = root / "allowed"
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +40,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         config = {
             "server": {"api_keys": [KEY, OTHER_KEY], "data_dir": str(root / "data")},
             "models": [
-                {
-                    "name": "smollm2-135m-embed",
-                    "adapter": "openai",
-                    "model": "bag-of-words",
-                    "base_url": url,
-                    "api_key": "sk-upstream",
-                    # Longer than any wait below: only the client leaving ends a held call.
-                    "timeout_s": 600,
-                }
+                # Longer than any wait below: only the client leaving ends a held call.
+                embedding_model(url, timeout_s=600)
             ],
             "rag": {
                 "allowed_dirs": [str(root / "allowed")],
@@ -84,22 +70,6 @@ def client(env: Env, key: str = KEY) -> httpx.Client:
 def api(env: Env) -> Iterator[httpx.Client]:
     with client(env) as c:
         yield c
-
-
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    return error
-
-
-def create(api: httpx.Client, name: str) -> None:
-    response = api.post("/collections", json={"name": name})
-    assert response.status_code == 201, response.text
-
-
-def chunks_in(api: httpx.Client, name: str) -> int:
-    count: int = api.get(f"/collections/{name}").json()["chunks"]
-    return count
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:

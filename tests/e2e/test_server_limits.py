@@ -27,7 +27,7 @@ from proxy.server import GatewayServer
 from proxy.settings import settings_from_mapping
 from tests.e2e.conftest import CLIENT_KEY, model_entry, sdk
 from tests.support.fake_openai import FakeOpenAI, Fault, wait_until
-from tests.support.servers import RunningServer, serve_switchyard
+from tests.support.servers import STREAM_ENDED_BY_SHUTDOWN, RunningServer, serve_switchyard
 
 ASK = [{"role": "user", "content": "hi"}]
 AUTH = f"Authorization: Bearer {CLIENT_KEY}\r\n".encode()
@@ -203,12 +203,7 @@ def test_requests_still_running_after_the_drain_are_ended_and_recorded(
             next(chunks)
         waiting.join(timeout=20)
     assert type(cut.value) is openai.APIError
-    assert cut.value.body == {
-        "message": "The server is shutting down; the stream was ended before it finished.",
-        "type": "server_error",
-        "param": None,
-        "code": "server_shutting_down",
-    }
+    assert cut.value.body == STREAM_ENDED_BY_SHUTDOWN
     assert outcome == {
         "status": 503,
         "body": {

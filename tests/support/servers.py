@@ -20,6 +20,14 @@ from proxy.app import create_app
 from proxy.server import build_server
 from proxy.settings import Settings, settings_from_mapping
 
+STREAM_ENDED_BY_SHUTDOWN = {
+    "message": "The server is shutting down; the stream was ended before it finished.",
+    "type": "server_error",
+    "param": None,
+    "code": "server_shutting_down",
+}
+"""The error event that ends a stream still running when the server shuts down."""
+
 
 async def answer_lifespan(receive: Any, send: Any) -> None:
     """The ASGI lifespan handshake, for test apps with nothing to start or stop."""
