@@ -124,3 +124,29 @@ def refuse_activation(route: str, model: str, headers: Any, body: dict[str, Any]
             "or the model name).",
             param=asked[0],
         )
+
+
+def form_options(fields: dict[str, Any]) -> dict[str, Any]:
+    """Remove the ``switchyard`` options from parsed multipart ``fields`` and return them
+    as a body would carry them (``{"switchyard": {...}}``, or ``{}``).
+
+    A form carries them as one JSON ``switchyard`` field, or as ``switchyard[name]``
+    parts, which is how the SDKs flatten ``extra_body`` into a multipart request.
+    """
+    options: dict[str, Any] = {}
+    for name in [n for n in fields if n == "switchyard" or n.startswith("switchyard[")]:
+        value = fields.pop(name)
+        if name == "switchyard":
+            try:
+                decoded = msgspec.json.decode(value) if isinstance(value, str) else value
+            except msgspec.DecodeError:
+                raise InvalidRequest(
+                    "The 'switchyard' form field must be a JSON object.", param="switchyard"
+                ) from None
+            if not isinstance(decoded, dict):
+                raise InvalidRequest("'switchyard' must be an object.", param="switchyard")
+            options.update(decoded)
+        else:
+            key = name[len("switchyard[") :].split("]", 1)[0]
+            options[key] = value
+    return {"switchyard": options} if options else {}

@@ -49,6 +49,12 @@ def assess(deployment: Deployment, now: float) -> Assessment:
         return Assessment("unhealthy", deployment.probe_interval_s is None, why)
     if deployment.cooling(now):
         return Assessment("cooling_down", True, reason)
+    if health.consecutive_failures and health.last_success_at is None:
+        failure = health.last_error.type if health.last_error else "failure"
+        why = (
+            f"no upstream call has succeeded yet ({health.consecutive_failures} failed: {failure})"
+        )
+        return Assessment("unhealthy", deployment.probe_interval_s is None, why)
     if not health.known and not deployment.adapter.readiness_is_checked:
         return Assessment("unknown", True, reason)
     return Assessment("healthy", True, reason)

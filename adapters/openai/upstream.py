@@ -86,12 +86,19 @@ def error_from_response(status: int, content: bytes, headers: Mapping[str, str])
     return UpstreamRejected(status, message, type=etype, param=param, code=code)
 
 
+def _too_deep() -> UpstreamError:
+    """msgspec gives up on JSON nested about 1,000 deep: no client could use it either."""
+    return UpstreamError("The upstream answered with JSON nested too deeply to read.")
+
+
 def probe_usage(content: bytes, stats: CallStats) -> None:
     """Read ``usage`` from an encoded body or chunk without decoding anything else."""
     try:
         usage = _decode_usage(content).usage
     except msgspec.MsgspecError:
         return
+    except RecursionError:
+        raise _too_deep() from None
     if usage is not None:
         stats.add_usage(usage.prompt_tokens, usage.completion_tokens)
 
@@ -111,6 +118,8 @@ def _check_data(payload: bytes, stats: CallStats, model: str) -> None:
         raise UpstreamError(
             f"The upstream for '{model}' sent malformed SSE data: {payload[:80]!r}"
         ) from None
+    except RecursionError:
+        raise _too_deep() from None
     if probe.usage is not None:
         stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
 

@@ -30,6 +30,7 @@ from multipart import (  # type: ignore[import-untyped]
     PushMultipartParser,
 )
 
+from extensions.activation import form_options, refuse_activation
 from proxy.errors import InvalidRequest, PayloadTooLarge, shown
 from proxy.schemas.base import Envelope, WireRequest, validated
 
@@ -232,6 +233,8 @@ async def read_form(
             body[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             body[name] = value
+    options = form_options(body)
+    refuse_activation(request.url.path, str(body.get("model", "")), request.headers, options)
     return convert_form(body, request_type, files, array_fields)
 
 

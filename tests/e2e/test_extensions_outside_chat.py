@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
+from tests.e2e.conftest import CLIENT_KEY
 from tests.support.fake_openai import FakeOpenAI
 
 CALLS = {
@@ -62,4 +64,63 @@ def test_asking_for_an_extension_outside_chat_is_a_400_saying_so(
         "param": extension,
         "code": None,
     }
+    assert fake.received() == []
+
+
+WAV = ("a.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ")
+PNG = ("a.png", b"\x89PNG\r\n\x1a\n")
+#: The multipart routes, called as the SDK sends them (extra_body fields are flattened
+#: into ``switchyard[name]`` form parts).
+FORM_CALLS = {
+    "/v1/audio/transcriptions": lambda c, **kw: c.audio.transcriptions.create(file=WAV, **kw),
+    "/v1/audio/translations": lambda c, **kw: c.audio.translations.create(file=WAV, **kw),
+    "/v1/images/edits": lambda c, **kw: c.images.edit(image=PNG, prompt="x", **kw),
+    "/v1/images/variations": lambda c, **kw: c.images.create_variation(image=PNG, **kw),
+}
+
+
+@pytest.mark.parametrize("path", FORM_CALLS)
+@pytest.mark.parametrize(("way", "options", "extension"), ASKED)
+def test_asking_for_an_extension_on_a_multipart_route_is_a_400_saying_so(
+    client: openai.OpenAI,
+    fake: FakeOpenAI,
+    path: str,
+    way: str,
+    options: dict[str, Any],
+    extension: str,
+) -> None:
+    options = dict(options)
+    model = options.pop("model", "gpt-test" + options.pop("model_suffix", ""))
+    with pytest.raises(openai.BadRequestError) as caught:
+        FORM_CALLS[path](client, model=model, **options)
+    assert caught.value.body == {
+        "message": f"The '{extension}' extension works with /v1/chat/completions only; "
+        f"{path} cannot use it (asked for by a header, the 'switchyard' field or the "
+        "model name).",
+        "type": "invalid_request_error",
+        "param": extension,
+        "code": None,
+    }
+    assert fake.received() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "status", "param"),
+    [
+        ('{"rag": ["docs"]}', 400, "rag"),
+        ("not json", 400, "switchyard"),
+        ("[1]", 400, "switchyard"),
+    ],
+)
+def test_a_switchyard_form_field_as_json_is_read_like_the_body_field(
+    raw: httpx.Client, fake: FakeOpenAI, field: str, status: int, param: str
+) -> None:
+    reply = raw.post(
+        "/v1/audio/transcriptions",
+        data={"model": "gpt-test", "switchyard": field},
+        files={"file": WAV},
+        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert reply.status_code == status
+    assert reply.json()["error"]["param"] == param
     assert fake.received() == []

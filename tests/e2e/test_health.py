@@ -284,6 +284,26 @@ def test_a_probe_marks_an_unreachable_upstream_unhealthy_and_sees_it_recover(
     assert upstream.received("/v1/chat/completions") == []  # no client request was needed
 
 
+def test_a_probed_deployment_that_never_answered_is_unhealthy_from_its_first_failure(
+    start_gateway: Start,
+) -> None:
+    """With a long window, the passive rule alone would call it healthy for ten probes."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    gateway = start_gateway(
+        [model_entry("m", "up", url, required=True, health_probe_interval_s=0.2)],
+        api_keys=[CLIENT_KEY],
+        health_window=10,
+    )
+
+    assert wait_until(lambda: deployment_health(gateway, "m")["consecutive_failures"] >= 1, 20)
+    found = deployment_health(gateway, "m")
+    assert found["status"] == "unhealthy"
+    assert found["last_success_at"] is None
+    assert found["ready"] is False
+    assert found["reason"].startswith("no upstream call has succeeded yet (")
+    assert ready(gateway).json() == {"status": "not_ready"}
+
+
 # ------------------------------------------------------------------- aborts
 
 

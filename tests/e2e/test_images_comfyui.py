@@ -461,6 +461,29 @@ def test_a_client_that_leaves_cancels_its_prompt_queued_or_running(
         assert comfy.deleted == [second] and second not in comfy.history
 
 
+def test_an_interrupted_prompt_stops_at_the_next_step_and_saves_nothing(
+    own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
+) -> None:
+    """Not a fault mode: an ordinary slow run, stopped by the interrupt the gateway sends
+    when its client leaves (ComfyUI checks for it before each sampler step)."""
+    with serve_comfyui() as comfy:
+        model = comfy_model("sd", comfy.url, IMAGE_WORKFLOWS)
+        server = own_gateway({"server": {"data_dir": str(tmp_path)}, "models": [model]})
+        comfy.step_delay, comfy.max_steps = 0.2, 200
+        running = _start_generation(server, "slow")
+        assert wait_until(lambda: comfy.running is not None)
+        [prompt_id] = comfy.prompt_ids
+        running.close()
+        assert wait_until(lambda: prompt_id in comfy.history)
+        entry = comfy.history[prompt_id]
+        assert comfy.interrupted == [prompt_id]
+        assert entry["status"]["status_str"] == "error"
+        assert entry["status"]["completed"] is False
+        assert [kind for kind, _ in entry["status"]["messages"]][-1] == "execution_interrupted"
+        assert entry["outputs"] == {}
+        assert [key for key in comfy.files if key[0] == "output"] == []
+
+
 def test_a_missing_checkpoint_marks_that_model_not_ready_until_it_runs_again(
     own_gateway: Callable[[dict[str, Any]], RunningServer], tmp_path: Path
 ) -> None:

@@ -377,6 +377,8 @@ class FakeComfyUI:
         """Report sampler progress; False when the run ends here (a fault mode)."""
         steps = min(int(inputs["steps"]), self.max_steps)
         for step in range(1, steps + 1):
+            if self._interrupt.is_set():  # the sampler checks before each step, as ComfyUI's
+                return False
             if self.mode == "execution_error":
                 return False
             if self.mode == "vanish" and step == 2:
