@@ -8,7 +8,9 @@ and writes the access-log line. It is plain ASGI because it runs on every reques
 It also registers each request with the shutdown ``Drain`` (``proxy.drain``), and holds
 the request body to ``server.request_read_timeout_s``: uvicorn has no body timeout, so
 ``receive`` is wrapped with a deadline until the body is complete (one ``asyncio``
-timer per read, nothing once the body is in), and a stalled body becomes a 408.
+timer per read, nothing once the body is in), and a stalled body becomes a 408. A body
+the server's protocol had parsed whole before the request started (``BODY_RECEIVED_KEY``,
+the common case) is not wrapped at all: that wrapper was the hot path's largest new cost.
 
 A client that went away before its response was complete is recorded as 499 (nginx's
 "client closed request"), whatever status the response had begun with.
@@ -34,6 +36,8 @@ SCOPE_KEY = "switchyard.request"
 #: Set by the server's HTTP protocol (``proxy.server``): the event-loop time at which the
 #: request's first byte arrived, so the read deadline covers the head as well as the body.
 REQUEST_BEGAN_KEY = "switchyard.request_began"
+#: Set by the same protocol once the whole request (head and body) has been parsed.
+BODY_RECEIVED_KEY = "switchyard.body_received"
 _CLOSE = (b"connection", b"close")
 CLIENT_CLOSED = 499
 access_log = logging.getLogger("switchyard.access")
@@ -186,7 +190,7 @@ class RequestContextMiddleware:
                 first_body_at = time.perf_counter()
             await send(message)
 
-        if self.read_timeout_s is not None:
+        if self.read_timeout_s is not None and not scope.get(BODY_RECEIVED_KEY):
             receive = self._with_read_deadline(scope, receive, lambda: responded)
         self.metrics.in_flight.inc()
         task = drain.track(info)

@@ -43,7 +43,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.app import create_app
-from proxy.context import REQUEST_BEGAN_KEY, RequestContextMiddleware
+from proxy.context import BODY_RECEIVED_KEY, REQUEST_BEGAN_KEY, RequestContextMiddleware
 from proxy.drain import Drain
 from proxy.errors import RequestTimeout, ServerOverloaded, SwitchyardError, encode_error
 from proxy.settings import Settings
@@ -154,6 +154,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # Usually parsed before the request's task first runs: the middleware then knows
+        # the whole body is in and arms no read deadline (see ``proxy.context``).
+        self.scope[BODY_RECEIVED_KEY] = True  # type: ignore[literal-required]
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
