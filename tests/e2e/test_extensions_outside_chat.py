@@ -41,32 +41,6 @@ ASKED: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize("path", CALLS)
-@pytest.mark.parametrize(("way", "options", "extension"), ASKED)
-def test_asking_for_an_extension_outside_chat_is_a_400_saying_so(
-    client: openai.OpenAI,
-    fake: FakeOpenAI,
-    path: str,
-    way: str,
-    options: dict[str, Any],
-    extension: str,
-) -> None:
-    options = dict(options)
-    model = options.pop("model", MODELS[path] + options.pop("model_suffix", ""))
-    with pytest.raises(openai.BadRequestError) as caught:
-        CALLS[path](client, model=model, **options)
-    assert caught.value.status_code == 400
-    assert caught.value.body == {
-        "message": f"The '{extension}' extension works with /v1/chat/completions only; "
-        f"{path} cannot use it (asked for by a header, the 'switchyard' field or the "
-        "model name).",
-        "type": "invalid_request_error",
-        "param": extension,
-        "code": None,
-    }
-    assert fake.received() == []
-
-
 WAV = ("a.wav", b"RIFF\x24\x00\x00\x00WAVEfmt ")
 PNG = ("a.png", b"\x89PNG\r\n\x1a\n")
 #: The multipart routes, called as the SDK sends them (extra_body fields are flattened
@@ -79,9 +53,12 @@ FORM_CALLS = {
 }
 
 
-@pytest.mark.parametrize("path", FORM_CALLS)
+EVERY_CALL = {**CALLS, **FORM_CALLS}
+
+
+@pytest.mark.parametrize("path", EVERY_CALL)
 @pytest.mark.parametrize(("way", "options", "extension"), ASKED)
-def test_asking_for_an_extension_on_a_multipart_route_is_a_400_saying_so(
+def test_asking_for_an_extension_outside_chat_is_a_400_saying_so(
     client: openai.OpenAI,
     fake: FakeOpenAI,
     path: str,
@@ -90,9 +67,10 @@ def test_asking_for_an_extension_on_a_multipart_route_is_a_400_saying_so(
     extension: str,
 ) -> None:
     options = dict(options)
-    model = options.pop("model", "gpt-test" + options.pop("model_suffix", ""))
+    model = options.pop("model", MODELS.get(path, "gpt-test") + options.pop("model_suffix", ""))
     with pytest.raises(openai.BadRequestError) as caught:
-        FORM_CALLS[path](client, model=model, **options)
+        EVERY_CALL[path](client, model=model, **options)
+    assert caught.value.status_code == 400
     assert caught.value.body == {
         "message": f"The '{extension}' extension works with /v1/chat/completions only; "
         f"{path} cannot use it (asked for by a header, the 'switchyard' field or the "
