@@ -29,7 +29,6 @@ from adapters.base import Adapter, DeploymentConfig, registered_adapters
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
 SECTIONS_GROUP = "switchyard.config"
-CORE_KEYS = ("server", "http", "defaults", "models")
 
 T = TypeVar("T")
 
@@ -96,19 +95,24 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Connection engine under httpx: aiohttp's pool (faster under load) or httpx's own."""
 
 
-class _FileConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The top-level sections the core owns (every other one belongs to a plugin)."""
+
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
+
+
+class _FileConfig(_CoreSections, kw_only=True, forbid_unknown_fields=True):
     models: list[dict[str, Any]] = []
 
 
-class Settings(msgspec.Struct, kw_only=True):
-    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
-    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
-    defaults: bool = True
+CORE_KEYS = _FileConfig.__struct_fields__
+
+
+class Settings(_CoreSections, kw_only=True):
     models: list[DeploymentConfig] = []
     sections: dict[str, Any] = {}
     """Plugin sections present in the file, validated by their plugin's Struct."""
