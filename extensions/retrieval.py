@@ -19,10 +19,10 @@ from typing import Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.rag.config import RagConfig
-from extensions.rag.owners import owner_of
 from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
+from proxy.context import owner_of
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
 

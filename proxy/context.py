@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base import CallStats
+from proxy.disconnect import client_gone
 from proxy.drain import Drain
 from proxy.errors import RequestTimeout, ServerShuttingDown, SwitchyardError, encode_error
 from proxy.keys import key_id, presented_key
@@ -41,6 +42,13 @@ BODY_RECEIVED_KEY = "switchyard.body_received"
 _CLOSE = (b"connection", b"close")
 CLIENT_CLOSED = 499
 access_log = logging.getLogger("switchyard.access")
+ANONYMOUS_OWNER = "-"
+"""The owner of what callers that send no key store (auth off)."""
+
+
+def owner_of(key_id: str | None) -> str:
+    """Who owns what a caller stores (sessions, RAG collections, jobs): its key id."""
+    return key_id or ANONYMOUS_OWNER
 
 
 @dataclass(slots=True)
@@ -73,6 +81,11 @@ class RequestInfo:
             return self.verified_key_id
         presented = presented_key(self._header)
         return key_id(presented) if presented else None
+
+    @property
+    def owner(self) -> str:
+        """The owner of what this request stores or reads (see ``owner_of``)."""
+        return owner_of(self.key_id)
 
     def _header(self, name: str) -> str | None:
         value = raw_header(self.headers, name.encode("latin-1"))
@@ -114,30 +127,6 @@ def _shutdown_response() -> tuple[dict[str, Any], dict[str, Any]]:
         {"type": "http.response.start", "status": 503, "headers": headers},
         {"type": "http.response.body", "body": body, "more_body": False},
     )
-
-
-def client_gone(receive: Any) -> bool:
-    """Whether the server already knows the client disconnected, without waiting.
-
-    ASGI has no way to poll, and uvicorn drops whatever is sent to a closed connection
-    without a word: a client that left while a remote answer was awaited would be
-    recorded with the answer's status. A server hands out a disconnect it knows of
-    without suspending, so ``receive()`` is stepped once: if it would wait, the client
-    is still there and the step is closed unfinished.
-    """
-    step = receive()
-    send = getattr(step, "send", None)
-    if send is None:  # not a coroutine: nothing can be learnt without awaiting it
-        return False
-    try:
-        send(None)
-    except StopIteration as finished:
-        message = finished.value
-        return isinstance(message, dict) and message.get("type") == "http.disconnect"
-    except Exception:  # a server that fails here tells nothing either way
-        return False
-    step.close()
-    return False
 
 
 class RequestContextMiddleware:

@@ -1,4 +1,5 @@
-"""Noticing that a client went away while a non-streaming answer is being made.
+"""Noticing that a client went away: while a non-streaming answer is being made, and,
+for the access log, whether it already had when a response ends.
 
 Streams notice on their own (``proxy.responses``). A non-streaming handler is only
 told when it tries to send, which for a local generation is minutes of wasted work.
@@ -49,3 +50,27 @@ async def until_disconnected(receive: Receive, work: Awaitable[Any]) -> Any:
             await task
         raise ClientDisconnected("The client disconnected before the answer was ready.")
     return task.result()
+
+
+def client_gone(receive: Any) -> bool:
+    """Whether the server already knows the client disconnected, without waiting.
+
+    ASGI has no way to poll, and uvicorn drops whatever is sent to a closed connection
+    without a word: a client that left while a remote answer was awaited would be
+    recorded with the answer's status. A server hands out a disconnect it knows of
+    without suspending, so ``receive()`` is stepped once: if it would wait, the client
+    is still there and the step is closed unfinished.
+    """
+    step = receive()
+    send = getattr(step, "send", None)
+    if send is None:  # not a coroutine: nothing can be learnt without awaiting it
+        return False
+    try:
+        send(None)
+    except StopIteration as finished:
+        message = finished.value
+        return isinstance(message, dict) and message.get("type") == "http.disconnect"
+    except Exception:  # a server that fails here tells nothing either way
+        return False
+    step.close()
+    return False

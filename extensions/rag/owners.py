@@ -11,7 +11,7 @@ the API (403, ``permission_denied``). Those an admin lists in
 ``rag.shared_collections``, and those created before collections had owners (no
 ``OWNER_KEY`` in their metadata), so that existing embedded stores keep working.
 
-With auth off every caller that sends no key is ``ANONYMOUS``, as for sessions.
+The owner comes from ``proxy.context.owner_of``, as for sessions.
 """
 
 from __future__ import annotations
@@ -25,12 +25,6 @@ from proxy.errors import NotFound, PermissionDenied
 #: Collection metadata key holding the owner (namespaced: old collections may carry
 #: user metadata called ``owner``).
 OWNER_KEY = "switchyard:owner"
-ANONYMOUS = "-"
-
-
-def owner_of(key_id: str | None) -> str:
-    """The owner for a caller identified by ``key_id`` (None: no key sent)."""
-    return key_id or ANONYMOUS
 
 
 class Access(enum.Enum):

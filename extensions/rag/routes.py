@@ -33,7 +33,6 @@ from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
 
 from extensions.rag import ingest
-from extensions.rag.owners import owner_of
 from extensions.rag.records import check_collection_name
 from extensions.rag.schemas import (
     CollectionCreate,
@@ -74,7 +73,7 @@ async def _body(request: Request[Any, Any, Any], kind: type[S]) -> S:
 
 
 def _owner(request: Request[Any, Any, Any]) -> str:
-    return owner_of(request_info(request.scope).key_id)
+    return request_info(request.scope).owner
 
 
 def _collection(name: str) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.sessions.config import SessionsConfig
-from extensions.sessions.store import ANONYMOUS, SessionStore
+from extensions.sessions.store import SessionStore
+from proxy.context import owner_of
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
 from proxy.settings import Settings
@@ -26,10 +27,6 @@ from proxy.settings import Settings
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _SYSTEM_ROLES = ("system", "developer")
 _MESSAGE_OVERHEAD_TOKENS = 4
-
-
-def owner_of(key_id: str | None) -> str:
-    return key_id or ANONYMOUS
 
 
 def _text_of(message: dict[str, Any]) -> str:

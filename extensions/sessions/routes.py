@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get
 
-from extensions.sessions.extension import SessionExtension, owner_of
+from extensions.sessions.extension import SessionExtension
 from proxy.context import request_info
 from proxy.errors import NotFound, shown
 from proxy.gateway import json_response
@@ -24,7 +24,7 @@ def _extension(request: Request[Any, Any, Any]) -> SessionExtension:
 
 
 def _owner(request: Request[Any, Any, Any]) -> str:
-    return owner_of(request_info(request.scope).key_id)
+    return request_info(request.scope).owner
 
 
 @get("/switchyard/sessions", summary="List your sessions")

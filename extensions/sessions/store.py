@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
-ANONYMOUS = "-"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode

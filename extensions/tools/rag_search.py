@@ -20,7 +20,6 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from extensions.rag.owners import owner_of
 from extensions.tools.base import (
     BaseTool,
     ToolContext,
@@ -29,6 +28,7 @@ from extensions.tools.base import (
     function_definition,
 )
 from extensions.tools.config import ToolsConfig
+from proxy.context import owner_of
 from proxy.errors import SwitchyardError
 
 DEFAULT_K = 5

@@ -15,9 +15,10 @@ import pytest
 
 from extensions.rag import ingest
 from extensions.rag.config import RagConfig
-from extensions.rag.owners import OWNER_KEY, Access, access_of, owner_of
+from extensions.rag.owners import OWNER_KEY, Access, access_of
 from extensions.rag.schemas import DocumentIn, IndexRequest
 from extensions.rag.store import RagStore
+from proxy.context import owner_of
 from proxy.errors import InvalidRequest, NotFound, PermissionDenied
 from tests.support.rag_fakes import bow_embed, write_legacy_collection
 
