@@ -24,7 +24,7 @@ from proxy.metrics import Metrics
 from proxy.router import Deployment, Router
 from proxy.schemas.models import Model
 from proxy.settings import Settings
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 log = logging.getLogger("switchyard.app")
 

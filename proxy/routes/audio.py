@@ -34,7 +34,7 @@ from proxy.schemas.audio import (
     VerboseTranscription,
 )
 from proxy.schemas.base import WireRequest, decode_request
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 log = logging.getLogger("switchyard.audio")
 

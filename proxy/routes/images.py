@@ -36,7 +36,7 @@ from proxy.schemas.images import (
     ImagesResponse,
     ImageVariationRequest,
 )
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 _EXTENSION_FORMAT = {v: k for k, v in OUTPUT_TYPES.items()}
 

@@ -14,7 +14,7 @@ from litestar.response import File
 from proxy.context import request_info
 from proxy.errors import NotFound
 from proxy.routes.images import media_services
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 
 @get("/media/{media_id:str}", summary="Download a generated file")

@@ -22,7 +22,7 @@ from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.models import Model, ModelList
 from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 
 def _gateway(request: Request[Any, Any, Any]) -> Gateway:

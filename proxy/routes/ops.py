@@ -21,7 +21,7 @@ from proxy.keys import presented_key
 from proxy.metrics import CONTENT_TYPE
 from proxy.readiness import deployments_health, readiness
 from proxy.schemas.health import Readiness
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 
 class Access(enum.Enum):

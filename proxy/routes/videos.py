@@ -27,7 +27,7 @@ from proxy.routes.images import media_services
 from proxy.schemas.base import UNSET, decode_request
 from proxy.schemas.images import parse_size
 from proxy.schemas.videos import InputReference, VideoCreateRequest, VideoDeleted, VideoList
-from proxy.state import AppState
+from proxy.app_state import AppState
 
 #: Poll interval suggested to the SDK's ``videos.poll`` (header ``openai-poll-after-ms``).
 POLL_AFTER_MS = "1000"

@@ -1,0 +1,127 @@
+"""What the state layer stores, as typed records (the repositories' inputs and outputs).
+
+These are storage records, not wire types: the admin API has its own request and
+response Structs (``proxy.schemas.admin``) and converts. Times are Unix seconds (float).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Role = Literal["user", "admin"]
+BudgetPeriod = Literal["day", "month"]
+
+DEFAULT_TEAM_ID = "default"
+"""The team of static ``api_keys``, the master key and callers without a key."""
+
+
+class Limits(msgspec.Struct, kw_only=True):
+    """Limits a team or a key may carry; ``None`` means no limit of that kind."""
+
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_budget_usd: float | None = None
+    budget_period: BudgetPeriod = "month"
+    allowed_models: list[str] | None = None
+    """Glob patterns of model names; ``None``: every model."""
+    allowed_extensions: list[str] | None = None
+    """Extension names; ``None``: every extension."""
+
+
+class Team(Limits, kw_only=True):
+    id: str
+    name: str
+    metadata: dict[str, Any] = {}
+    created_at: float
+    updated_at: float
+
+
+class ApiKey(Limits, kw_only=True):
+    """A virtual key. The secret itself is never stored: only its hash (kept by the
+    repository, never returned) and a short ``prefix`` for people to recognise it."""
+
+    id: str
+    name: str
+    team_id: str
+    role: Role = "user"
+    prefix: str
+    max_parallel: int | None = None
+    expires_at: float | None = None
+    metadata: dict[str, Any] = {}
+    created_at: float
+    updated_at: float
+    revoked_at: float | None = None
+    rotated_at: float | None = None
+    previous_valid_until: float | None = None
+    """After a rotation: until when the previous secret still works."""
+
+
+class UsageRecord(msgspec.Struct, kw_only=True):
+    """One request, as accounted. Never holds prompt or completion text."""
+
+    time: float
+    request_id: str
+    key_id: str
+    team_id: str
+    model: str
+    deployment: str
+    route: str
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: float = 0.0
+    upstream_ms: float = 0.0
+    ttft_ms: float | None = None
+
+
+class UsageFilter(msgspec.Struct, kw_only=True):
+    team_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    since: float | None = None
+    """Inclusive lower bound on ``time``."""
+    until: float | None = None
+    """Exclusive upper bound on ``time``."""
+
+
+UsageGrouping = Literal["day", "model", "key", "team"]
+
+
+class UsageTotals(msgspec.Struct, kw_only=True):
+    """Totals of one group (``group`` is the day ``YYYY-MM-DD`` (UTC), model, key id or
+    team id; ``None`` when not grouped)."""
+
+    group: str | None = None
+    requests: int = 0
+    errors: int = 0
+    """Requests answered with a status of 400 or above (499 included)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    id: int | None = None
+    """Assigned by the store."""
+    time: float
+    actor: str
+    """Who: a key id, ``master`` or ``cli:<user>``."""
+    action: str
+    """What: ``team.create``, ``key.rotate``, ..."""
+    target: str
+    """The id of the team or key acted on."""
+    details: dict[str, Any] = {}
+    """The changed fields (never a secret)."""
+
+
+class SessionInfo(msgspec.Struct):
+    """A stored conversation, as listed (the messages are read with ``history``)."""
+
+    id: str
+    created_at: int
+    updated_at: int
+    message_count: int
+    object: str = "switchyard.session"
