@@ -111,6 +111,7 @@ async def _serve_upload(
     info.route = route
     upload = await read_upload(request, request_type)
     model = upload.model
+    await state.tenancy.admit(info, model)
     state.router.deployments_of(model)
     info.model = model
 
@@ -177,6 +178,7 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     envelope = decode_request(await request.body(), SpeechRequest)
     refuse_activation(request.url.path, envelope.model, request.headers, envelope.body)
     model = envelope.model
+    await state.tenancy.admit(info, model)
     state.router.deployments_of(model)
     info.model = model
     info.stream = True
