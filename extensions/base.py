@@ -26,9 +26,9 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from extensions.activation import Activation
-from proxy.state.records import DEFAULT_TEAM_ID
 from proxy.schemas.base import Envelope
 from proxy.schemas.chat import ChatCompletionRequest
+from proxy.state.records import DEFAULT_TEAM_ID
 
 if TYPE_CHECKING:
     import httpx

@@ -120,9 +120,7 @@ class RagExtension(Extension):
             return
         config = self.config
         assert self.store is not None  # validate() refused the request otherwise
-        hits = await self.store.search(
-            call.team_id, call.activation.rag, query, config.top_k
-        )
+        hits = await self.store.search(call.team_id, call.activation.rag, query, config.top_k)
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException
 
 from extensions.base import registered_extensions
 from proxy import __version__
+from proxy.app_state import AppState
 from proxy.context import RequestContextMiddleware
 from proxy.drain import Drain
 from proxy.errors import (
@@ -28,7 +29,6 @@ from proxy.errors import (
     encode_error,
     shown,
 )
-from proxy.app_state import AppState
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
 from proxy.openapi import docs_assets_router, document_request_bodies, openapi_config

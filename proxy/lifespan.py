@@ -17,6 +17,7 @@ from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
 from extensions.services import make_context_window, make_token_counter
+from proxy.app_state import AppState
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -26,7 +27,6 @@ from proxy.schemas.models import Model
 from proxy.settings import Settings
 from proxy.state import open_state
 from proxy.tenancy.service import Tenancy, jwt_verifier, legacy_sessions_file
-from proxy.app_state import AppState
 
 log = logging.getLogger("switchyard.app")
 

@@ -27,6 +27,7 @@ import yaml
 
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
 from proxy.state.config import StateConfig
+from proxy.tenancy.jwt import AuthConfig
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
 SECTIONS_GROUP = "switchyard.config"
@@ -107,6 +108,7 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -277,6 +279,7 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
         server=file_config.server,
         http=file_config.http,
         state=file_config.state,
+        auth=file_config.auth,
         defaults=file_config.defaults,
         models=models,
         sections=sections,

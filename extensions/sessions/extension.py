@@ -16,11 +16,11 @@ from typing import Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.sessions.config import SessionsConfig
-from proxy.state.repositories import SessionRepository
 from proxy.context import owner_of
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
 from proxy.settings import Settings
+from proxy.state.repositories import SessionRepository
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _SYSTEM_ROLES = ("system", "developer")

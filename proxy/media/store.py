@@ -95,7 +95,9 @@ class MediaStore:
         ctype = CONTENT_TYPES[path.suffix[1:]]
         return StoredMedia(media_id, path, ctype, size, time.time())
 
-    async def save(self, data: bytes, content_type: str, *, owner: str | None = None) -> StoredMedia:
+    async def save(
+        self, data: bytes, content_type: str, *, owner: str | None = None
+    ) -> StoredMedia:
         """Write ``data`` atomically (temporary name, then rename) off the event loop."""
         media_id = new_id()
         target = self._target(media_id, content_type)

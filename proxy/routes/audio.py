@@ -19,6 +19,7 @@ from litestar.response import Stream
 
 from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import refuse_activation
+from proxy.app_state import AppState
 from proxy.context import RequestInfo, request_info
 from proxy.errors import InvalidRequest, StreamAborted, SwitchyardError, UpstreamError
 from proxy.gateway import json_response
@@ -34,7 +35,6 @@ from proxy.schemas.audio import (
     VerboseTranscription,
 )
 from proxy.schemas.base import WireRequest, decode_request
-from proxy.app_state import AppState
 
 log = logging.getLogger("switchyard.audio")
 

@@ -18,6 +18,7 @@ from litestar import Request, Response, Router, post
 
 from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import refuse_activation
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import InvalidRequest
@@ -36,7 +37,6 @@ from proxy.schemas.images import (
     ImagesResponse,
     ImageVariationRequest,
 )
-from proxy.app_state import AppState
 
 _EXTENSION_FORMAT = {v: k for k, v in OUTPUT_TYPES.items()}
 

@@ -13,11 +13,11 @@ from typing import Any
 from litestar import Request, Router, get
 from litestar.response import File
 
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.errors import NotFound
 from proxy.keys import presented_key
 from proxy.routes.images import media_services
-from proxy.app_state import AppState
 
 
 @get("/media/{media_id:str}", summary="Download a generated file")

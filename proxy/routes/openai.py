@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, post
 
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.errors import ModelNotFound, shown
 from proxy.gateway import (
@@ -23,7 +24,6 @@ from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.models import Model, ModelList
 from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
-from proxy.app_state import AppState
 from proxy.tenancy.admission import may_use_model
 
 

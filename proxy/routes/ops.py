@@ -14,13 +14,13 @@ from typing import Any
 
 from litestar import Request, Response, Router, get
 
+from proxy.app_state import AppState
 from proxy.errors import AuthenticationFailed, PermissionDenied
 from proxy.gateway import json_response
 from proxy.keys import presented_key
 from proxy.metrics import CONTENT_TYPE
 from proxy.readiness import deployments_health, readiness
 from proxy.schemas.health import Readiness
-from proxy.app_state import AppState
 
 
 class Access(enum.Enum):

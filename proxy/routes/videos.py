@@ -18,6 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.response import File
 
 from adapters.base import Adapter, Capability
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.errors import InvalidRequest, NotFound, UnsupportedCapability, shown
 from proxy.gateway import json_response
@@ -27,7 +28,6 @@ from proxy.routes.images import media_services
 from proxy.schemas.base import UNSET, decode_request
 from proxy.schemas.images import parse_size
 from proxy.schemas.videos import InputReference, VideoCreateRequest, VideoDeleted, VideoList
-from proxy.app_state import AppState
 
 #: Poll interval suggested to the SDK's ``videos.poll`` (header ``openai-poll-after-ms``).
 POLL_AFTER_MS = "1000"

@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from proxy.errors import ModelNotFound, PermissionDenied, shown
-from proxy.state.records import BudgetPeriod, Limits
+from proxy.state.records import BudgetPeriod
 from proxy.tenancy.identity import Identity
 from proxy.tenancy.limits import Grant, ScopeLimit
 
@@ -96,6 +96,5 @@ def limits_of(identity: Identity) -> dict[str, Any]:
         values = [getattr(limits, field) for _s, limits in identity.scopes]
         present = [v for v in values if v is not None]
         effective[field] = min(present) if present else None
-    key: Limits | None = identity.key
-    effective["max_parallel"] = key.max_parallel if identity.key else None
+    effective["max_parallel"] = identity.key.max_parallel if identity.key is not None else None
     return effective

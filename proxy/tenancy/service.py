@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -228,7 +228,9 @@ class Tenancy:
             return []
         return admission.grant.headers
 
-    async def finish(self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None) -> None:
+    async def finish(
+        self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None
+    ) -> None:
         """The request has ended: account for it (see the module docstring)."""
         identity = info.identity
         if identity is None or info.usage_model is None:
@@ -276,8 +278,7 @@ class Tenancy:
 
 def jwt_verifier(settings: Settings, http: Any) -> Any:
     """The JWT verifier when ``auth.jwt`` is configured, else ``None``."""
-    auth = getattr(settings, "auth", None)
-    config = getattr(auth, "jwt", None)
+    config = settings.auth.jwt
     if config is None:
         return None
     from proxy.tenancy.jwt import JwtVerifier
