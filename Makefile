@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP)
 
-# Debian packages used by tests and benchmarks, installed only when missing.
-SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg
+# Debian packages used by tests and benchmarks, installed only when missing (command:package).
+# PostgreSQL's binaries live in /usr/lib/postgresql/<version>/bin, off PATH: looked for there too.
+# The tests start their own throwaway PostgreSQL and Redis (tests/support/services.py).
+SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg initdb:postgresql redis-server:redis-server
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	  command -v $$cmd >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 \
+	    || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing Debian packages:$$missing"; \
