@@ -7,6 +7,7 @@ the status, the OpenAI ``type`` and ``code``, and whether the router may retry.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar
 
@@ -157,6 +158,28 @@ class RateLimited(SwitchyardError):
         self.retry_after_s = retry_after_s
         if retry_after_s is not None:
             self.headers.setdefault("Retry-After", str(max(1, round(retry_after_s))))
+
+
+class RateLimitExceeded(RateLimited):
+    """A key's or team's RPM, TPM or parallel limit refused the request (never retried:
+    another deployment would not change the caller's own limit)."""
+
+    code = "rate_limit_exceeded"
+    retryable = False
+
+
+class BudgetExceeded(SwitchyardError):
+    """A key's or team's spend for the current period reached its ``max_budget_usd``."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
+        self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after_s))))
 
 
 class UpstreamError(SwitchyardError):
