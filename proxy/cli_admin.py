@@ -22,7 +22,7 @@ from proxy.errors import SwitchyardError
 from proxy.schemas.admin import KeyCreate, TeamCreate
 from proxy.schemas.base import validated
 from proxy.settings import Settings, load_settings
-from proxy.state import migrate, open_state
+from proxy.state import migrate, open_state, resolve_url
 from proxy.state.config import StateConfig
 from proxy.state.records import DEFAULT_TEAM_ID, ApiKey
 from proxy.tenancy.admin import AdminService
@@ -75,11 +75,12 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
 
 def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    applied = asyncio.run(
-        migrate(
-            _state_config(settings), data_dir=settings.server.data_dir, base_dir=settings.base_dir
-        )
+    url = resolve_url(
+        _state_config(settings).database,
+        data_dir=settings.server.data_dir,
+        base_dir=settings.base_dir,
     )
+    applied = asyncio.run(migrate(url))
     for revision in applied:
         print(f"applied {revision}")
     if not applied:

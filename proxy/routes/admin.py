@@ -1,4 +1,5 @@
-"""The admin API under ``/v1/switchyard/admin``: teams, virtual keys, usage and audit.
+"""The admin API under ``/v1/switchyard/admin``: teams, virtual keys, usage and audit
+(and, beside it, ``/v1/switchyard/me`` for any caller).
 
 Only admin identities may call it (``admin_guard``, after the auth guard that sets the
 identity). Handlers parse their own query parameters so that a bad value is a 400 that
@@ -16,7 +17,7 @@ from litestar.handlers import BaseRouteHandler
 
 from proxy.errors import InvalidRequest, PermissionDenied, shown
 from proxy.gateway import json_response
-from proxy.routes.tenancy import actor_of, admin_service, identity_of, tenancy_of
+from proxy.routes.tenancy import actor_of, admin_service, identity_of, me_handler, tenancy_of
 from proxy.schemas.admin import (
     AuditPage,
     KeyCreate,
@@ -38,7 +39,7 @@ from proxy.schemas.admin import (
 )
 from proxy.state.records import UsageFilter, UsageGrouping
 
-PATH = "/v1/switchyard/admin"
+PREFIX = "/v1/switchyard"
 GROUPINGS: tuple[UsageGrouping, ...] = ("day", "model", "key", "team")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -260,9 +261,11 @@ async def audit(request: Req) -> Response[bytes]:
 
 
 def admin_router(guards: list[Any] | None = None) -> Router:
-    """The admin API; ``guards`` authenticate (and set the identity) before the admin check."""
-    return Router(
-        path=PATH,
+    """``/v1/switchyard``: ``/me`` for any caller and the admin API under ``/admin``.
+
+    ``guards`` authenticate (and set the identity) before the admin check."""
+    admin = Router(
+        path="/admin",
         route_handlers=[
             create_team,
             list_teams,
@@ -279,6 +282,12 @@ def admin_router(guards: list[Any] | None = None) -> Router:
             usage_requests,
             audit,
         ],
-        guards=[*(guards or ()), admin_guard],
+        guards=[admin_guard],
         tags=["Switchyard admin"],
+    )
+    return Router(
+        path=PREFIX,
+        route_handlers=[admin, me_handler],
+        guards=list(guards or ()),
+        tags=["Switchyard"],
     )

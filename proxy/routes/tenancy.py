@@ -132,9 +132,9 @@ def _window(status: RateStatus | None) -> RateWindow | None:
     )
 
 
-@get("/switchyard/me", summary="The calling key: its team, limits, rate, budget and usage")
+@get("/me", summary="The calling key: its team, limits, rate, budget and usage")
 async def me_handler(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Mounted under ``/v1`` beside the OpenAI routes, behind the same auth guard."""
+    """Mounted at ``/v1/switchyard/me`` by ``admin_router``, behind the auth guard."""
     identity = identity_of(request.scope) or Identity(key_id="-")
     state = _state(request)
     tenancy: Tenancy = state.tenancy
