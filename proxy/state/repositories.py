@@ -8,6 +8,7 @@ without it. ``None`` from a getter means "no such thing for this owner".
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, Protocol
 
 from proxy.state.records import (
@@ -70,7 +71,7 @@ class KeyRepository(Protocol):
         """Set ``revoked_at`` (once); ``None`` when there is no such key."""
         ...
 
-    async def revoke_team(self, team_id: str, now: float) -> list[str]:
+    async def revoke_team(self, team_id: str, now: float) -> builtins.list[str]:
         """Revoke every live key of a team; the ids revoked."""
         ...
 

@@ -1,0 +1,155 @@
+"""The state store's tables, as SQLAlchemy Core metadata (one dialect-neutral form).
+
+This describes the schema the migrations build; the repositories query through it. A
+change here goes with a new revision under ``migrations/versions`` (the two are
+compared by ``tests/unit/state/test_migrations.py``).
+
+Types are chosen to behave alike on both engines: times are Unix seconds as
+``DOUBLE``, list and mapping fields are ``JSON`` with SQL ``NULL`` for ``None`` (so
+``None``, "no restriction", stays apart from ``[]``), and a message is JSON text kept
+byte for byte as it was written.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_Json = sa.JSON(none_as_null=True)
+"""``None`` is stored as SQL ``NULL``, never as the JSON text ``null``."""
+
+
+def _limits() -> list[sa.Column[object]]:
+    """The ``Limits`` columns a team and a key both carry."""
+    return [
+        sa.Column("rpm_limit", sa.Integer, nullable=True),
+        sa.Column("tpm_limit", sa.Integer, nullable=True),
+        sa.Column("max_budget_usd", sa.Double, nullable=True),
+        sa.Column("budget_period", sa.String(16), nullable=False, server_default="month"),
+        sa.Column("allowed_models", _Json, nullable=True),
+        sa.Column("allowed_extensions", _Json, nullable=True),
+    ]
+
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    *_limits(),
+    sa.Column("metadata", _Json, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("deleted_at", sa.Double, nullable=True),
+    # A name is unique among live teams only: a deleted team's name can be taken again.
+    sa.Index(
+        "uq_teams_live_name",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("team_id", sa.String(64), sa.ForeignKey("teams.id"), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("prefix", sa.String(64), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False),
+    sa.Column("previous_hash", sa.String(128), nullable=True),
+    *_limits(),
+    sa.Column("max_parallel", sa.Integer, nullable=True),
+    sa.Column("expires_at", sa.Double, nullable=True),
+    sa.Column("metadata", _Json, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.Column("rotated_at", sa.Double, nullable=True),
+    sa.Column("previous_valid_until", sa.Double, nullable=True),
+    sa.Index("uq_api_keys_key_hash", "key_hash", unique=True),
+    sa.Index("ix_api_keys_previous_hash", "previous_hash"),
+    sa.Index("ix_api_keys_team_id", "team_id"),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("time", sa.Double, nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("team_id", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("deployment", sa.String(200), nullable=False),
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Double, nullable=False),
+    sa.Column("duration_ms", sa.Double, nullable=False),
+    sa.Column("upstream_ms", sa.Double, nullable=False),
+    sa.Column("ttft_ms", sa.Double, nullable=True),
+    sa.Index("ix_usage_team_id_time", "team_id", "time"),
+    sa.Index("ix_usage_key_id_time", "key_id", "time"),
+    sa.Index("ix_usage_time", "time"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("time", sa.Double, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("details", _Json, nullable=False),
+    sa.Index("ix_audit_target_id", "target", "id"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+    sa.Index("ix_sessions_owner_updated", "owner", "updated"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),
+    sa.Column("session", sa.String(200), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["owner", "session"],
+        ["sessions.owner", "sessions.id"],
+        name="fk_messages_session_sessions",
+        ondelete="CASCADE",
+    ),
+)
+
+legacy_imports = sa.Table(
+    "legacy_imports",
+    metadata,
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("imported_at", sa.Double, nullable=False),
+    sa.Column("sessions", sa.Integer, nullable=False),
+    sa.Column("messages", sa.Integer, nullable=False),
+)
+"""Which pre-tenancy databases were copied in, so that it happens once."""
