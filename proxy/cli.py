@@ -1,4 +1,4 @@
-"""The ``switchyard`` command: ``serve`` and ``check-config``."""
+"""The ``switchyard`` command: ``serve``, ``check-config``, ``migrate`` and ``admin``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import msgspec
 
+from proxy.cli_admin import add_commands
 from proxy.settings import ConfigError, Settings, load_settings
 
 
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("file")
     check.set_defaults(run=_check)
+    add_commands(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

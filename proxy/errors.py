@@ -131,6 +131,14 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(SwitchyardError):
+    """The request clashes with what exists: a taken name, a change to a revoked key."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class PayloadTooLarge(SwitchyardError):
     status = 413
     type = "invalid_request_error"

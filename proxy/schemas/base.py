@@ -39,16 +39,18 @@ T = TypeVar("T", bound=WireRequest)
 
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
 
 def param_of(error: msgspec.ValidationError) -> str | None:
-    """The request field a msgspec validation error is about (``messages[0].role``)."""
+    """The request field a msgspec validation error is about (``messages[0].role``); for
+    a missing field or an unknown one (types that forbid them), that field's path."""
     text = str(error)
-    missing = _MISSING.search(text)
+    named = _MISSING.search(text) or _UNKNOWN.search(text)
     path = _PATH.search(text)
     prefix = path.group(1) if path else ""
-    if missing:
-        return f"{prefix}.{missing.group(1)}" if prefix else missing.group(1)
+    if named:
+        return f"{prefix}.{named.group(1)}" if prefix else named.group(1)
     return prefix or None
 
 
