@@ -104,6 +104,8 @@ class Authenticator:
 
     async def _jwt_identity(self, token: str) -> Identity:
         claims = await self.jwt.verify(token)
+        if claims.team is None:  # only admins may come without one (JwtVerifier checks)
+            return await self._default_team_identity(f"jwt:{claims.subject}", "jwt", admin=True)
         team: Team | None = await self.cache.team_named(claims.team)
         if team is None:
             raise AuthenticationFailed(f"The token's team '{claims.team}' is not a team here.")
