@@ -97,5 +97,12 @@ def _message(row: Any) -> dict[str, Any]:
 
 
 async def _open_read_only(path: Path) -> aiosqlite.Connection:
-    """The old file at an absolute path, read-only (``mode=ro``: SQLite refuses writes)."""
-    return await aiosqlite.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    """The old file at an absolute path, opened so that nothing is written beside it.
+
+    With a ``-wal`` file (the old server did not shut down cleanly) its pages are part
+    of the data: ``mode=ro`` reads them and refuses every write. Without one the file is
+    whole, and ``immutable=1`` reads it without the ``-wal``/``-shm`` files that even a
+    read-only WAL reader would otherwise leave behind."""
+    wal = await asyncio.to_thread(path.with_name(path.name + "-wal").exists)
+    mode = "mode=ro" if wal else "immutable=1"
+    return await aiosqlite.connect(f"{path.as_uri()}?{mode}", uri=True)

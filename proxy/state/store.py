@@ -8,6 +8,13 @@ from proxy.state.config import StateConfig
 from proxy.state.engine import Database, EngineName, create_engine, resolve_url
 from proxy.state.legacy import import_legacy_sessions
 from proxy.state.migrate import migrate
+from proxy.state.repositories import (
+    AuditRepository,
+    KeyRepository,
+    SessionRepository,
+    TeamRepository,
+    UsageRepository,
+)
 from proxy.state.sql.audit import SqlAudit
 from proxy.state.sql.keys import SqlKeys
 from proxy.state.sql.sessions import SqlSessions
@@ -23,11 +30,11 @@ class StateStore:
         self.database = database
         """The engine and its read/write scopes; for the repositories and the legacy import."""
         self.engine_name: EngineName = database.name
-        self.teams = SqlTeams(database)
-        self.keys = SqlKeys(database)
-        self.usage = SqlUsage(database)
-        self.audit = SqlAudit(database)
-        self.sessions = SqlSessions(database)
+        self.teams: TeamRepository = SqlTeams(database)
+        self.keys: KeyRepository = SqlKeys(database)
+        self.usage: UsageRepository = SqlUsage(database)
+        self.audit: AuditRepository = SqlAudit(database)
+        self.sessions: SessionRepository = SqlSessions(database)
 
     async def aclose(self) -> None:
         await self.database.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from proxy.state.records import ApiKey, Team
 from proxy.state.repositories import Conflict
 
 
-def key(id: str, team_id: str = DEFAULT_TEAM_ID, at: float = 100.0, **fields: object) -> ApiKey:
+def key(id: str, team_id: str = DEFAULT_TEAM_ID, at: float = 100.0, **fields: Any) -> ApiKey:
     return ApiKey(  # type: ignore[arg-type]
         id=id,
         name=f"name-{id}",

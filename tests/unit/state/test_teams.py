@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from proxy.state import DEFAULT_TEAM_ID, StateStore
@@ -9,7 +11,7 @@ from proxy.state.records import Team
 from proxy.state.repositories import Conflict
 
 
-def team(id: str, name: str, at: float = 100.0, **fields: object) -> Team:
+def team(id: str, name: str, at: float = 100.0, **fields: Any) -> Team:
     return Team(id=id, name=name, created_at=at, updated_at=at, **fields)  # type: ignore[arg-type]
 
 
