@@ -1,6 +1,7 @@
-"""RAG collections belong to the key that created them, through the real gateway.
+"""RAG collections belong to the team of the key that created them, through the real
+gateway.
 
-Two API keys probe each other's collections on every route of /v1/switchyard/rag, in
+Two API keys of two teams probe each other's collections on every route of /v1/switchyard/rag, in
 chat (``X-Switchyard-RAG``) and through the ``rag_search`` tool: to key B, key A's
 collection is exactly an unknown collection. Shared collections (an admin's
 ``rag.shared_collections``, and one written before collections had owners, straight
@@ -22,16 +23,18 @@ import httpx
 import openai
 import pytest
 
-from proxy.keys import key_id
 from tests.support.rag_fakes import (
     ScriptedChatUpstream,
     embeddings_upstream,
     write_legacy_collection,
 )
 from tests.support.servers import RunningServer, serve_gateway
+from tests.support.tenants import seed_keys
 
 KEY_A = "sk-rag-owner-a"
 KEY_B = "sk-rag-owner-b"
+TEAM_A = "team_rag_a"
+TEAM_B = "team_rag_b"
 SECRET = "The vault code is 1234 and the safe opens at dawn."
 HANDBOOK = "Expense reports are due on the fifth working day of each month."
 LEGACY = "The ferry leaves the harbour at nine every morning."
@@ -79,8 +82,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
              "api_key": "sk-upstream", "timeout_s": 10}
             for name, upstream_id in (("smollm2-135m-embed", "bag-of-words"), ("chat", "scripted"))
         ]  # fmt: skip
+        seed_keys(data, {KEY_A: TEAM_A, KEY_B: TEAM_B})
         config: dict[str, Any] = {
-            "server": {"api_keys": [KEY_A, KEY_B], "data_dir": str(data)},
+            "server": {"master_key": "sk-rag-owners-master", "data_dir": str(data)},
             "models": models,
             "rag": {"allowed_dirs": [str(root / "allowed")], "top_k": 3},
         }
@@ -121,10 +125,10 @@ def test_each_key_lists_its_own_and_the_shared_collections(
     a, b = listing(as_a), listing(as_b)
     assert set(a) == {"a-private", "handbook", "legacy-notes"}
     assert set(b) == {"b-own", "handbook", "legacy-notes"}
-    assert (a["a-private"]["owner"], a["a-private"]["shared"]) == (key_id(KEY_A), False)
-    assert (b["b-own"]["owner"], b["b-own"]["shared"]) == (key_id(KEY_B), False)
+    assert (a["a-private"]["owner"], a["a-private"]["shared"]) == (TEAM_A, False)
+    assert (b["b-own"]["owner"], b["b-own"]["shared"]) == (TEAM_B, False)
     # The handbook is still A's, but shared; B is never told whose it is.
-    assert (a["handbook"]["owner"], a["handbook"]["shared"]) == (key_id(KEY_A), True)
+    assert (a["handbook"]["owner"], a["handbook"]["shared"]) == (TEAM_A, True)
     assert (b["handbook"]["owner"], b["handbook"]["shared"]) == (None, True)
     for seen in (a, b):
         legacy = seen["legacy-notes"]
@@ -285,12 +289,14 @@ def test_rag_search_cannot_reach_another_keys_collection(env: Env) -> None:
 # ----------------------------------------------------------------- auth off
 
 
-def test_without_auth_the_key_sent_still_keeps_collections_apart(tmp_path: Path) -> None:
-    """As for sessions: with no configured keys, callers that send no key are one
-    anonymous owner, and a caller that sends a key is that key's owner."""
+def test_without_auth_every_caller_shares_the_default_teams_collections(tmp_path: Path) -> None:
+    """A single-user setup (no keys configured) is one team, ``default``: what one caller
+    makes, any other reads, whatever key it sends; a virtual key still has its own team."""
+    data = tmp_path / "data"
+    seed_keys(data, {KEY_B: TEAM_B})
     with embeddings_upstream() as (_, url):
         config = {
-            "server": {"data_dir": str(tmp_path)},
+            "server": {"data_dir": str(data)},
             "models": [
                 {"name": "smollm2-135m-embed", "adapter": "openai", "model": "bag-of-words",
                  "base_url": url, "api_key": "sk-upstream", "timeout_s": 10}
@@ -299,8 +305,10 @@ def test_without_auth_the_key_sent_still_keeps_collections_apart(tmp_path: Path)
         with serve_gateway(config) as gateway:
             rag = f"{gateway.url}/v1/switchyard/rag"
             keyed = {"Authorization": "Bearer sk-anything"}
+            member = {"Authorization": f"Bearer {KEY_B}"}
             made = httpx.post(f"{rag}/collections", json={"name": "anon-notes"})
-            assert made.status_code == 201 and made.json()["owner"] == "-"
+            assert made.status_code == 201 and made.json()["owner"] == "default"
             assert httpx.get(f"{rag}/collections/anon-notes").status_code == 200
-            assert httpx.get(f"{rag}/collections/anon-notes", headers=keyed).status_code == 404
-            assert httpx.get(f"{rag}/collections", headers=keyed).json()["data"] == []
+            assert httpx.get(f"{rag}/collections/anon-notes", headers=keyed).status_code == 200
+            assert httpx.get(f"{rag}/collections/anon-notes", headers=member).status_code == 404
+            assert httpx.get(f"{rag}/collections", headers=member).json()["data"] == []

@@ -1,12 +1,11 @@
 """Fixtures for the limiter and spend tests: a movable clock and both backends.
 
-``redis_url`` reads SWITCHYARD_TEST_REDIS_URL (local default) until the shared fixture
-in tests/conftest.py exists; every Redis test gets its own key prefix, deleted after.
+Redis is the session's throwaway server (``redis_url`` in tests/conftest.py); every
+Redis test gets its own key prefix, deleted after.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,11 +30,6 @@ class FakeClock:
 
 #: 2026-01-01 00:00:00 UTC, an epoch minute's start.
 T0 = 1767225600.0
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return os.environ.get("SWITCHYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
