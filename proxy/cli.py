@@ -11,10 +11,40 @@ from proxy.cli_admin import add_commands
 from proxy.settings import ConfigError, Settings, load_settings
 
 
+def _auth_summary(settings: Settings) -> str:
+    ways = []
+    if settings.server.master_key:
+        ways.append("master key")
+    if keys := len([k for k in settings.server.api_keys if k]):
+        ways.append(f"{keys} static api key(s)")
+    if settings.auth.jwt is not None:
+        ways.append(f"JWT from {settings.auth.jwt.issuer}")
+    if not ways:
+        return "off (every caller is in team default; virtual keys still count)"
+    return ", ".join([*ways, "virtual keys"])
+
+
+def _state_summary(settings: Settings) -> str:
+    """The database (its password never shown) and where limits are counted."""
+    from sqlalchemy.engine import make_url
+
+    from proxy.state.engine import resolve_url
+
+    url = resolve_url(
+        settings.state.database,
+        data_dir=settings.server.data_dir,
+        base_dir=settings.base_dir,
+        create=False,
+    )
+    shown = make_url(url).render_as_string(hide_password=True)
+    counters = "redis" if settings.state.redis_url else "in process"
+    return f"{shown}; limits counted {counters}"
+
+
 def _routing_table(settings: Settings) -> str:
     lines = [f"config: {settings.source}", f"listen: {settings.server.host}:{settings.server.port}"]
-    keys = len(settings.server.api_keys)
-    lines.append(f"auth: {f'{keys} api key(s)' if keys else 'off'}")
+    lines.append(f"auth: {_auth_summary(settings)}")
+    lines.append(f"state: {_state_summary(settings)}")
     if settings.defaults:
         lines.append("built-in models: kept (a file entry of the same name replaces one)")
     if not settings.models:

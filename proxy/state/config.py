@@ -24,3 +24,9 @@ class StateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long a key lookup is trusted without Redis (revocation takes at most this
     long to reach every replica). With Redis, changes are broadcast and this is only
     the fallback."""
+
+    def __post_init__(self) -> None:
+        if self.database is not None:
+            from proxy.state.engine import check_database_url
+
+            check_database_url(self.database)

@@ -35,21 +35,33 @@ _ACCEPTED = (
 )
 
 
-def resolve_url(database: str | None, *, data_dir: str | Path, base_dir: str | Path = ".") -> str:
+def check_database_url(database: str) -> None:
+    """Raise ``ValueError`` unless ``resolve_url`` would accept ``database`` (no file or
+    directory is touched: this runs when the config is read)."""
+    resolve_url(database, data_dir=".", create=False)
+
+
+def resolve_url(
+    database: str | None,
+    *,
+    data_dir: str | Path,
+    base_dir: str | Path = ".",
+    create: bool = True,
+) -> str:
     """The SQLAlchemy async URL for ``state.database``: unset means
-    ``{data_dir}/switchyard.sqlite3``; a relative SQLite path is taken relative to
-    ``base_dir``; ``postgresql://`` gets the asyncpg driver. The directory of a SQLite
-    file is created. Raises ``ValueError`` for any other form."""
+    ``{data_dir}/switchyard.sqlite3`` (``data_dir`` is relative to the working directory,
+    as for media); a relative SQLite path in ``state.database`` is taken relative to
+    ``base_dir`` (the config file's directory); ``postgresql://`` gets the asyncpg driver.
+    The directory of a SQLite file is created. Raises ``ValueError`` for any other form."""
     if database is None:
-        path = Path(data_dir) / "switchyard.sqlite3"
-        return _sqlite_url(path if path.is_absolute() else Path(base_dir) / path)
+        return _sqlite_url(Path(data_dir) / "switchyard.sqlite3", create)
     scheme = database.split(":", 1)[0].lower() if ":" in database else ""
     if scheme in ("sqlite", "sqlite+aiosqlite"):
         rest = database.split(":", 1)[1]
         if not rest.startswith("///") or rest in ("///", "///:memory:"):
             raise ValueError(f"state.database: {database!r} names no SQLite file; {_ACCEPTED}")
         path = Path(rest[3:])
-        return _sqlite_url(path if path.is_absolute() else Path(base_dir) / path)
+        return _sqlite_url(path if path.is_absolute() else Path(base_dir) / path, create)
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         try:
             url = make_url(database)
@@ -62,9 +74,10 @@ def resolve_url(database: str | None, *, data_dir: str | Path, base_dir: str | P
     raise ValueError(f"state.database: unsupported URL {shown}; {_ACCEPTED}")
 
 
-def _sqlite_url(path: Path) -> str:
+def _sqlite_url(path: Path, create: bool = True) -> str:
     path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return URL.create("sqlite+aiosqlite", database=str(path)).render_as_string()
 
 

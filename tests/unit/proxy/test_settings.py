@@ -252,7 +252,7 @@ def test_check_config_prints_the_routing_table(
     assert "up-a" in out
     assert "up-b" in out
     assert "fallbacks: backup" in out
-    assert "1 api key" in out
+    assert "1 static api key" in out
     assert "sk-very-secret" not in out  # secrets are never printed
 
 
@@ -336,3 +336,26 @@ def test_a_probe_interval_needs_an_adapter_with_a_probe() -> None:
         settings_from_mapping({"models": [openai_model(health_probe_interval_s=0)]})
     with pytest.raises(ConfigError, match="health_window"):
         settings_from_mapping({"server": {"health_window": 0}})
+
+
+def test_an_unsupported_state_database_is_a_config_error_naming_the_forms(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings_from_mapping({"state": {"database": "mysql://u:p@h/db"}}, "f.yaml")
+    text = str(error.value)
+    assert "state" in text and "sqlite:///" in text and "postgresql://" in text
+    assert "u:p" not in text  # never the credentials
+
+
+def test_check_config_shows_auth_and_state_without_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "server: {master_key: sk-master-secret, api_keys: [sk-static-secret]}\n"
+        "state: {database: 'postgresql://u:pw-secret@db.internal/sy', redis_url: 'redis://r:6379/0'}\n"
+    )
+    assert main(["check-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "auth: master key, 1 static api key(s), virtual keys" in out
+    assert "state: postgresql+asyncpg://u:***@db.internal/sy; limits counted redis" in out
+    assert "secret" not in out

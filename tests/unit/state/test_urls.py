@@ -16,9 +16,12 @@ def test_unset_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "d").is_dir() and engine_name(url) == "sqlite"
 
 
-def test_relative_data_dir_is_relative_to_base_dir(tmp_path: Path) -> None:
-    url = resolve_url(None, data_dir="data", base_dir=tmp_path)
-    assert url == f"sqlite+aiosqlite:///{tmp_path}/data/switchyard.sqlite3"
+def test_a_relative_data_dir_is_relative_to_the_working_directory_like_media(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = resolve_url(None, data_dir="data", base_dir="/the/config/dir")
+    assert url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'switchyard.sqlite3'}"
 
 
 def test_relative_sqlite_path_is_relative_to_base_dir(tmp_path: Path) -> None:
