@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, Router
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 
 from extensions.base import registered_extensions
 from proxy import __version__
 from proxy.app_state import AppState
-from proxy.context import RequestContextMiddleware
+from proxy.context import RequestContextMiddleware, request_info
 from proxy.drain import Drain
 from proxy.errors import (
     InvalidRequest,
@@ -40,6 +40,7 @@ from proxy.routes.openai import openai_router
 from proxy.routes.ops import ops_handlers
 from proxy.routes.videos import videos_router
 from proxy.settings import Settings
+from proxy.tenancy.admission import check_extensions
 
 log = logging.getLogger("switchyard.app")
 
@@ -82,7 +83,11 @@ def create_app(settings: Settings) -> Any:
     drain = Drain()
     guards = [identify_caller]
     extension_classes = registered_extensions()
-    extension_routes = [h for cls in extension_classes.values() for h in cls.routes(settings)]
+    extension_routes = [
+        Router(path="/", route_handlers=handlers, guards=[extension_allowed(name)])
+        for name, cls in extension_classes.items()
+        if (handlers := cls.routes(settings))
+    ]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -130,6 +135,18 @@ async def identify_caller(connection: ASGIConnection[Any, Any, Any, Any], handle
     ``async`` on purpose: Litestar runs a synchronous guard in a worker thread."""
     state: AppState = connection.app.state.switchyard
     await state.tenancy.guard(connection, handler)
+
+
+def extension_allowed(name: str) -> Any:
+    """A guard for an extension's own API: a caller whose key or team may not use the
+    extension gets the same 403 as when it asks for it in a chat request."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: Any) -> None:
+        identity = request_info(connection.scope).identity
+        if identity is not None:
+            check_extensions(identity, (name,))
+
+    return guard
 
 
 def auth_configured(settings: Settings) -> bool:

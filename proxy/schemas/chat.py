@@ -144,7 +144,14 @@ class ChatCompletionChunk(WireResponse):
     usage: Usage | UnsetType | None = UNSET
 
 
+class UsageCounts(msgspec.Struct):
+    """The token counts of any endpoint's ``usage`` (embeddings report no completion)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class UsageProbe(msgspec.Struct):
     """Reads only ``usage`` out of an upstream body or chunk, skipping everything else."""
 
-    usage: Usage | None = None
+    usage: UsageCounts | None = None

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.keys import key_id
 from tests.support.rag_api import Env, chunks_in, create, embedding_model, error_of
 from tests.support.rag_fakes import embeddings_upstream, make_pdf
 from tests.support.servers import serve_gateway
@@ -81,7 +80,7 @@ def test_collection_lifecycle(api: httpx.Client) -> None:
         "embedding_model": "smollm2-135m-embed",
         "description": "for the test",
         "metadata": {"team": "docs"},
-        "owner": key_id(KEY),
+        "owner": "default",  # a static key is in team default
         "shared": False,
         "object": "rag.collection",
     }

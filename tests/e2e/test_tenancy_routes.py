@@ -1,0 +1,112 @@
+"""Tenancy beyond chat, through the real gateway: extension APIs follow
+``allowed_extensions``, usage rows and per-team metrics follow identity, and a caller
+that is refused is still accounted (as an error) without being counted twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support.rag_fakes import embeddings_upstream
+from tests.support.servers import RunningServer, serve_gateway
+from tests.support.tenants import seed_keys
+
+MASTER = "sk-tenancy-routes-master"
+RAG_USER = "sk-tenancy-routes-rag"
+NO_RAG = "sk-tenancy-routes-no-rag"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data = tmp_path_factory.mktemp("tenancy-routes") / "data"
+    seed_keys(
+        data,
+        {RAG_USER: "team_docs", NO_RAG: "team_plain"},
+        teams={
+            "team_plain": {"allowed_extensions": ["session"], "allowed_models": ["embed*"]},
+            "team_docs": {"rpm_limit": 1000},
+        },
+    )
+    with embeddings_upstream() as (_, url):
+        model = {
+            "name": "embed-small",
+            "adapter": "openai",
+            "model": "bag-of-words",
+            "base_url": url,
+            "api_key": "sk-upstream",
+            "timeout_s": 10,
+            "price": {"input_per_1m": 2.0, "output_per_1m": 0.0},
+        }
+        config: dict[str, Any] = {
+            "server": {"master_key": MASTER, "data_dir": str(data)},
+            "state": {"usage_flush_interval_s": 0.1},
+            "defaults": False,
+            "models": [model, {**model, "name": "smollm2-135m-embed"}],
+            "rag": {"embedding_model": "embed-small"},
+        }
+        with serve_gateway(config) as running:
+            yield running
+
+
+def headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_an_extensions_own_api_is_403_for_a_team_without_it(gateway: RunningServer) -> None:
+    rag = f"{gateway.url}/v1/switchyard/rag/collections"
+    refused = httpx.get(rag, headers=headers(NO_RAG))
+    assert refused.status_code == 403
+    assert "'rag'" in refused.json()["error"]["message"]
+    assert httpx.get(rag, headers=headers(RAG_USER)).status_code == 200
+    sessions = f"{gateway.url}/v1/switchyard/sessions"
+    assert httpx.get(sessions, headers=headers(NO_RAG)).status_code == 200
+
+
+def test_usage_rows_and_team_metrics_follow_the_caller(gateway: RunningServer) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=RAG_USER, max_retries=0)
+    made = client.embeddings.create(model="embed-small", input="tenancy counts tokens")
+    assert made.usage.prompt_tokens > 0
+    plain = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=NO_RAG, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        plain.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+
+    rows = httpx.get(
+        f"{gateway.url}/v1/switchyard/admin/usage/requests",
+        params={"team_id": "team_docs"},
+        headers=headers(MASTER),
+    ).json()["data"]
+    mine = [r for r in rows if r["model"] == "embed-small"]
+    assert mine, rows
+    row = mine[0]
+    assert (row["team_id"], row["route"], row["status"]) == ("team_docs", "embeddings", 200)
+    assert row["prompt_tokens"] == made.usage.prompt_tokens
+    assert row["cost_usd"] == pytest.approx(made.usage.prompt_tokens * 2.0 / 1e6)
+    assert "tenancy counts tokens" not in str(rows)  # never the prompt
+
+    refused = httpx.get(
+        f"{gateway.url}/v1/switchyard/admin/usage",
+        params={"team_id": "team_plain", "group_by": "model"},
+        headers=headers(MASTER),
+    ).json()["data"]
+    assert [(g["group"], g["requests"], g["errors"]) for g in refused] == [("other", 1, 1)]
+
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'switchyard_team_requests_total{outcome="ok",team="team_docs"}' in metrics
+    assert (
+        'switchyard_limit_rejections_total{kind="model_not_found",team="team_plain"} 1.0' in metrics
+    )
+    prompt = made.usage.prompt_tokens
+    assert f'switchyard_team_tokens_total{{kind="prompt",team="team_docs"}} {prompt}.0' in metrics
+
+
+def test_a_forbidden_model_is_absent_from_the_list_and_404_by_id(gateway: RunningServer) -> None:
+    listed = httpx.get(f"{gateway.url}/v1/models", headers=headers(NO_RAG)).json()["data"]
+    assert [m["id"] for m in listed] == ["embed-small"]
+    hidden = httpx.get(f"{gateway.url}/v1/models/smollm2-135m-embed", headers=headers(NO_RAG))
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
+    every = httpx.get(f"{gateway.url}/v1/models", headers=headers(MASTER)).json()["data"]
+    assert {"embed-small", "smollm2-135m-embed"} <= {m["id"] for m in every}
