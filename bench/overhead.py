@@ -1,9 +1,18 @@
 """Gateway overhead: a mock upstream driven directly and through Switchyard, in one run.
 
 Starts bench/mock_upstream.py and one ``switchyard serve`` process per HTTP client
-engine (``http.transport``), each in its own process on a free 127.0.0.1 port, then
-drives them with ``wrk`` (bench/wrk/chat.lua) at each concurrency, for non-streaming
-and streaming (20-chunk) chat completions. Every scenario gets a warm-up run first,
+engine (``http.transport``) and scenario, each in its own process on a free 127.0.0.1
+port. The scenarios (``--scenarios``, default all three):
+
+- ``plain``: no key configured (authentication off; anonymous callers' usage rows);
+- ``tenancy``: a master key, and a team and a virtual key created through the admin
+  API before the load, with RPM, TPM and max_parallel limits high enough never to
+  trigger (so each is checked and counted); usage rows recorded; wrk uses the key;
+- ``redis``: the same with ``state.redis_url`` (``--redis-url``, default a throwaway
+  ``redis-server`` on a free port, as the tests start one).
+
+It then drives them with ``wrk`` (bench/wrk/chat.lua) at each concurrency, for
+non-streaming and streaming (20-chunk) chat completions. Every scenario gets a warm-up run first,
 and for each (mode, concurrency) the direct run and the proxied runs follow one
 another, so drift on a shared machine touches them alike.
 
@@ -12,13 +21,15 @@ Prints one table: requests/s, p50/p99 latency, the p50/p99 added by the gateway
 (user+sys from /proc/<pid>/stat over the measured run, divided by requests served),
 the CPU use of gateway, mock and wrk, and the gateway's resident memory (VmRSS) idle
 after startup and at most during the concurrency-64 runs. Then the targets from the
-issue, PASS/MISS; nothing is asserted.
+issue, PASS/MISS, and each tenancy scenario against plain (req/s ratio at c=64, p50
+difference at c=1, CPU per request); nothing is asserted.
 
-    .venv/bin/python bench/overhead.py                 # both engines, ~3 minutes
-    .venv/bin/python bench/overhead.py --transport aiohttp --duration 20
-    .venv/bin/python bench/overhead.py --transport aiohttp --baseline 6e66945
+    .venv/bin/python bench/overhead.py                 # aiohttp, 3 scenarios, ~3 minutes
+    .venv/bin/python bench/overhead.py --transport both --scenarios plain
+    .venv/bin/python bench/overhead.py --scenarios plain,tenancy --duration 20
+    .venv/bin/python bench/overhead.py --baseline 6e66945
 
-``--baseline REV`` also runs that revision's gateway (checked out with ``git worktree``
+``--baseline REV`` also runs that revision's plain gateway (checked out with ``git worktree``
 into a temporary directory, same venv) in the same run, and prints the current tree's
 figures as ratios to it.
 """
@@ -48,6 +59,7 @@ from processes import (
     RssSampler,
     check_answers,
     cpu_seconds,
+    provision_key,
     rss_mb,
     start_gateway,
     start_mock,
@@ -59,6 +71,17 @@ LUA = BENCH / "wrk" / "chat.lua"
 TARGET_ADDED_P50_MS = 0.5
 TARGET_RPS = {"chat": 2500.0, "stream": 2000.0}
 TARGET_RSS_IDLE_MB = 100.0
+# Tenancy against plain, same engine, same run (issue: tenancy wired in).
+TARGET_TENANCY_RPS_RATIO = {"tenancy": 0.90, "redis": 0.75}
+TARGET_TENANCY_ADDED_P50_MS = 0.1
+SCENARIOS = {
+    "plain": "plain (no key configured: auth off, anonymous usage rows)",
+    "tenancy": "tenancy (in process): master key, a team and a virtual key with "
+    "rpm/tpm/max_parallel limits never reached, usage rows to SQLite",
+    "redis": "tenancy (Redis): the same, with state.redis_url (limits, spend, key-change "
+    "broadcast in Redis)",
+}
+MASTER_KEY = "sk-bench-master"
 
 
 @dataclass
@@ -79,7 +102,9 @@ class Run:
         return sum(self.errors.values())
 
 
-def run_wrk(port: int, mode: str, connections: int, seconds: float, threads: int) -> Run:
+def run_wrk(
+    port: int, mode: str, connections: int, seconds: float, threads: int, key: str = "sk-bench"
+) -> Run:
     threads = max(1, min(threads, connections))
     command = [
         "wrk",
@@ -94,7 +119,8 @@ def run_wrk(port: int, mode: str, connections: int, seconds: float, threads: int
         f"http://127.0.0.1:{port}/v1/chat/completions",
         "--",
         MODEL,
-        *(["stream"] if mode == "stream" else []),
+        mode,
+        key,
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -132,6 +158,7 @@ class Row:
     connections: int
     target: str  # "direct" or the transport name
     run: Run
+    gateway: Gateway | None = None
     gw_cpu_s: float | None = None
     mock_cpu_s: float = 0.0
     wall_s: float = 0.0
@@ -154,7 +181,8 @@ def measure(
     gateway: Gateway | None,
     args: argparse.Namespace,
 ) -> Row:
-    run_wrk(port, mode, connections, args.warmup, args.threads)
+    key = gateway.key if gateway else "sk-bench"
+    run_wrk(port, mode, connections, args.warmup, args.threads, key)
     gw_pid = gateway.proc.pid if gateway else None
     watched = [gw_pid] if gw_pid else []
     profiler = None
@@ -184,10 +212,10 @@ def measure(
     wrk0 = children_cpu()
     started = time.perf_counter()
     with RssSampler(watched) as sampler:
-        run = run_wrk(port, mode, connections, args.duration, args.threads)
+        run = run_wrk(port, mode, connections, args.duration, args.threads, key)
     wall = time.perf_counter() - started
     run.wrk_cpu_s = children_cpu() - wrk0
-    row = Row(mode, connections, target, run, wall_s=wall)
+    row = Row(mode, connections, target, run, gateway=gateway, wall_s=wall)
     row.mock_cpu_s = cpu_seconds(mock_pid) - mock0
     if gw_pid:
         row.gw_cpu_s = cpu_seconds(gw_pid) - gw0
@@ -203,7 +231,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[Row], gateways: list[Gateway], out: list[str]) -> None:
     header = (
-        f"{'scenario':<32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
+        f"{'scenario':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
         f"{'+p99 ms':>8} {'gw CPU/req':>11} {'gw CPU':>7} {'mock CPU':>8} {'wrk CPU':>8} "
         f"{'errors':>7}"
     )
@@ -216,7 +244,7 @@ def print_table(rows: list[Row], gateways: list[Gateway], out: list[str]) -> Non
         per_req = row.gw_cpu_s / r.requests * 1e6 if row.gw_cpu_s is not None else None
         gw_pct = row.gw_cpu_s / row.wall_s * 100 if row.gw_cpu_s is not None else None
         out.append(
-            f"{row.label:<32} {r.rps:>9,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+            f"{row.label:<38} {r.rps:>9,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
             f"{fmt(added50, '+8.3f'):>8} {fmt(added99, '+8.3f'):>8} "
             f"{fmt(per_req, '8.0f') + ' us' if per_req is not None else '-':>11} "
             f"{fmt(gw_pct, '6.0f') + '%' if gw_pct is not None else '-':>7} "
@@ -228,7 +256,7 @@ def print_table(rows: list[Row], gateways: list[Gateway], out: list[str]) -> Non
     out.append("gateway resident memory (VmRSS, MiB):")
     for gw in gateways:
         out.append(
-            f"  {gw.transport:<8} idle after startup {gw.rss_idle_mb:6.1f}   "
+            f"  {gw.transport:<16} idle after startup {gw.rss_idle_mb:6.1f}   "
             f"max under load (c>1) {fmt(gw.rss_peak_mb, '6.1f'):>6}   "
             f"idle after the run {gw.rss_after_mb:6.1f}"
         )
@@ -264,7 +292,9 @@ def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> N
             f"  [{verdict(gw.rss_idle_mb <= TARGET_RSS_IDLE_MB)}] {gw.transport:<8} "
             f"idle RSS {gw.rss_idle_mb:.1f} MiB  (<= {TARGET_RSS_IDLE_MB:.0f} MB)"
         )
-    engines = [gw for gw in gateways if not gw.transport.endswith("@base")]
+    engines = [
+        gw for gw in gateways if gw.scenario == "plain" and not gw.transport.endswith("@base")
+    ]
     if len(engines) > 1:
         out.append("")
         out.append("engines compared (req/s, higher is better):")
@@ -287,6 +317,57 @@ def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> N
                     f"  {row.mode:<6} c={row.connections:<3} {first} {row.run.rps:>8,.0f}  "
                     f"{second} {other.run.rps:>8,.0f}  ratio {row.run.rps / other.run.rps:.2f}x"
                 )
+
+
+def print_tenancy(rows: list[Row], out: list[str]) -> None:
+    """Each tenancy scenario against ``plain`` of the same engine, mode and concurrency."""
+    tenancy = [r for r in rows if r.gateway is not None and r.gateway.scenario != "plain"]
+    if not tenancy:
+        return
+    out.append("")
+    out.append("tenancy against plain (same engine, same run; reported, never asserted):")
+    for row in tenancy:
+        gw = row.gateway
+        assert gw is not None
+        plain = next(
+            (
+                r
+                for r in rows
+                if r.gateway is not None
+                and r.gateway.scenario == "plain"
+                and r.gateway.engine == gw.engine
+                and not r.gateway.transport.endswith("@base")
+                and r.mode == row.mode
+                and r.connections == row.connections
+            ),
+            None,
+        )
+        if plain is None or not plain.run.rps or not plain.run.requests or not row.run.requests:
+            continue
+        ratio = row.run.rps / plain.run.rps
+        added = row.run.p50_ms - plain.run.p50_ms
+        cpu = (row.gw_cpu_s or 0.0) / row.run.requests * 1e6
+        plain_cpu = (plain.gw_cpu_s or 0.0) / plain.run.requests * 1e6
+        if row.connections == 1:
+            goal = TARGET_TENANCY_ADDED_P50_MS
+            verdict = (
+                f"[{'PASS' if added <= goal else 'MISS'}] " if gw.scenario == "tenancy" else ""
+            )
+            target = f"  (<= +{goal} ms)" if verdict else ""
+            what = (
+                f"p50 {row.run.p50_ms:.3f} vs {plain.run.p50_ms:.3f} ms ({added:+.3f} ms){target}"
+            )
+        else:
+            goal = TARGET_TENANCY_RPS_RATIO[gw.scenario]
+            verdict = f"[{'PASS' if ratio >= goal else 'MISS'}] "
+            what = (
+                f"req/s {row.run.rps:>7,.0f} vs {plain.run.rps:>7,.0f} ({ratio:.1%})"
+                f"  (>= {goal:.0%})"
+            )
+        out.append(
+            f"  {verdict:<7}{gw.transport:<16} {row.mode:<6} c={row.connections:<3} {what}"
+            f"   CPU/req {cpu:5.0f} vs {plain_cpu:5.0f} us"
+        )
 
 
 def checkout(stack: ExitStack, rev: str, workdir: Path) -> Path:
@@ -334,12 +415,59 @@ def print_baseline(rows: list[Row], rev: str, out: list[str]) -> None:
         )
 
 
+def start_scenario(
+    stack: ExitStack,
+    workdir: Path,
+    transport: str,
+    scenario: str,
+    mock_port: int,
+    log_level: str,
+    redis_url: str | None,
+) -> Gateway:
+    """The gateway of one scenario; for tenancy, its team and virtual key made first
+    (through the admin API), which the load then uses."""
+    if scenario == "plain":
+        gw = start_gateway(stack, workdir, transport, mock_port, log_level)
+    else:
+        state: dict[str, object] = {"usage_flush_interval_s": 1.0}
+        if scenario == "redis":
+            state["redis_url"] = redis_url
+        gw = start_gateway(
+            stack,
+            workdir,
+            transport,
+            mock_port,
+            log_level,
+            label=f"{transport}+{scenario}",
+            master_key=MASTER_KEY,
+            state=state,
+        )
+        gw.key = provision_key(gw.port, MASTER_KEY)
+    gw.scenario = scenario
+    gw.engine = transport
+    return gw
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--transport", choices=["aiohttp", "httpx", "both"], default="both")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument(
+        "--transport",
+        choices=["aiohttp", "httpx", "both"],
+        default="aiohttp",
+        help="HTTP client engine(s) (default aiohttp, the shipped default)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of: " + ", ".join(SCENARIOS) + " (default all)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="Redis for the redis scenario (default: a throwaway redis-server on a free port)",
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
     parser.add_argument(
         "--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)"
@@ -375,13 +503,32 @@ def main(argv: list[str] | None = None) -> int:
     transports = ["aiohttp", "httpx"] if args.transport == "both" else [args.transport]
     modes = ["chat", "stream"] if args.mode == "both" else [args.mode]
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or "plain" not in scenarios:
+        raise SystemExit(f"--scenarios: plain and any of {', '.join(SCENARIOS)}, not {unknown}")
 
     rows: list[Row] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="switchyard-bench")))
         mock, mock_port = start_mock(stack)
         check_answers(mock_port, "mock upstream")
-        gateways = [start_gateway(stack, workdir, t, mock_port, args.log_level) for t in transports]
+        redis_url = args.redis_url
+        if "redis" in scenarios and redis_url is None:
+            sys.path.insert(0, str(BENCH.parent))
+            from tests.support.services import start_redis
+
+            service = start_redis()
+            stack.callback(service.stop)
+            redis_url = service.url
+        gateways = []
+        for t in transports:
+            for scenario in scenarios:
+                gateways.append(
+                    start_scenario(
+                        stack, workdir, t, scenario, mock_port, args.log_level, redis_url
+                    )
+                )
         if args.baseline:
             source = checkout(stack, args.baseline, workdir)
             gateways += [
@@ -391,13 +538,13 @@ def main(argv: list[str] | None = None) -> int:
                 for t in transports
             ]
         for gw in gateways:
-            check_answers(gw.port, f"gateway ({gw.transport})")
-        scenarios = len(modes) * len(levels) * (1 + len(gateways))
-        eta = scenarios * (max(1, round(args.warmup)) + max(1, round(args.duration)) + 0.3)
+            check_answers(gw.port, f"gateway ({gw.transport})", gw.key)
+        runs = len(modes) * len(levels) * (1 + len(gateways))
+        eta = runs * (max(1, round(args.warmup)) + max(1, round(args.duration)) + 0.3)
         print(
             f"mock upstream :{mock_port}; gateways "
             + ", ".join(f"{g.transport} :{g.port} (pid {g.proc.pid})" for g in gateways)
-            + f"; {scenarios} runs, about {eta:.0f} s",
+            + f"; {runs} runs, about {eta:.0f} s",
             file=sys.stderr,
         )
         for mode in modes:
@@ -421,9 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Switchyard overhead: wrk -t{args.threads}, {args.duration:g} s per run after "
         f"{args.warmup:g} s warm-up, {os.cpu_count()} CPUs, stream = {CHUNKS} content chunks",
         "",
+        *(f"  {gw.transport:<16} {SCENARIOS[gw.scenario]}" for gw in gateways),
+        "",
     ]
     print_table(rows, gateways, out)
     print_targets(rows, gateways, out)
+    print_tenancy(rows, out)
     if args.baseline:
         print_baseline(rows, args.baseline, out)
     print("\n".join(out))

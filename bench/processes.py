@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -110,16 +109,12 @@ class Gateway:
     rss_idle_mb: float = 0.0
     rss_peak_mb: float | None = None
     rss_after_mb: float = 0.0
-
-
-def switchyard_command() -> list[str]:
-    exe = Path(sys.executable).parent / "switchyard"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("switchyard")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "proxy.cli"]
+    scenario: str = "plain"
+    """``plain``, ``tenancy`` (in process) or ``redis`` (tenancy with Redis)."""
+    engine: str = ""
+    """The HTTP client engine (``transport`` is the label, which names the scenario)."""
+    key: str = "sk-bench"
+    """What wrk sends as the bearer key."""
 
 
 def start_gateway(
@@ -131,20 +126,26 @@ def start_gateway(
     *,
     source: Path | None = None,
     label: str | None = None,
+    master_key: str | None = None,
+    state: dict[str, object] | None = None,
 ) -> Gateway:
     """``switchyard serve`` on a free port; ``source``: run that checkout's code instead
-    of this one's (a baseline revision), named ``label`` in the results."""
+    of this one's (a baseline revision), named ``label`` in the results. ``master_key``
+    and ``state`` (the ``state:`` section's fields) turn tenancy on; each gateway has its
+    own data directory, so their SQLite state stores are their own."""
     port = free_port()
     label = label or transport
     config = workdir / f"switchyard-{label}.yaml"
+    tenancy = (f"  master_key: {master_key}\n" if master_key else "") + (
+        "state:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in state.items()) if state else ""
+    )
     config.write_text(
         # The built-in models are left out: the bench measures the proxy path alone, as
         # a config file did before built-ins were kept (a baseline may not know the key).
         ("" if source else "defaults: false\n") + "server:\n"
         "  host: 127.0.0.1\n"
         f"  port: {port}\n"
-        f"  data_dir: {workdir / 'data'}\n"
-        "http:\n"
+        f"  data_dir: {workdir / ('data-' + label.replace('@', '-'))}\n" + tenancy + "http:\n"
         f"  transport: {transport}\n"
         "models:\n"
         f"  - name: {MODEL}\n"
@@ -155,8 +156,11 @@ def start_gateway(
         encoding="utf-8",
     )
     log = workdir / f"switchyard-{label}.log"
-    command = [sys.executable, "-m", "proxy.cli"] if source else switchyard_command()
-    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    # ``-m proxy.cli`` with this checkout (or ``source``) first on the path: the venv's
+    # ``switchyard`` script imports whichever tree the venv was installed from, which
+    # need not be the one being measured (a git worktree shares the main checkout's venv).
+    command = [sys.executable, "-m", "proxy.cli"]
+    env = {**os.environ, "PYTHONPATH": str(source or ROOT)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "serve", "--config", str(config), "--log-level", log_level],
@@ -185,12 +189,18 @@ def start_gateway(
 
 
 def http_request(
-    port: int, method: str, path: str, body: dict[str, object] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: dict[str, object] | None = None,
+    key: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"content-type": "application/json"} if payload else {}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
@@ -198,14 +208,14 @@ def http_request(
         conn.close()
 
 
-def check_answers(port: int, label: str) -> None:
+def check_answers(port: int, label: str, key: str | None = None) -> None:
     """Fail loudly unless the target answers both request kinds correctly."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
-    status, _, content = http_request(port, "POST", "/v1/chat/completions", body)
+    status, _, content = http_request(port, "POST", "/v1/chat/completions", body, key)
     if status != 200 or not json.loads(content).get("choices"):
         raise SystemExit(f"{label}: bad non-streaming answer {status}: {content[:300]!r}")
     status, headers, content = http_request(
-        port, "POST", "/v1/chat/completions", {**body, "stream": True}
+        port, "POST", "/v1/chat/completions", {**body, "stream": True}, key
     )
     events = [e for e in content.split(b"\n\n") if e.strip()]
     data = [e.removeprefix(b"data: ") for e in events]
@@ -220,4 +230,27 @@ def check_answers(port: int, label: str) -> None:
         raise SystemExit(f"{label}: bad stream {status} {headers}: {content[:300]!r}")
 
 
-# ---------------------------------------------------------------- wrk
+# ---------------------------------------------------------------- tenancy
+
+#: Limits that are checked and counted on every request but never reached in a run.
+NEVER = 10**9
+
+
+def provision_key(port: int, master_key: str) -> str:
+    """A team and a virtual key in it, made through the admin API with the master key,
+    both with RPM, TPM (and the key with max_parallel) limits too high to trigger, so
+    every limit is checked and counted; returns the key's secret."""
+
+    def admin(path: str, body: dict[str, object]) -> dict[str, object]:
+        status, _, content = http_request(
+            port, "POST", f"/v1/switchyard/admin/{path}", body, master_key
+        )
+        if status != 200:
+            raise SystemExit(f"admin {path}: {status} {content[:500]!r}")
+        answer: dict[str, object] = json.loads(content)
+        return answer
+
+    limits = {"rpm_limit": NEVER, "tpm_limit": NEVER}
+    team = admin("teams", {"name": "bench", **limits})
+    key = admin("keys", {"name": "bench", "team_id": team["id"], "max_parallel": NEVER, **limits})
+    return str(key["key"])

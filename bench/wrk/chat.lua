@@ -1,18 +1,18 @@
 -- wrk script: POST an OpenAI chat completion, print a JSON summary in done().
 --
---   wrk -t1 -c64 -d10s --latency -s bench/wrk/chat.lua http://HOST:PORT/v1/chat/completions -- MODEL [stream]
+--   wrk -t1 -c64 -d10s --latency -s bench/wrk/chat.lua http://HOST:PORT/v1/chat/completions -- MODEL [stream|chat] [KEY]
 --
--- Arguments after "--": the model name (default "bench") and "stream" for a streamed
--- request. done() prints one line starting with "BENCH_JSON " that bench/overhead.py
+-- Arguments after "--": the model name (default "bench"), "stream" for a streamed
+-- request, and the bearer key (default "sk-bench"). done() prints one line starting with "BENCH_JSON " that bench/overhead.py
 -- reads: requests, duration, errors and latency percentiles, all in microseconds.
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench"
 
 function init(args)
   local model = args[1] or "bench"
   local stream = args[2] == "stream"
+  wrk.headers["Authorization"] = "Bearer " .. (args[3] or "sk-bench")
   wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}],'
     .. '"max_tokens":32' .. (stream and ',"stream":true' or '') .. '}'
 end

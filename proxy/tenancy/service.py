@@ -50,6 +50,10 @@ log = logging.getLogger("switchyard.tenancy")
 REDIS_KEY_CACHE_TTL_S = 10.0
 """With Redis, changes are broadcast; the TTL only covers a lost message."""
 
+REDIS_MAX_CONNECTIONS = 100
+"""Connections to Redis per process; more callers wait (``REDIS_POOL_TIMEOUT_S``)."""
+REDIS_POOL_TIMEOUT_S = 10.0
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -109,7 +113,16 @@ class Tenancy:
         if config.redis_url:
             import redis.asyncio as redis_asyncio
 
-            redis = redis_asyncio.from_url(config.redis_url)
+            # A blocking pool: when every connection is busy a command waits for one.
+            # redis-py's default pool raises "Too many connections" past 100, which a
+            # busy replica reaches (each request may hold one for ``acquire`` while the
+            # previous request on its connection still holds one for ``settle``).
+            pool = redis_asyncio.BlockingConnectionPool.from_url(
+                config.redis_url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=REDIS_POOL_TIMEOUT_S,
+            )
+            redis = redis_asyncio.Redis.from_pool(pool)
             stack.push_async_callback(redis.aclose)
             await redis.ping()
             await cache.listen(redis, ttl_s=REDIS_KEY_CACHE_TTL_S)
