@@ -86,7 +86,7 @@ class RequestInfo:
         digest), or, before the guard ran, a digest of whatever key was sent."""
         if self.identity is not None:
             return self.identity.key_id
-        presented = presented_key(self._header)
+        presented = self.presented_key()
         return key_id(presented) if presented else None
 
     @property
@@ -98,6 +98,11 @@ class RequestInfo:
     def team_id(self) -> str:
         """The owner of per-team data (RAG collections, media, video jobs)."""
         return self.identity.team_id if self.identity is not None else DEFAULT_TEAM_ID
+
+    def presented_key(self) -> str | None:
+        """The key the request presents (``proxy.keys.presented_key``), read from the raw
+        ASGI headers: cheaper than building Litestar's ``Headers`` for it."""
+        return presented_key(self._header)
 
     def _header(self, name: str) -> str | None:
         value = raw_header(self.headers, name.encode("latin-1"))

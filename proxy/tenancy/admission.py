@@ -21,9 +21,8 @@ from proxy.tenancy.limits import Grant, ScopeLimit
 
 
 def may_use_model(identity: Identity, model: str) -> bool:
-    for _scope, limits in identity.scopes:
-        patterns = limits.allowed_models
-        if patterns is not None and not any(fnmatchcase(model, p) for p in patterns):
+    for patterns in identity.plan.model_patterns:
+        if not any(fnmatchcase(model, p) for p in patterns):
             return False
     return True
 
@@ -37,10 +36,12 @@ def check_model(identity: Identity, model: str) -> None:
 
 
 def check_extensions(identity: Identity, names: Iterable[str]) -> None:
+    lists = identity.plan.extension_lists
+    if not lists:
+        return
     for name in names:
-        for scope, limits in identity.scopes:
-            allowed = limits.allowed_extensions
-            if allowed is not None and name not in allowed:
+        for scope, allowed in lists:
+            if name not in allowed:
                 raise PermissionDenied(
                     f"The extension '{name}' is not allowed for {scope.replace(':', ' ', 1)}.",
                     param="switchyard",
@@ -48,35 +49,11 @@ def check_extensions(identity: Identity, names: Iterable[str]) -> None:
 
 
 def rate_scopes(identity: Identity) -> tuple[ScopeLimit, ...]:
-    return tuple(
-        ScopeLimit(scope, limits.rpm_limit, limits.tpm_limit)
-        for scope, limits in identity.scopes
-        if limits.rpm_limit is not None or limits.tpm_limit is not None
-    )
+    return identity.plan.rate
 
 
 def budget_scopes(identity: Identity) -> tuple[tuple[str, float, BudgetPeriod], ...]:
-    return tuple(
-        (scope, limits.max_budget_usd, limits.budget_period)
-        for scope, limits in identity.scopes
-        if limits.max_budget_usd is not None
-    )
-
-
-def spend_scopes(identity: Identity) -> tuple[tuple[str, BudgetPeriod], ...]:
-    """Where a request's cost is added: each scope, in its own budget period."""
-    return tuple((scope, limits.budget_period) for scope, limits in identity.scopes)
-
-
-def wants_tokens(identity: Identity) -> bool:
-    return any(limits.tpm_limit is not None for _s, limits in identity.scopes)
-
-
-def parallel_limit(identity: Identity) -> tuple[str, int] | None:
-    key = identity.key
-    if key is None or key.max_parallel is None:
-        return None
-    return f"key:{key.id}", key.max_parallel
+    return identity.plan.budgets
 
 
 @dataclass(slots=True)

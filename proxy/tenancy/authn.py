@@ -22,6 +22,8 @@ from proxy.tenancy.identity import Identity, identity_scopes
 from proxy.tenancy.keys import KeyCache
 from proxy.tenancy.secrets import hash_secret
 
+MAX_MEMO = 10_000
+
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
@@ -51,6 +53,8 @@ class Authenticator:
         self.jwt = jwt
         self.clock = clock
         self.required = bool(self._master or self._static or jwt is not None)
+        #: Identities of default-team callers, rebuilt when the team's record changes.
+        self._memo: dict[str, tuple[Team | None, Identity]] = {}
 
     async def identify(self, presented: str | None) -> Identity:
         if presented is None:
@@ -79,21 +83,27 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired.")
         if found.team is None:
             raise AuthenticationFailed("This API key's team no longer exists.")
-        return Identity(
-            key_id=key.id,
-            team_id=key.team_id,
-            role=key.role,
-            kind="virtual",
-            key=key,
-            team=found.team,
-            scopes=identity_scopes(key, found.team),
-        )
+        identity = found.identity
+        if identity is None:
+            identity = found.identity = Identity(
+                key_id=key.id,
+                team_id=key.team_id,
+                role=key.role,
+                kind="virtual",
+                key=key,
+                team=found.team,
+                scopes=identity_scopes(key, found.team),
+            )
+        return identity  # type: ignore[no-any-return]
 
     async def _default_team_identity(
         self, owner: str, kind: Any, *, admin: bool = False
     ) -> Identity:
         team = await self.cache.team(DEFAULT_TEAM_ID)
-        return Identity(
+        memo = self._memo.get(owner)
+        if memo is not None and memo[0] is team and memo[1].kind == kind:
+            return memo[1]
+        identity = Identity(
             key_id=owner,
             team_id=DEFAULT_TEAM_ID,
             role="admin" if admin else "user",
@@ -101,6 +111,10 @@ class Authenticator:
             team=team,
             scopes=() if admin else identity_scopes(None, team),
         )
+        if len(self._memo) >= MAX_MEMO:
+            self._memo.clear()
+        self._memo[owner] = (team, identity)
+        return identity
 
     async def _jwt_identity(self, token: str) -> Identity:
         claims = await self.jwt.verify(token)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.state.records import DEFAULT_TEAM_ID, ApiKey, Limits, Role, Team
+from proxy.state.records import DEFAULT_TEAM_ID, ApiKey, BudgetPeriod, Limits, Role, Team
+from proxy.tenancy.limits import ScopeLimit
 
 IdentityKind = Literal["master", "static", "virtual", "jwt", "anonymous"]
 
@@ -30,6 +31,12 @@ class Identity:
     scopes: tuple[tuple[str, Limits], ...] = field(default=())
     """``(scope id, limits)`` for the key and for the team, strictest applied: the scope
     ids are ``key:<id>`` and ``team:<id>``."""
+    plan: AdmissionPlan = field(init=False, repr=False, compare=False)
+    """What admission checks for this identity, worked out once (identities are cached
+    with their key lookup, so the hot path builds none of it per request)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", AdmissionPlan.of(self))
 
     @property
     def is_admin(self) -> bool:
@@ -41,6 +48,56 @@ class Identity:
         if self.kind == "master":
             return "master"
         return self.key_id
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    model_patterns: tuple[list[str], ...]
+    """Each scope's ``allowed_models`` that restricts anything; all must match."""
+    extension_lists: tuple[tuple[str, list[str]], ...]
+    rate: tuple[ScopeLimit, ...]
+    budgets: tuple[tuple[str, float, BudgetPeriod], ...]
+    spend: tuple[tuple[str, BudgetPeriod], ...]
+    wants_tokens: bool
+    parallel: tuple[str, int] | None
+
+    @property
+    def checks_anything(self) -> bool:
+        return bool(self.model_patterns or self.extension_lists or self.rate or self.budgets) or (
+            self.parallel is not None
+        )
+
+    @classmethod
+    def of(cls, identity: Identity) -> AdmissionPlan:
+        scopes = identity.scopes
+        key = identity.key
+        return cls(
+            model_patterns=tuple(
+                limits.allowed_models for _s, limits in scopes if limits.allowed_models is not None
+            ),
+            extension_lists=tuple(
+                (scope, limits.allowed_extensions)
+                for scope, limits in scopes
+                if limits.allowed_extensions is not None
+            ),
+            rate=tuple(
+                ScopeLimit(scope, limits.rpm_limit, limits.tpm_limit)
+                for scope, limits in scopes
+                if limits.rpm_limit is not None or limits.tpm_limit is not None
+            ),
+            budgets=tuple(
+                (scope, limits.max_budget_usd, limits.budget_period)
+                for scope, limits in scopes
+                if limits.max_budget_usd is not None
+            ),
+            spend=tuple((scope, limits.budget_period) for scope, limits in scopes),
+            wants_tokens=any(limits.tpm_limit is not None for _s, limits in scopes),
+            parallel=(
+                (f"key:{key.id}", key.max_parallel)
+                if key is not None and key.max_parallel is not None
+                else None
+            ),
+        )
 
 
 ANONYMOUS = Identity(key_id="-")

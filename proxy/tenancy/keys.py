@@ -32,11 +32,13 @@ CHANNEL = "switchyard:key-changes"
 MAX_ENTRIES = 50_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyLookup:
     key: ApiKey | None
     team: Team | None
     fetched_at: float
+    identity: Any = None
+    """The ``Identity`` built from this lookup, kept with it (``Authenticator``)."""
 
 
 class KeyCache:

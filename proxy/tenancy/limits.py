@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from proxy.errors import RateLimitExceeded
 from proxy.state.records import Limits
+from proxy.tenancy.redis_batch import ScriptBatcher
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -345,6 +346,9 @@ class RedisLimiter:
     """Counters in Redis, shared by every replica: one hash per (scope, window),
     ``<prefix><scope>:<window>``, expiring ``REDIS_TTL_S`` after its first request.
 
+    Calls of concurrent requests share round trips (``ScriptBatcher``); a snapshot
+    reads after the calls queued before it.
+
     The scripts touch several keys, so on Redis Cluster the scopes of one request would
     need one hash slot; this targets a single Redis (or a primary with replicas).
     """
@@ -361,6 +365,7 @@ class RedisLimiter:
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._settle = redis.register_script(_SETTLE)
+        self._batch = ScriptBatcher(redis)
 
     def _keys(self, scopes: Sequence[ScopeLimit], window: int) -> list[str]:
         tail = f":{window}"
@@ -374,7 +379,7 @@ class RedisLimiter:
         args: list[int] = [tokens, REDIS_TTL_S]
         for s in scopes:
             args += (-1 if s.rpm is None else s.rpm, -1 if s.tpm is None else s.tpm)
-        out = await self._acquire(keys=self._keys(scopes, window), args=args)
+        out = await self._batch.call(self._acquire, self._keys(scopes, window), args)
         used = [int(n) for n in out[1:]]
         if out[0]:
             raise refusal(scopes, used, int(out[0]) - 1, tokens, reset_s)
@@ -383,9 +388,10 @@ class RedisLimiter:
     async def settle(self, grant: Grant, actual_tokens: int) -> None:
         delta = actual_tokens - grant.reserved_tokens
         if delta and grant.scopes:
-            await self._settle(keys=self._keys(grant.scopes, grant.window), args=[delta])
+            await self._batch.call(self._settle, self._keys(grant.scopes, grant.window), [delta])
 
     async def snapshot(self, scopes: Sequence[ScopeLimit]) -> RateSnapshot:
+        await self._batch.drain()
         now = self._clock()
         window = int(now // WINDOW_S)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -396,7 +402,9 @@ class RedisLimiter:
         return rate_snapshot(scopes, used, (window + 1) * WINDOW_S - now)
 
     async def aclose(self) -> None:
-        """The Redis client belongs to the caller (the app's lifespan), which closes it."""
+        """Lets queued calls finish; the Redis client belongs to the caller (the app's
+        lifespan), which closes it."""
+        await self._batch.drain()
 
 
 class ParallelGate:

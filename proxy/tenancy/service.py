@@ -24,21 +24,11 @@ from litestar.handlers import BaseRouteHandler
 from adapters.base import Price
 from proxy.context import RequestInfo, request_info
 from proxy.errors import SwitchyardError
-from proxy.keys import presented_key
 from proxy.metrics import Metrics
 from proxy.router import Router
 from proxy.settings import Settings
 from proxy.state.records import UsageRecord
-from proxy.tenancy.admission import (
-    Admission,
-    budget_scopes,
-    check_extensions,
-    check_model,
-    parallel_limit,
-    rate_scopes,
-    spend_scopes,
-    wants_tokens,
-)
+from proxy.tenancy.admission import Admission, check_extensions, check_model
 from proxy.tenancy.authn import Authenticator
 from proxy.tenancy.budget import SpendTracker
 from proxy.tenancy.keys import KeyCache
@@ -174,7 +164,7 @@ class Tenancy:
         """Litestar guard on every ``/v1`` route: who is calling (or 401)."""
         info = request_info(connection.scope)
         if info.identity is None:
-            info.identity = await self.authenticator.identify(presented_key(connection.headers.get))
+            info.identity = await self.authenticator.identify(info.presented_key())
 
     async def key_changed(self, what: str) -> None:
         await self.cache.changed(what)
@@ -190,31 +180,31 @@ class Tenancy:
         """Let one model call through, or raise why not (see ``proxy.tenancy.admission``)."""
         identity = info.identity
         info.usage_model = model
-        if identity is None or not identity.scopes:
+        if identity is None:
             return
-        team = identity.team_id
+        plan = identity.plan
+        if not plan.checks_anything:
+            return
         try:
-            check_model(identity, model)
+            if plan.model_patterns:
+                check_model(identity, model)
             check_extensions(identity, extensions)
-            budgets = budget_scopes(identity)
-            if budgets:
-                await self.spend.check(budgets)
+            if plan.budgets:
+                await self.spend.check(plan.budgets)
             admission = Admission(identity, model)
-            parallel = parallel_limit(identity)
-            if parallel is not None:
-                self.gate.enter(*parallel)
-                admission.parallel_scope = parallel[0]
-            scopes = rate_scopes(identity)
-            if scopes:
-                tokens = await self._estimate(model, body) if wants_tokens(identity) else 0
+            if plan.parallel is not None:
+                self.gate.enter(*plan.parallel)
+                admission.parallel_scope = plan.parallel[0]
+            if plan.rate:
+                tokens = await self._estimate(model, body) if plan.wants_tokens else 0
                 try:
-                    admission.grant = await self.limiter.acquire(scopes, tokens)
+                    admission.grant = await self.limiter.acquire(plan.rate, tokens)
                 except BaseException:
                     if admission.parallel_scope is not None:
                         self.gate.leave(admission.parallel_scope)
                     raise
         except SwitchyardError as refused:
-            self.metrics.rejected(team, _rejection_kind(refused))
+            self.metrics.rejected(identity.team_id, _rejection_kind(refused))
             raise
         info.admission = admission
 
@@ -263,7 +253,7 @@ class Tenancy:
                     log.exception("settling a token reservation failed")
         if cost > 0 and identity.scopes:
             try:
-                await self.spend.add(spend_scopes(identity), cost)
+                await self.spend.add(identity.plan.spend, cost)
             except Exception:
                 log.exception("adding spend failed")
         self.metrics.team_usage(
