@@ -24,6 +24,7 @@ import pytest
 from tests.support.rag_api import Env, chunks_in, create, embedding_model, error_of
 from tests.support.rag_fakes import embeddings_upstream
 from tests.support.servers import serve_gateway
+from tests.support.tenants import seed_keys
 
 KEY = "sk-rag-limits"
 OTHER_KEY = "sk-rag-limits-other"
@@ -36,9 +37,10 @@ MAX_CHUNKS = 60
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("rag-limits")
     (root / "allowed").mkdir()
+    seed_keys(root / "data", {OTHER_KEY: "team_other"})  # jobs belong to a team
     with embeddings_upstream() as (upstream, url):
         config = {
-            "server": {"api_keys": [KEY, OTHER_KEY], "data_dir": str(root / "data")},
+            "server": {"api_keys": [KEY], "data_dir": str(root / "data")},
             "models": [
                 # Longer than any wait below: only the client leaving ends a held call.
                 embedding_model(url, timeout_s=600)

@@ -27,6 +27,7 @@ from tests.support.fake_comfyui import (
     serve_comfyui,
 )
 from tests.support.servers import RunningServer, serve_gateway
+from tests.support.tenants import seed_keys
 
 KEY, OTHER_KEY = "sk-videos-test", "sk-videos-other"
 
@@ -68,7 +69,8 @@ def gateway(
         comfy_model("wan-slow", comfy.url, {"video": "text-to-video.yaml"}, timeout_s=1),
         comfy_model("sd", comfy.url, {"generate": "text-to-image.yaml"}),
     ]
-    server = {"api_keys": [KEY, OTHER_KEY], "data_dir": str(data_dir)}
+    seed_keys(data_dir, {OTHER_KEY: "team_other"})  # video jobs belong to a team
+    server = {"api_keys": [KEY], "data_dir": str(data_dir)}
     with serve_gateway({"server": server, "models": models}) as running:
         yield running
 
@@ -217,7 +219,7 @@ def test_never_finishing_job_fails_with_a_timeout(
     assert comfy.interrupted == comfy.prompt_ids
 
 
-def test_jobs_are_private_to_their_key_and_can_be_listed_and_deleted(
+def test_jobs_are_private_to_their_team_and_can_be_listed_and_deleted(
     client: openai.OpenAI, gateway: RunningServer
 ) -> None:
     video = client.videos.create(model="wan", prompt="mine", size="16x16", seconds="1")
