@@ -119,7 +119,9 @@ def test_errors_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], conf
     assert err.strip() == "switchyard: No team with id or name 'nowhere'. (team)"
     code, _, err = run(capsys, "admin", "revoke-key", "key_missing", "--config", config)
     assert (code, err.strip()) == (1, "switchyard: No key with id 'key_missing'. (key_id)")
-    code, _, err = run(capsys, "admin", "create-key", "--name", "x", "--rpm", "0", "--config", config)
+    code, _, err = run(
+        capsys, "admin", "create-key", "--name", "x", "--rpm", "0", "--config", config
+    )
     assert code == 1 and "(rpm_limit)" in err
     run(capsys, "admin", "create-team", "--name", "dup", "--config", config)
     code, _, err = run(capsys, "admin", "create-team", "--name", "dup", "--config", config)
