@@ -4,7 +4,6 @@ fake upstream), driven with httpx as an operator's script would."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
