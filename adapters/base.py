@@ -73,6 +73,16 @@ class Capability(enum.StrEnum):
     SPEECH = "speech"
 
 
+class Price(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a deployment's tokens cost, in USD per million (for usage and budgets)."""
+
+    input_per_1m: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    output_per_1m: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+
+
 class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields every ``models:`` entry has, whatever its adapter."""
 
@@ -92,6 +102,8 @@ class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """Seconds between active health checks of this deployment (for adapters that have
     a probe; ``openai`` asks ``GET {base_url}/models``), so its health is known without
     client traffic. ``null``: health comes from real requests only."""
+    price: Price | None = None
+    """USD per million input and output tokens; unset: free (local models)."""
 
     @property
     def upstream_model(self) -> str:

@@ -20,7 +20,7 @@ serves it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from extensions.activation import Activation
 from proxy.schemas.base import Envelope
 from proxy.schemas.chat import ChatCompletionRequest
+from proxy.state.records import DEFAULT_TEAM_ID
 
 if TYPE_CHECKING:
     import httpx
@@ -57,6 +58,11 @@ class ChatCall:
     client_messages: list[dict[str, Any]]
     #: The ASGI ``receive`` of the request, to stop local work when the client leaves.
     receive: Callable[[], Awaitable[Any]] | None = None
+    #: The tenancy check, run once the model and the active extensions are known:
+    #: ``admit(model, extension_names)`` raises when the caller may not make this call.
+    admit: Callable[[str, Iterable[str]], Awaitable[None]] | None = None
+    #: The caller's team: the owner of the RAG collections it may read.
+    team_id: str = DEFAULT_TEAM_ID
     sources: list[dict[str, Any]] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +86,9 @@ class ExtensionServices:
     count_tokens: Callable[[str, str], Awaitable[int]]
     """``count_tokens(model, text)``: the model's tokenizer when it has one, else an estimate."""
     context_window: Callable[[str], int | None]
+    store: Any = None
+    """The state store (``proxy.state.StateStore``): extensions persist through its
+    repositories (sessions), never through their own files."""
     extensions: dict[str, Extension] = field(default_factory=dict)
     """Every started extension by name (filled before any ``start``), for extensions that
     use another's services (the tool loop's ``rag_search`` reads the RAG store)."""

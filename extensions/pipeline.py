@@ -144,6 +144,8 @@ class ExtensionPipeline:
             raise InvalidRequest(
                 "No model: name one, or a persona that has a default model.", param="model"
             )
+        if call.admit is not None:
+            await call.admit(call.model, names)
         self.router.deployments_of(call.model)
         call.envelope.update(model=call.model)
         executor = next((e for e in active if e.executes), None)

@@ -22,7 +22,6 @@ from extensions.rag.config import RagConfig
 from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
-from proxy.context import owner_of
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
 
@@ -111,7 +110,7 @@ class RagExtension(Extension):
         if store is None:
             raise InvalidRequest("RAG is not enabled on this server.", param="rag")
         for collection in call.activation.rag:
-            if not await store.has_collection(owner_of(call.key_id), collection):
+            if not await store.has_collection(call.team_id, collection):
                 # 404 like the management API: another key's collection reads as unknown.
                 raise NotFound(f"Unknown RAG collection '{shown(collection)}'.", param="rag")
 
@@ -121,9 +120,7 @@ class RagExtension(Extension):
             return
         config = self.config
         assert self.store is not None  # validate() refused the request otherwise
-        hits = await self.store.search(
-            owner_of(call.key_id), call.activation.rag, query, config.top_k
-        )
+        hits = await self.store.search(call.team_id, call.activation.rag, query, config.top_k)
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

@@ -82,6 +82,7 @@ class ToolsExtension(Extension):
             rag=getattr(self.services.extensions.get("rag"), "store", None),
             rag_collections=list(call.activation.rag),
             key_id=call.key_id,
+            team_id=call.team_id,
         )
         started = time.perf_counter()
         try:

@@ -13,11 +13,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException
 
 from extensions.base import registered_extensions
 from proxy import __version__
-from proxy.auth import KeyChecker
+from proxy.app_state import AppState
 from proxy.context import RequestContextMiddleware
 from proxy.drain import Drain
 from proxy.errors import (
@@ -31,6 +32,7 @@ from proxy.errors import (
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
 from proxy.openapi import docs_assets_router, document_request_bodies, openapi_config
+from proxy.routes.admin import admin_router
 from proxy.routes.audio import audio_router
 from proxy.routes.images import images_router
 from proxy.routes.media import media_router
@@ -78,9 +80,7 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
 def create_app(settings: Settings) -> Any:
     metrics = Metrics()
     drain = Drain()
-    keys = KeyChecker(settings.server.api_keys)
-
-    guards = [keys.guard] if keys.enabled else []
+    guards = [identify_caller]
     extension_classes = registered_extensions()
     extension_routes = [h for cls in extension_classes.values() for h in cls.routes(settings)]
 
@@ -89,7 +89,9 @@ def create_app(settings: Settings) -> Any:
         async with AsyncExitStack() as stack:
             app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
             app.state.switchyard.drain = drain
+            context.tenancy = app.state.switchyard.tenancy
             yield
+            context.tenancy = None
 
     app = Litestar(
         route_handlers=[
@@ -98,21 +100,38 @@ def create_app(settings: Settings) -> Any:
             images_router(guards),
             videos_router(guards),
             media_router(),
-            *ops_handlers(keys, protect_metrics=settings.server.protect_metrics),
+            admin_router(guards),
+            *ops_handlers(identify_caller, protect_metrics=settings.server.protect_metrics),
             docs_assets_router(),
         ],
         lifespan=[lifespan],
         exception_handlers={Exception: render_error},
         request_max_body_size=int(settings.server.max_body_mb * 1024 * 1024),
-        openapi_config=openapi_config("Switchyard", __version__, keys_required=keys.enabled),
+        openapi_config=openapi_config(
+            "Switchyard", __version__, keys_required=auth_configured(settings)
+        ),
         logging_config=None,
         debug=False,
     )
     document_request_bodies(app)
-    return RequestContextMiddleware(
+    context = RequestContextMiddleware(
         app,
         metrics,
         log_prompts=settings.server.log_prompts,
         drain=drain,
         request_read_timeout_s=settings.server.request_read_timeout_s,
     )
+    return context
+
+
+async def identify_caller(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
+    """The guard of every /v1 route: the tenancy layer says who is calling (or 401).
+
+    ``async`` on purpose: Litestar runs a synchronous guard in a worker thread."""
+    state: AppState = connection.app.state.switchyard
+    await state.tenancy.guard(connection, handler)
+
+
+def auth_configured(settings: Settings) -> bool:
+    server = settings.server
+    return bool(server.master_key or any(server.api_keys) or settings.auth.jwt is not None)

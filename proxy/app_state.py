@@ -26,6 +26,10 @@ class AppState:
     model_cards: list[Model] = field(default_factory=list)
     extensions: dict[str, Any] = field(default_factory=dict)
     media: MediaServices | None = None
+    store: Any = None
+    """The state store (``proxy.state.StateStore``): teams, keys, usage, audit, sessions."""
+    tenancy: Any = None
+    """The tenancy layer (``proxy.tenancy.service.Tenancy``)."""
     drain: Drain = field(default_factory=Drain)
     """Shutdown state, shared with the request middleware and the server runner."""
 

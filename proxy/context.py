@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import CallStats
 from proxy.disconnect import client_gone
@@ -32,6 +32,11 @@ from proxy.drain import Drain
 from proxy.errors import RequestTimeout, ServerShuttingDown, SwitchyardError, encode_error
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
+from proxy.state.records import DEFAULT_TEAM_ID
+
+if TYPE_CHECKING:
+    from proxy.tenancy.admission import Admission
+    from proxy.tenancy.identity import Identity
 
 SCOPE_KEY = "switchyard.request"
 #: Set by the server's HTTP protocol (``proxy.server``): the event-loop time at which the
@@ -59,8 +64,6 @@ class RequestInfo:
     model: str = "unknown"
     stream: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    verified_key_id: str | None = None
-    """Set by the auth guard once the key is checked."""
     prompt: str | None = None
     stats: CallStats = field(default_factory=CallStats)
     events_sent: int = 0
@@ -69,23 +72,32 @@ class RequestInfo:
     """Still running when the shutdown drain ran out, and ended by the server."""
     failure: SwitchyardError | None = None
     """Why a response that had begun was cut (``StreamAborted``); recorded as its status."""
+    identity: Identity | None = None
+    """Who is calling, set by the tenancy guard on every ``/v1`` route."""
+    usage_model: str | None = None
+    """The model a model call asked for: set when the tenancy layer saw it, so the
+    request gets a usage row (whether it was let through or refused)."""
+    admission: Admission | None = None
+    """What the request holds (rate reservation, parallel slot) until it ends."""
 
     @property
     def key_id(self) -> str | None:
-        """Who is calling: the checked key, or (with auth off) whatever key was sent.
-
-        Without configured keys nothing is verified, but data scoped by key (sessions,
-        video jobs) still keeps clients that send different keys apart.
-        """
-        if self.verified_key_id is not None:
-            return self.verified_key_id
+        """Who is calling: the identity's key id (a virtual key's id, a static key's
+        digest), or, before the guard ran, a digest of whatever key was sent."""
+        if self.identity is not None:
+            return self.identity.key_id
         presented = presented_key(self._header)
         return key_id(presented) if presented else None
 
     @property
     def owner(self) -> str:
-        """The owner of what this request stores or reads (see ``owner_of``)."""
+        """The owner of per-key data (sessions): see ``owner_of``."""
         return owner_of(self.key_id)
+
+    @property
+    def team_id(self) -> str:
+        """The owner of per-team data (RAG collections, media, video jobs)."""
+        return self.identity.team_id if self.identity is not None else DEFAULT_TEAM_ID
 
     def _header(self, name: str) -> str | None:
         value = raw_header(self.headers, name.encode("latin-1"))
@@ -144,6 +156,8 @@ class RequestContextMiddleware:
         self.log_prompts = log_prompts
         self.drain = drain or Drain()
         self.read_timeout_s = request_read_timeout_s
+        self.tenancy: Any = None
+        """Set by the app's lifespan (``proxy.tenancy.service.Tenancy``) once it is open."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -172,6 +186,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers") or ())
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 headers.append((b"x-switchyard-overhead-ms", f"{overhead * 1000:.3f}".encode()))
+                admission = info.admission
+                if admission is not None and admission.grant is not None:
+                    headers.extend(admission.grant.headers)
                 if drain.draining:
                     headers.append(_CLOSE)
                 message = {**message, "headers": headers}
@@ -202,7 +219,17 @@ class RequestContextMiddleware:
             self.metrics.in_flight.dec()
             if aborted or (not complete and client_gone(receive)):
                 status = CLIENT_CLOSED
-            self._record(scope, info, status, overhead, first_body_at)
+            status, total, ttft = self._record(scope, info, status, overhead, first_body_at)
+            if info.usage_model is not None and self.tenancy is not None:
+                await self._account(info, status, total, ttft)
+
+    async def _account(
+        self, info: RequestInfo, status: int, total: float, ttft: float | None
+    ) -> None:
+        try:
+            await self.tenancy.finish(info, status, total, ttft)
+        except Exception:
+            access_log.exception("accounting for request %s failed", info.request_id)
 
     def _with_read_deadline(self, scope: dict[str, Any], receive: Any, responded: Any) -> Any:
         """``receive`` that raises ``RequestTimeout`` once the read deadline has passed
@@ -238,7 +265,8 @@ class RequestContextMiddleware:
         status: int,
         overhead: float,
         first_body_at: float | None,
-    ) -> None:
+    ) -> tuple[int, float, float | None]:
+        """Metrics and the access log; returns the final status, duration and TTFT."""
         total = time.perf_counter() - info.started
         stats = info.stats
         if info.failure is not None:
@@ -259,7 +287,7 @@ class RequestContextMiddleware:
             series.prompt_tokens.inc(stats.prompt_tokens)
             series.completion_tokens.inc(stats.completion_tokens)
         if scope["path"].startswith("/health") or scope["path"] == "/metrics":
-            return
+            return status, total, ttft
         extra: dict[str, Any] = {
             "request_id": info.request_id,
             "method": scope["method"],
@@ -284,4 +312,8 @@ class RequestContextMiddleware:
             extra["error"] = info.failure.message
         if self.log_prompts and info.prompt is not None:
             extra["prompt"] = info.prompt
+        if info.identity is not None:
+            extra["team"] = info.identity.team_id
+            extra["key"] = info.identity.key_id
         access_log.info("request", extra=extra)
+        return status, total, ttft

@@ -7,7 +7,7 @@ embeddings differ only in their table row.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +66,15 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 class Gateway:
     def __init__(
-        self, router: Router, *, log_prompts: bool, extensions: ExtensionPipeline | None = None
+        self,
+        router: Router,
+        *,
+        log_prompts: bool,
+        tenancy: Any,
+        extensions: ExtensionPipeline | None = None,
     ) -> None:
         self.router = router
+        self.tenancy = tenancy
         self.log_prompts = log_prompts
         self.extensions = extensions
 
@@ -83,6 +89,11 @@ class Gateway:
         if endpoint is CHAT and self.extensions is not None:
             base, activation = read_activation(model, request.headers, envelope.body)
             if activation or base != model:
+                body = envelope.body
+
+                async def admit(model: str, extensions: Iterable[str]) -> None:
+                    await self.tenancy.admit(info, model, body=body, extensions=extensions)
+
                 call = ChatCall(
                     envelope=envelope,  # type: ignore[arg-type]
                     activation=activation,
@@ -91,6 +102,8 @@ class Gateway:
                     stream=bool(envelope.params.stream),  # type: ignore[attr-defined]
                     client_messages=list(envelope.body["messages"]),
                     receive=request.receive,
+                    admit=admit,
+                    team_id=info.team_id,
                 )
                 info.stream = call.stream
                 response = await self.extensions.serve(call, stats)
@@ -98,6 +111,7 @@ class Gateway:
                 return response
         if endpoint is not CHAT:
             refuse_activation(request.url.path, model, request.headers, envelope.body)
+        await self.tenancy.admit(info, model, body=envelope.body)
         self.router.deployments_of(model)
         info.model = model
 

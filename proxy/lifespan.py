@@ -17,6 +17,7 @@ from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
 from extensions.services import make_context_window, make_token_counter
+from proxy.app_state import AppState
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -24,7 +25,8 @@ from proxy.metrics import Metrics
 from proxy.router import Deployment, Router
 from proxy.schemas.models import Model
 from proxy.settings import Settings
-from proxy.app_state import AppState
+from proxy.state import open_state
+from proxy.tenancy.service import Tenancy, jwt_verifier, legacy_sessions_file
 
 log = logging.getLogger("switchyard.app")
 
@@ -81,6 +83,13 @@ async def build_state(
     extension_classes: dict[str, type[Extension]],
     stack: AsyncExitStack,
 ) -> AppState:
+    store = await open_state(
+        settings.state,
+        data_dir=settings.server.data_dir,
+        base_dir=settings.base_dir,
+        legacy_sessions=legacy_sessions_file(settings),
+    )
+    stack.push_async_callback(_closing, "state store", store.aclose)
     http = build_http_client(settings.http)
     stack.push_async_callback(http.aclose)
     upstream = build_json_transport(settings.http, http)
@@ -90,13 +99,19 @@ async def build_state(
     router = await build_router(settings, resources, metrics, stack)
     stack.push_async_callback(_closing, "media", media.aclose)
     media.start()
+    count_tokens = make_token_counter(router)
+    tenancy = await Tenancy.open(
+        settings, store, router, metrics, stack, jwt=jwt_verifier(settings, http)
+    )
+    tenancy.count_tokens = count_tokens
     services = ExtensionServices(
         settings=settings,
         router=router,
         http=http,
         metrics=metrics,
-        count_tokens=make_token_counter(router),
+        count_tokens=count_tokens,
         context_window=make_context_window(router),
+        store=store,
     )
     extensions = services.extensions
     for name, cls in sorted(extension_classes.items(), key=lambda item: item[1].order):
@@ -110,8 +125,12 @@ async def build_state(
         metrics=metrics,
         http=http,
         router=router,
-        gateway=Gateway(router, log_prompts=settings.server.log_prompts, extensions=pipeline),
+        gateway=Gateway(
+            router, log_prompts=settings.server.log_prompts, tenancy=tenancy, extensions=pipeline
+        ),
         model_cards=model_cards(settings, list(extensions.values())),
         extensions=extensions,
         media=media,
+        store=store,
+        tenancy=tenancy,
     )

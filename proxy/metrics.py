@@ -104,7 +104,35 @@ class Metrics:
             registry=registry,
         )
 
+        self.team_requests = Counter(
+            "switchyard_team_requests",
+            "Model calls by team and outcome (ok: status below 400). By team, not by key,"
+            " so the label space stays as small as the team list.",
+            ["team", "outcome"],
+            registry=registry,
+        )
+        self.team_tokens = Counter(
+            "switchyard_team_tokens",
+            "Tokens used by team, by kind (prompt, completion).",
+            ["team", "kind"],
+            registry=registry,
+        )
+        self.team_cost = Counter(
+            "switchyard_team_cost_usd",
+            "Cost in USD of the team's model calls (from each model's price).",
+            ["team"],
+            registry=registry,
+        )
+        self.limit_rejections = Counter(
+            "switchyard_limit_rejections",
+            "Requests refused by the tenancy layer, by team and kind (rpm, tpm, parallel,"
+            " budget, model_not_found, permission_denied).",
+            ["team", "kind"],
+            registry=registry,
+        )
+
         self._series: dict[tuple[str, str], RequestSeries] = {}
+        self._teams: dict[str, TeamSeries] = {}
 
     def series(self, model: str, route: str) -> RequestSeries:
         """The children for one (model, route), looked up once: ``labels()`` takes a lock
@@ -113,6 +141,27 @@ class Metrics:
         if found is None:
             found = self._series[(model, route)] = RequestSeries(self, model, route)
         return found
+
+    def team(self, team: str) -> TeamSeries:
+        found = self._teams.get(team)
+        if found is None:
+            found = self._teams[team] = TeamSeries(self, team)
+        return found
+
+    def team_usage(
+        self, team: str, status: int, prompt_tokens: int, completion_tokens: int, cost: float
+    ) -> None:
+        series = self.team(team)
+        (series.ok if status < 400 else series.failed).inc()
+        if prompt_tokens:
+            series.prompt_tokens.inc(prompt_tokens)
+        if completion_tokens:
+            series.completion_tokens.inc(completion_tokens)
+        if cost:
+            series.cost.inc(cost)
+
+    def rejected(self, team: str, kind: str) -> None:
+        self.limit_rejections.labels(team, kind).inc()
 
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
         self.tool_calls.labels(tool, outcome).inc()
@@ -160,3 +209,16 @@ class RequestSeries:
             counter = self._metrics.requests.labels(self._model, self.route, str(status))
             self._by_status[status] = counter
         counter.inc()
+
+
+class TeamSeries:
+    """One team's children, looked up once (as ``RequestSeries``)."""
+
+    __slots__ = ("completion_tokens", "cost", "failed", "ok", "prompt_tokens")
+
+    def __init__(self, metrics: Metrics, team: str) -> None:
+        self.ok = metrics.team_requests.labels(team, "ok")
+        self.failed = metrics.team_requests.labels(team, "error")
+        self.prompt_tokens = metrics.team_tokens.labels(team, "prompt")
+        self.completion_tokens = metrics.team_tokens.labels(team, "completion")
+        self.cost = metrics.team_cost.labels(team)

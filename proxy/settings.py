@@ -26,6 +26,8 @@ import msgspec
 import yaml
 
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
+from proxy.state.config import StateConfig
+from proxy.tenancy.jwt import AuthConfig
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
 SECTIONS_GROUP = "switchyard.config"
@@ -42,7 +44,12 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Interface to bind. Loopback by default; put a reverse proxy in front for a team."""
     port: int = 8080
     api_keys: list[str] = []
-    """Keys accepted on /v1/* (Bearer or ``api-key`` header). Empty: no authentication."""
+    """Static keys accepted on /v1/* (Bearer or ``api-key`` header), in team ``default``.
+    With none of ``api_keys``, ``master_key`` or ``auth.jwt``: no authentication (every
+    caller is in team ``default``; virtual keys that are presented still count)."""
+    master_key: str | None = None
+    """The administrator's key (use ``env:NAME``): the admin API, and any model. Virtual
+    keys are created with it (or with ``switchyard admin create-key``)."""
     max_body_mb: float = 25.0
     """Largest request body accepted, in MiB; larger gets 413."""
     protect_metrics: bool = False
@@ -100,6 +107,8 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -269,6 +278,8 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
     return Settings(
         server=file_config.server,
         http=file_config.http,
+        state=file_config.state,
+        auth=file_config.auth,
         defaults=file_config.defaults,
         models=models,
         sections=sections,

@@ -73,7 +73,7 @@ async def _body(request: Request[Any, Any, Any], kind: type[S]) -> S:
 
 
 def _owner(request: Request[Any, Any, Any]) -> str:
-    return request_info(request.scope).owner
+    return request_info(request.scope).team_id
 
 
 def _collection(name: str) -> str:

@@ -10,19 +10,17 @@ appended; a failed request stores nothing.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from pathlib import Path
 from typing import Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.sessions.config import SessionsConfig
-from extensions.sessions.store import SessionStore
 from proxy.context import owner_of
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
 from proxy.settings import Settings
+from proxy.state.repositories import SessionRepository
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _SYSTEM_ROLES = ("system", "developer")
@@ -44,30 +42,12 @@ class SessionExtension(Extension):
 
     def __init__(self, services: ExtensionServices) -> None:
         super().__init__(services)
-        config = services.settings.section("sessions", SessionsConfig)
-        default = Path(services.settings.server.data_dir) / "sessions.sqlite3"
-        self.config = config
-        self.store = SessionStore(
-            Path(config.database).expanduser() if config.database else default
-        )
+        self.config = services.settings.section("sessions", SessionsConfig)
 
-        self._opened = False
-        self._opening = asyncio.Lock()
-
-    async def opened_store(self) -> SessionStore:
-        """The store, opened on first use: a server that never sees a session request
-        creates no database file."""
-        if not self._opened:
-            async with self._opening:
-                if not self._opened:
-                    await self.store.open()
-                    self._opened = True
-        return self.store
-
-    async def aclose(self) -> None:
-        if self._opened:
-            await self.store.close()
-            self._opened = False
+    @property
+    def store(self) -> SessionRepository:
+        """Conversations live in the state store (SQLite or PostgreSQL), owned by key."""
+        return self.services.store.sessions  # type: ignore[no-any-return]
 
     def active(self, activation: Activation) -> bool:
         return activation.session is not None
@@ -104,7 +84,7 @@ class SessionExtension(Extension):
 
     async def before_request(self, call: ChatCall) -> None:
         owner, session = owner_of(call.key_id), call.activation.session or ""
-        history = await (await self.opened_store()).history(owner, session)
+        history = await self.store.history(owner, session)
         added = len(call.messages) - len(call.client_messages)
         prefix, current = call.messages[:added], call.messages[added:]
         # The client's system message is stored once, with the first turn.
@@ -146,7 +126,7 @@ class SessionExtension(Extension):
         stored = {k: v for k, v in reply.items() if k in ("role", "content", "tool_calls") and v}
         stored.setdefault("role", "assistant")
         stored.setdefault("content", reply.get("content"))
-        await (await self.opened_store()).append(
+        await self.store.append(
             owner_of(call.key_id),
             call.activation.session or "",
             [*call.scratch.get("session.new", []), stored],

@@ -29,13 +29,13 @@ def _owner(request: Request[Any, Any, Any]) -> str:
 
 @get("/switchyard/sessions", summary="List your sessions")
 async def list_sessions(request: Request[Any, Any, Any]) -> Response[bytes]:
-    sessions = await (await _extension(request).opened_store()).list(_owner(request))
+    sessions = await _extension(request).store.list(_owner(request))
     return json_response({"object": "list", "data": msgspec.to_builtins(sessions)})
 
 
 @get("/switchyard/sessions/{session_id:str}", summary="Get a session with its messages")
 async def get_session(request: Request[Any, Any, Any], session_id: str) -> Response[bytes]:
-    store = await _extension(request).opened_store()
+    store = _extension(request).store
     owner = _owner(request)
     info = await store.get(owner, session_id)
     if info is None:
@@ -47,7 +47,7 @@ async def get_session(request: Request[Any, Any, Any], session_id: str) -> Respo
 
 @delete("/switchyard/sessions/{session_id:str}", summary="Delete a session", status_code=200)
 async def delete_session(request: Request[Any, Any, Any], session_id: str) -> Response[bytes]:
-    if not await (await _extension(request).opened_store()).delete(_owner(request), session_id):
+    if not await _extension(request).store.delete(_owner(request), session_id):
         raise NotFound(f"No session '{shown(session_id)}'.", param="session_id")
     return json_response({"id": session_id, "object": "switchyard.session", "deleted": True})
 

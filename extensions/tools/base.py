@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgspec
 
+from proxy.state.records import DEFAULT_TEAM_ID
+
 if TYPE_CHECKING:
     import httpx
 
@@ -45,6 +47,8 @@ class ToolContext:
     rag_collections: list[str] = field(default_factory=list)
     """Collections active for this request; ``rag_search`` searches these by default."""
     key_id: str | None = None
+    team_id: str = DEFAULT_TEAM_ID
+    """The caller's team: the owner of the RAG collections it may search."""
     """The API key's id, for tools that scope data by key."""
 
 

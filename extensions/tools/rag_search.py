@@ -28,7 +28,6 @@ from extensions.tools.base import (
     function_definition,
 )
 from extensions.tools.config import ToolsConfig
-from proxy.context import owner_of
 from proxy.errors import SwitchyardError
 
 DEFAULT_K = 5
@@ -77,7 +76,7 @@ class RagSearchTool(BaseTool):
         store = context.rag
         if store is None:
             raise ToolError("RAG is not configured on this gateway")
-        owner = owner_of(context.key_id)
+        owner = context.team_id
         collections = await _collections(store, owner, args.collection, context.rag_collections)
         k = min(args.k or DEFAULT_K, MAX_K)
         try:

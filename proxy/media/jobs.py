@@ -2,8 +2,9 @@
 
 A job runs as a task of the app's event loop; its state lives in memory (a restart
 forgets jobs, not their files) and is dropped once its video has passed retention.
-A job is visible only to the API key that created it (``key_id``), so one key cannot
-read or download another's videos even when it learns an id.
+A job belongs to the team of the key that created it (``owner``, the team id): its
+members share it, and another team cannot read or download its videos even when it
+learns an id (to them the id does not exist).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class VideoJob:
     prompt: str
     seconds: str
     size: str
-    key_id: str | None
+    owner: str
     created_at: float
     status: VideoStatus = "queued"
     progress: int = 0
@@ -121,21 +122,21 @@ class VideoJobs:
             raise job.failure
         return job
 
-    def get(self, video_id: str, key_id: str | None) -> VideoJob:
+    def get(self, video_id: str, owner: str) -> VideoJob:
         job = self._jobs.get(video_id)
-        if job is None or job.key_id != key_id:
+        if job is None or job.owner != owner:
             raise NotFound(f"No video found with id '{shown(video_id)}'.", param="video_id")
         return job
 
-    def list(self, key_id: str | None) -> list[VideoJob]:
+    def list(self, owner: str) -> list[VideoJob]:
         return sorted(
-            (j for j in self._jobs.values() if j.key_id == key_id),
+            (j for j in self._jobs.values() if j.owner == owner),
             key=lambda j: j.created_at,
             reverse=True,
         )
 
-    def delete(self, video_id: str, key_id: str | None) -> None:
-        job = self.get(video_id, key_id)
+    def delete(self, video_id: str, owner: str) -> None:
+        job = self.get(video_id, owner)
         del self._jobs[video_id]
         if job.task is not None:
             job.task.cancel()

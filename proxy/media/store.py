@@ -8,6 +8,10 @@ alphabet and length; the name on disk is ``<id>.<ext>`` with ``ext`` from a fixe
 and only regular files (not links) are served. So no request can name a path outside
 the directory, nor a file that the store did not write itself.
 
+Ownership: a file made for a team is recorded in ``<id>.owner`` beside it (a name that
+is never served). The id stays the capability a browser uses, but a caller that
+presents another team's key gets 404 for it.
+
 Retention: a file older than ``retention_s`` is never served, and a periodic sweep
 (started by the app lifespan) deletes it.
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 from proxy.errors import PayloadTooLarge
 
 log = logging.getLogger("switchyard.media")
+
+OWNER_SUFFIX = ".owner"
 
 #: Content type -> file extension; the only names the store ever writes or opens.
 EXTENSIONS: dict[str, str] = {
@@ -89,18 +95,35 @@ class MediaStore:
         ctype = CONTENT_TYPES[path.suffix[1:]]
         return StoredMedia(media_id, path, ctype, size, time.time())
 
-    async def save(self, data: bytes, content_type: str) -> StoredMedia:
+    async def save(
+        self, data: bytes, content_type: str, *, owner: str | None = None
+    ) -> StoredMedia:
         """Write ``data`` atomically (temporary name, then rename) off the event loop."""
         media_id = new_id()
         target = self._target(media_id, content_type)
-        await asyncio.to_thread(self._write, target, data)
+        await asyncio.to_thread(self._write, target, data, owner)
         return self._record(media_id, target, len(data))
 
-    def _write(self, target: Path, data: bytes) -> None:
+    def _write(self, target: Path, data: bytes, owner: str | None = None) -> None:
         self.ensure_dir()
+        if owner is not None:
+            self._write_owner(target, owner)
         temp = target.with_name(f".{target.name}.part")
         temp.write_bytes(data)
         os.replace(temp, target)
+
+    def _write_owner(self, target: Path, owner: str) -> None:
+        """Written before the file itself, so no file is ever served without its owner."""
+        target.with_suffix(OWNER_SUFFIX).write_text(owner, encoding="utf-8")
+
+    def owner(self, media_id: str) -> str | None:
+        """The team a file was made for; ``None`` for one made without (or before) owners."""
+        if not valid_id(media_id):
+            return None
+        try:
+            return (self.root / f"{media_id}{OWNER_SUFFIX}").read_text(encoding="utf-8")
+        except OSError:
+            return None
 
     async def save_stream(
         self,
@@ -108,12 +131,15 @@ class MediaStore:
         content_type: str,
         *,
         max_bytes: int | None = None,
+        owner: str | None = None,
     ) -> StoredMedia:
         """Write a stream (a large video) without holding it in memory."""
         media_id = new_id()
         target = self._target(media_id, content_type)
         temp = target.with_name(f".{target.name}.part")
         await asyncio.to_thread(self.ensure_dir)
+        if owner is not None:
+            await asyncio.to_thread(self._write_owner, target, owner)
         handle = await asyncio.to_thread(temp.open, "wb")
         size = 0
         try:
@@ -153,6 +179,8 @@ class MediaStore:
             return False
         with contextlib.suppress(FileNotFoundError):
             found.path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            found.path.with_suffix(OWNER_SUFFIX).unlink()
         return True
 
     def sweep(self, now: float | None = None) -> int:
@@ -166,7 +194,9 @@ class MediaStore:
         for entry in entries:
             name = entry.name
             stem, _, ext = name.lstrip(".").partition(".")
-            ours = valid_id(stem) and (ext in CONTENT_TYPES or ext.endswith(".part"))
+            ours = valid_id(stem) and (
+                ext in CONTENT_TYPES or ext.endswith(".part") or f".{ext}" == OWNER_SUFFIX
+            )
             if not ours:
                 continue
             try:

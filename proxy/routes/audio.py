@@ -19,6 +19,7 @@ from litestar.response import Stream
 
 from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import refuse_activation
+from proxy.app_state import AppState
 from proxy.context import RequestInfo, request_info
 from proxy.errors import InvalidRequest, StreamAborted, SwitchyardError, UpstreamError
 from proxy.gateway import json_response
@@ -34,7 +35,6 @@ from proxy.schemas.audio import (
     VerboseTranscription,
 )
 from proxy.schemas.base import WireRequest, decode_request
-from proxy.app_state import AppState
 
 log = logging.getLogger("switchyard.audio")
 
@@ -111,6 +111,7 @@ async def _serve_upload(
     info.route = route
     upload = await read_upload(request, request_type)
     model = upload.model
+    await state.tenancy.admit(info, model)
     state.router.deployments_of(model)
     info.model = model
 
@@ -177,6 +178,7 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     envelope = decode_request(await request.body(), SpeechRequest)
     refuse_activation(request.url.path, envelope.model, request.headers, envelope.body)
     model = envelope.model
+    await state.tenancy.admit(info, model)
     state.router.deployments_of(model)
     info.model = model
     info.stream = True

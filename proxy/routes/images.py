@@ -18,6 +18,7 @@ from litestar import Request, Response, Router, post
 
 from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import refuse_activation
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import InvalidRequest
@@ -36,7 +37,6 @@ from proxy.schemas.images import (
     ImagesResponse,
     ImageVariationRequest,
 )
-from proxy.app_state import AppState
 
 _EXTENSION_FORMAT = {v: k for k, v in OUTPUT_TYPES.items()}
 
@@ -61,7 +61,7 @@ def _convert_all(
 
 
 async def render_images(
-    result: GeneratedImages, params: ImageRequest, media: MediaServices, base: str
+    result: GeneratedImages, params: ImageRequest, media: MediaServices, base: str, owner: str
 ) -> ImagesResponse:
     """OpenAI's images answer for locally produced images."""
     output_format = getattr(params, "output_format", None) or None
@@ -74,7 +74,7 @@ async def render_images(
         if params.wants_b64:
             data.append(ImageData(b64_json=base64.b64encode(blob.data).decode("ascii")))
         else:
-            stored = await media.store.save(blob.data, blob.content_type)
+            stored = await media.store.save(blob.data, blob.content_type, owner=owner)
             data.append(ImageData(url=media_url(base, stored.id)))
     formats = {_EXTENSION_FORMAT.get(b.content_type) for b in blobs}
     shown_format = formats.pop() if len(formats) == 1 else None
@@ -98,6 +98,7 @@ async def serve_images(
     info = request_info(request.scope)
     info.route = route
     model = envelope.model
+    await state.tenancy.admit(info, model)
     state.router.deployments_of(model)
     info.model = model
     if state.settings.server.log_prompts and isinstance(envelope.body.get("prompt"), str):
@@ -111,7 +112,10 @@ async def serve_images(
     if isinstance(result, RawJSON):
         return json_response(result)
     base = base_url(request.scope, state.settings.server)
-    return json_response(await render_images(result, envelope.params, media_services(state), base))
+    rendered = await render_images(
+        result, envelope.params, media_services(state), base, info.team_id
+    )
+    return json_response(rendered)
 
 
 @post(

@@ -6,6 +6,8 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, post
 
+from proxy.app_state import AppState
+from proxy.context import request_info
 from proxy.errors import ModelNotFound, shown
 from proxy.gateway import (
     CHAT,
@@ -22,7 +24,7 @@ from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.models import Model, ModelList
 from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
-from proxy.app_state import AppState
+from proxy.tenancy.admission import may_use_model
 
 
 def _gateway(request: Request[Any, Any, Any]) -> Gateway:
@@ -90,21 +92,24 @@ async def tokens_count(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(TOKENS_COUNT, request)
 
 
-def _models(state: AppState) -> list[Model]:
-    return state.model_cards
+def _models(request: Request[Any, Any, Any]) -> list[Model]:
+    """The models this caller may use (its key's and team's ``allowed_models``)."""
+    state: AppState = request.app.state.switchyard
+    identity = request_info(request.scope).identity
+    if identity is None or not identity.scopes:
+        return state.model_cards
+    return [card for card in state.model_cards if may_use_model(identity, card.id)]
 
 
 @get("/models", summary="List models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
-    state: AppState = request.app.state.switchyard
-    return json_response(ModelList(data=_models(state)))
+    return json_response(ModelList(data=_models(request)))
 
 
 @get("/models/{model_id:path}", summary="Retrieve a model")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
-    state: AppState = request.app.state.switchyard
     wanted = model_id.lstrip("/")
-    for card in _models(state):
+    for card in _models(request):
         if card.id == wanted:
             return json_response(card)
     raise ModelNotFound(f"The model '{shown(wanted)}' does not exist.", param="model")

@@ -14,14 +14,13 @@ from typing import Any
 
 from litestar import Request, Response, Router, get
 
-from proxy.auth import KeyChecker
+from proxy.app_state import AppState
 from proxy.errors import AuthenticationFailed, PermissionDenied
 from proxy.gateway import json_response
 from proxy.keys import presented_key
 from proxy.metrics import CONTENT_TYPE
 from proxy.readiness import deployments_health, readiness
 from proxy.schemas.health import Readiness
-from proxy.app_state import AppState
 
 
 class Access(enum.Enum):
@@ -36,9 +35,16 @@ def _state(request: Request[Any, Any, Any]) -> AppState | None:
     return getattr(request.app.state, "switchyard", None)
 
 
-def _access(request: Request[Any, Any, Any], state: AppState, keys: KeyChecker) -> Access:
-    if keys.enabled and keys.verify(presented_key(request.headers.get)):
-        return Access.KEYED
+async def _access(request: Request[Any, Any, Any], state: AppState) -> Access:
+    tenancy = state.tenancy
+    presented = presented_key(request.headers.get)
+    if tenancy.auth_required and presented is not None:
+        try:
+            await tenancy.authenticator.identify(presented)
+        except AuthenticationFailed:
+            pass
+        else:
+            return Access.KEYED
     return Access.DETAILS if state.settings.server.public_health_details else Access.STATUS_ONLY
 
 
@@ -47,7 +53,10 @@ async def health() -> Response[bytes]:
     return json_response({"status": "ok"})
 
 
-def ops_handlers(keys: KeyChecker, *, protect_metrics: bool) -> list[Any]:
+def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
+    """The health and metrics routes; ``guard`` (the tenancy guard) protects /metrics
+    when ``protect_metrics`` is set."""
+
     @get("/health/ready", summary="Readiness: whether this process can serve")
     async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
         state = _state(request)
@@ -55,7 +64,7 @@ def ops_handlers(keys: KeyChecker, *, protect_metrics: bool) -> list[Any]:
             return json_response(Readiness(status="not_ready"), status_code=503)
         report = readiness(state.router, draining=state.draining)
         body = Readiness(status="ready" if report.ready else "not_ready")
-        access = _access(request, state, keys)
+        access = await _access(request, state)
         if access is not Access.STATUS_ONLY:
             body.reasons = report.reasons
             body.models = report.models
@@ -68,8 +77,8 @@ def ops_handlers(keys: KeyChecker, *, protect_metrics: bool) -> list[Any]:
         state = _state(request)
         if state is None:
             return json_response(Readiness(status="not_ready"), status_code=503)
-        if _access(request, state, keys) is Access.STATUS_ONLY:
-            if keys.enabled:
+        if await _access(request, state) is Access.STATUS_ONLY:
+            if state.tenancy.auth_required:
                 raise AuthenticationFailed(
                     "Deployment health needs an API key: send 'Authorization: Bearer <key>'."
                 )
@@ -83,7 +92,7 @@ def ops_handlers(keys: KeyChecker, *, protect_metrics: bool) -> list[Any]:
         state: AppState = request.app.state.switchyard
         return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
 
-    metrics_guards = [keys.guard] if protect_metrics else []
+    metrics_guards = [guard] if protect_metrics else []
     return [
         health,
         ready,

@@ -18,6 +18,7 @@ from litestar.enums import RequestEncodingType
 from litestar.response import File
 
 from adapters.base import Adapter, Capability
+from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.errors import InvalidRequest, NotFound, UnsupportedCapability, shown
 from proxy.gateway import json_response
@@ -27,7 +28,6 @@ from proxy.routes.images import media_services
 from proxy.schemas.base import UNSET, decode_request
 from proxy.schemas.images import parse_size
 from proxy.schemas.videos import InputReference, VideoCreateRequest, VideoDeleted, VideoList
-from proxy.app_state import AppState
 
 #: Poll interval suggested to the SDK's ``videos.poll`` (header ``openai-poll-after-ms``).
 POLL_AFTER_MS = "1000"
@@ -76,6 +76,7 @@ async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
     form = await _envelope(request, max_bytes)
     params = form.params
     model = params.model
+    await state.tenancy.admit(info, model)
     deployments = state.router.deployments_of(model)
     info.model = model
     if not any(Capability.VIDEO in d.adapter.capabilities for d in deployments):
@@ -98,7 +99,7 @@ async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
         prompt=params.prompt,
         seconds=str(seconds),
         size=f"{size[0]}x{size[1]}" if size else "auto",
-        key_id=info.key_id,
+        owner=info.team_id,
         created_at=time.time(),
     )
     stats = info.stats
@@ -124,7 +125,7 @@ async def retrieve_video(request: Request[Any, Any, Any], video_id: str) -> Resp
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)
     info.route = "videos"
-    job = media_services(state).videos.get(video_id, info.key_id)
+    job = media_services(state).videos.get(video_id, info.team_id)
     info.model = job.model
     return _video_response(state, job)
 
@@ -135,7 +136,7 @@ async def list_videos(request: Request[Any, Any, Any]) -> Response[bytes]:
     info = request_info(request.scope)
     info.route = "videos"
     videos = media_services(state).videos
-    data = [videos.wire(job) for job in videos.list(info.key_id)]
+    data = [videos.wire(job) for job in videos.list(info.team_id)]
     return json_response(
         VideoList(
             data=data,
@@ -150,7 +151,7 @@ async def delete_video(request: Request[Any, Any, Any], video_id: str) -> Respon
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)
     info.route = "videos"
-    media_services(state).videos.delete(video_id, info.key_id)
+    media_services(state).videos.delete(video_id, info.team_id)
     return json_response(VideoDeleted(id=video_id))
 
 
@@ -162,7 +163,7 @@ async def video_content(
     info = request_info(request.scope)
     info.route = "videos"
     media = media_services(state)
-    job = media.videos.get(video_id, info.key_id)
+    job = media.videos.get(video_id, info.team_id)
     info.model = job.model
     if variant != "video":
         raise NotFound(

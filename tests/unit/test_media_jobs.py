@@ -26,7 +26,7 @@ def _job(jobs: VideoJobs, key: str | None = "k1") -> VideoJob:
         prompt="p",
         seconds="4",
         size="auto",
-        key_id=key,
+        owner=key,
         created_at=time.time(),
     )
 

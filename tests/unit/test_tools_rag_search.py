@@ -54,7 +54,7 @@ class FakeStore:
 
 
 async def search(
-    arguments: Any, store: Any, active: list[str] | None = None, key_id: str | None = "key-a"
+    arguments: Any, store: Any, active: list[str] | None = None, team_id: str = "team-a"
 ) -> str:
     async with httpx.AsyncClient() as http:
         context = ToolContext(
@@ -62,7 +62,7 @@ async def search(
             config=ToolsConfig(),
             rag=store,
             rag_collections=active or [],
-            key_id=key_id,
+            team_id=team_id,
         )
         return await RagSearchTool().run(arguments, context)
 
@@ -91,13 +91,15 @@ async def test_named_collection_must_be_active_or_exist() -> None:
     text = await search({"query": "q", "collection": "secret"}, store, ["docs"])
     assert text == "error: unknown collection 'secret' (active for this request: docs)"
     assert len(store.calls) == 2
-    assert set(store.owners) == {"key-a"}  # every look-up is the caller's
+    assert set(store.owners) == {"team-a"}  # every look-up is the caller's team's
 
 
-async def test_without_a_key_the_caller_is_anonymous() -> None:
+async def test_a_context_without_a_team_searches_the_default_team() -> None:
     store = FakeStore("docs")
-    await search({"query": "q", "collection": "docs"}, store, [], key_id=None)
-    assert store.owners == ["-", "-"]
+    async with httpx.AsyncClient() as http:
+        context = ToolContext(http=http, config=ToolsConfig(), rag=store, rag_collections=[])
+        await RagSearchTool().run({"query": "q", "collection": "docs"}, context)
+    assert store.owners == ["default", "default"]
 
 
 async def test_store_without_has_collection_limits_to_active() -> None:
@@ -145,7 +147,7 @@ async def test_no_hits() -> None:
     assert await search({"query": "q"}, Empty(), ["docs"]) == "No passages found for 'q' in docs."
 
 
-async def test_another_keys_collection_is_unknown_to_the_tool(tmp_path: Any) -> None:
+async def test_another_teams_collection_is_unknown_to_the_tool(tmp_path: Any) -> None:
     """The real store: key B's model naming key A's collection finds nothing of it."""
     from extensions.rag import ingest
     from extensions.rag.config import RagConfig
@@ -154,16 +156,16 @@ async def test_another_keys_collection_is_unknown_to_the_tool(tmp_path: Any) -> 
     from tests.support.rag_fakes import bow_embed
 
     store = RagStore(RagConfig(), tmp_path, bow_embed)
-    await store.create_collection("key-a", "a-private")
+    await store.create_collection("team-a", "a-private")
     secret = DocumentIn(id="vault", text="The vault code is 1234.")
-    await ingest.add_documents(store, "key-a", "a-private", [secret])
-    await store.create_collection("key-b", "b-own")
+    await ingest.add_documents(store, "team-a", "a-private", [secret])
+    await store.create_collection("team-b", "b-own")
     try:
         named = await search(
-            {"query": "vault code", "collection": "a-private"}, store, ["b-own"], key_id="key-b"
+            {"query": "vault code", "collection": "a-private"}, store, ["b-own"], team_id="team-b"
         )
         assert named == "error: unknown collection 'a-private' (active for this request: b-own)"
-        forced = await search({"query": "vault code"}, store, ["a-private"], key_id="key-b")
+        forced = await search({"query": "vault code"}, store, ["a-private"], team_id="team-b")
         assert forced == "error: search failed: Unknown RAG collection 'a-private'."
         mine = await search({"query": "vault code", "collection": "a-private"}, store, [])
         assert "The vault code is 1234." in mine

@@ -1,0 +1,164 @@
+"""Virtual keys on the hot path: looked up by the hash of the secret, cached in process.
+
+A presented secret is hashed (SHA-256) and looked up in a dict; only a miss goes to
+the database, and concurrent misses for one secret share one query. An entry is trusted
+for ``ttl_s``: a rotated secret's grace, an expiry or a revocation takes effect within
+it. Without Redis that bounds how long a revoked or changed key keeps
+working on another replica (one second by default). With Redis, every change is
+published on ``CHANNEL`` and each replica drops its cache at once; the TTL is then only
+the fallback for a lost message. Unknown secrets are cached too (so a flood of bad keys
+costs one query per secret per TTL), in a bounded dict.
+
+Looking a hash up in a dict is not constant-time, and need not be: what is compared is
+the hash of the secret, which tells an attacker nothing about the secrets stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.state.records import ApiKey, Team
+from proxy.state.repositories import KeyRepository, TeamRepository
+
+log = logging.getLogger("switchyard.tenancy")
+
+CHANNEL = "switchyard:key-changes"
+MAX_ENTRIES = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLookup:
+    key: ApiKey | None
+    team: Team | None
+    fetched_at: float
+
+
+class KeyCache:
+    def __init__(
+        self,
+        keys: KeyRepository,
+        teams: TeamRepository,
+        *,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.teams = teams
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._entries: dict[str, KeyLookup] = {}
+        self._teams: dict[str, KeyLookup] = {}
+        self._loading: dict[str, asyncio.Future[KeyLookup]] = {}
+        self._redis: Any = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def lookup(self, key_hash: str) -> KeyLookup:
+        entry = self._entries.get(key_hash)
+        if entry is not None and self.clock() - entry.fetched_at < self.ttl_s:
+            return entry
+        pending = self._loading.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyLookup] = asyncio.get_running_loop().create_future()
+        self._loading[key_hash] = future
+        try:
+            entry = await self._load(key_hash)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            del self._loading[key_hash]
+        future.set_result(entry)
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key_hash] = entry
+        return entry
+
+    async def _load(self, key_hash: str) -> KeyLookup:
+        fetched_at = self.clock()
+        key = await self.keys.find_by_hash(key_hash, self.wall_clock())
+        team = await self.teams.get(key.team_id) if key is not None else None
+        return KeyLookup(key, team, fetched_at)
+
+    async def team(self, team_id: str) -> Team | None:
+        """A team's record (for callers whose team is not a key's: static keys, JWTs)."""
+        entry = self._teams.get(team_id)
+        if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
+            fetched_at = self.clock()
+            entry = KeyLookup(None, await self.teams.get(team_id), fetched_at)
+            if len(self._teams) >= MAX_ENTRIES:
+                self._teams.clear()
+            self._teams[team_id] = entry
+        return entry.team
+
+    async def team_named(self, name_or_id: str | None) -> Team | None:
+        """A team by id, else by name (a JWT's team claim may carry either)."""
+        if not name_or_id:
+            return None
+        team = await self.team(name_or_id)
+        if team is not None:
+            return team
+        entry = self._teams.get(f"name:{name_or_id}")
+        if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
+            fetched_at = self.clock()
+            named = next((t for t in await self.teams.list() if t.name == name_or_id), None)
+            entry = KeyLookup(None, named, fetched_at)
+            self._teams[f"name:{name_or_id}"] = entry
+        return entry.team
+
+    def forget_all(self) -> None:
+        self._entries.clear()
+        self._teams.clear()
+
+    async def changed(self, what: str) -> None:
+        """A key or team changed here: forget it here, and tell the other replicas."""
+        self.forget_all()
+        if self._redis is not None:
+            try:
+                await self._redis.publish(CHANNEL, what)
+            except Exception:
+                log.exception("broadcasting a key change failed; other replicas wait for TTL")
+
+    async def listen(self, redis: Any, *, ttl_s: float) -> None:
+        """Follow other replicas' changes on Redis; entries then live ``ttl_s``."""
+        self._redis = redis
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CHANNEL)
+        self.ttl_s = ttl_s
+        self._listener = asyncio.get_running_loop().create_task(
+            self._follow(pubsub), name="key-changes"
+        )
+
+    async def _follow(self, pubsub: Any) -> None:
+        try:
+            while True:
+                try:
+                    async for _message in pubsub.listen():
+                        self.forget_all()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("lost the key-change channel; retrying in 1 s", exc_info=True)
+                    self.forget_all()
+                    await asyncio.sleep(1)
+                    with contextlib.suppress(Exception):
+                        await pubsub.subscribe(CHANNEL)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None

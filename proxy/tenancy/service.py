@@ -1,0 +1,299 @@
+"""The tenancy layer as the app uses it: authenticate, admit, account.
+
+``guard`` runs on every ``/v1`` route and sets the request's ``Identity``; ``admit`` runs
+once per model call (``Gateway`` and the media and audio routes); ``finish`` runs when
+the request has ended (``RequestContextMiddleware``): it settles the token reservation on
+the real usage, frees the parallel slot, adds the cost to the budgets and queues the
+usage row. Per request that is a dict lookup, a few counter updates and a list append
+in the steady state; the database sees only batched usage writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+from adapters.base import Price
+from proxy.context import RequestInfo, request_info
+from proxy.errors import SwitchyardError
+from proxy.keys import presented_key
+from proxy.metrics import Metrics
+from proxy.router import Router
+from proxy.settings import Settings
+from proxy.state.records import UsageRecord
+from proxy.tenancy.admission import (
+    Admission,
+    budget_scopes,
+    check_extensions,
+    check_model,
+    parallel_limit,
+    rate_scopes,
+    spend_scopes,
+    wants_tokens,
+)
+from proxy.tenancy.authn import Authenticator
+from proxy.tenancy.budget import SpendTracker
+from proxy.tenancy.keys import KeyCache
+from proxy.tenancy.limits import InProcessLimiter, Limiter, ParallelGate, RedisLimiter
+from proxy.tenancy.usage import UsageRecorder
+
+log = logging.getLogger("switchyard.tenancy")
+
+REDIS_KEY_CACHE_TTL_S = 10.0
+"""With Redis, changes are broadcast; the TTL only covers a lost message."""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _prices(router: Router) -> dict[str, Price]:
+    """Price by deployment label (what ``CallStats.deployment`` names), and by model name
+    (for a request that failed before a deployment was chosen)."""
+    prices: dict[str, Price] = {}
+    for name, deployments in router.deployments.items():
+        for deployment in deployments:
+            price = deployment.adapter.config.price
+            if price is not None:
+                prices[deployment.label] = price
+                prices.setdefault(name, price)
+    return prices
+
+
+class Tenancy:
+    def __init__(
+        self,
+        *,
+        store: Any,
+        authenticator: Authenticator,
+        limiter: Limiter,
+        spend: SpendTracker,
+        usage: UsageRecorder,
+        metrics: Metrics,
+        prices: dict[str, Price],
+        count_tokens: Callable[[str, str], Awaitable[int]] | None = None,
+    ) -> None:
+        self.store = store
+        self.authenticator = authenticator
+        self.cache: KeyCache = authenticator.cache
+        self.limiter = limiter
+        self.gate = ParallelGate()
+        self.spend = spend
+        self.usage = usage
+        self.metrics = metrics
+        self.prices = prices
+        self.count_tokens = count_tokens
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        store: Any,
+        router: Router,
+        metrics: Metrics,
+        stack: AsyncExitStack,
+        *,
+        jwt: Any = None,
+        count_tokens: Callable[[str, str], Awaitable[int]] | None = None,
+    ) -> Tenancy:
+        config = settings.state
+        cache = KeyCache(store.keys, store.teams, ttl_s=config.key_cache_ttl_s)
+        stack.push_async_callback(cache.aclose)
+        redis = None
+        if config.redis_url:
+            import redis.asyncio as redis_asyncio
+
+            redis = redis_asyncio.from_url(config.redis_url)
+            stack.push_async_callback(redis.aclose)
+            await redis.ping()
+            await cache.listen(redis, ttl_s=REDIS_KEY_CACHE_TTL_S)
+        limiter: Limiter = RedisLimiter(redis) if redis is not None else InProcessLimiter()
+        stack.push_async_callback(limiter.aclose)
+
+        async def stored_spend(scope: str, since: float) -> float:
+            await usage.flush()
+            kind, _, ident = scope.partition(":")
+            return float(
+                await store.usage.spend(
+                    team_id=ident if kind == "team" else None,
+                    key_id=ident if kind == "key" else None,
+                    since=since,
+                )
+            )
+
+        usage = UsageRecorder(
+            store.usage,
+            interval_s=config.usage_flush_interval_s,
+            max_rows=config.usage_flush_rows,
+        )
+        usage.start()
+        stack.push_async_callback(usage.aclose)
+        authenticator = Authenticator(
+            master_key=settings.server.master_key,
+            static_keys=settings.server.api_keys,
+            cache=cache,
+            jwt=jwt,
+        )
+        return cls(
+            store=store,
+            authenticator=authenticator,
+            limiter=limiter,
+            spend=SpendTracker(stored_spend, redis=redis),
+            usage=usage,
+            metrics=metrics,
+            prices=_prices(router),
+            count_tokens=count_tokens,
+        )
+
+    @property
+    def auth_required(self) -> bool:
+        return self.authenticator.required
+
+    async def guard(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    ) -> None:
+        """Litestar guard on every ``/v1`` route: who is calling (or 401)."""
+        info = request_info(connection.scope)
+        if info.identity is None:
+            info.identity = await self.authenticator.identify(presented_key(connection.headers.get))
+
+    async def key_changed(self, what: str) -> None:
+        await self.cache.changed(what)
+
+    async def admit(
+        self,
+        info: RequestInfo,
+        model: str,
+        *,
+        body: dict[str, Any] | None = None,
+        extensions: Iterable[str] = (),
+    ) -> None:
+        """Let one model call through, or raise why not (see ``proxy.tenancy.admission``)."""
+        identity = info.identity
+        info.usage_model = model
+        if identity is None or not identity.scopes:
+            return
+        team = identity.team_id
+        try:
+            check_model(identity, model)
+            check_extensions(identity, extensions)
+            budgets = budget_scopes(identity)
+            if budgets:
+                await self.spend.check(budgets)
+            admission = Admission(identity, model)
+            parallel = parallel_limit(identity)
+            if parallel is not None:
+                self.gate.enter(*parallel)
+                admission.parallel_scope = parallel[0]
+            scopes = rate_scopes(identity)
+            if scopes:
+                tokens = await self._estimate(model, body) if wants_tokens(identity) else 0
+                try:
+                    admission.grant = await self.limiter.acquire(scopes, tokens)
+                except BaseException:
+                    if admission.parallel_scope is not None:
+                        self.gate.leave(admission.parallel_scope)
+                    raise
+        except SwitchyardError as refused:
+            self.metrics.rejected(team, _rejection_kind(refused))
+            raise
+        info.admission = admission
+
+    async def _estimate(self, model: str, body: dict[str, Any] | None) -> int:
+        """Tokens to reserve: the prompt's (by the model's tokenizer when it is local,
+        else about four characters a token) plus the completion limit it asks for."""
+        if not body:
+            return 0
+        text = ""
+        for field in ("messages", "prompt", "input"):
+            if field in body:
+                text = _encode(body[field]).decode()
+                break
+        if self.count_tokens is not None:
+            prompt = await self.count_tokens(model, text)
+        else:
+            prompt = len(text) // 4 + 1
+        completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        return prompt + (completion if isinstance(completion, int) else 0)
+
+    def response_headers(self, info: RequestInfo) -> list[tuple[bytes, bytes]]:
+        admission = info.admission
+        if admission is None or admission.grant is None:
+            return []
+        return admission.grant.headers
+
+    async def finish(
+        self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None
+    ) -> None:
+        """The request has ended: account for it (see the module docstring)."""
+        identity = info.identity
+        if identity is None or info.usage_model is None:
+            return
+        stats = info.stats
+        price = self.prices.get(stats.deployment) or self.prices.get(info.model)
+        cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else 0.0
+        admission = info.admission
+        if admission is not None:
+            if admission.parallel_scope is not None:
+                self.gate.leave(admission.parallel_scope)
+            if admission.grant is not None:
+                used = stats.prompt_tokens + stats.completion_tokens
+                try:
+                    await self.limiter.settle(admission.grant, used)
+                except Exception:
+                    log.exception("settling a token reservation failed")
+        if cost > 0 and identity.scopes:
+            try:
+                await self.spend.add(spend_scopes(identity), cost)
+            except Exception:
+                log.exception("adding spend failed")
+        self.metrics.team_usage(
+            identity.team_id, status, stats.prompt_tokens, stats.completion_tokens, cost
+        )
+        self.usage.record(
+            UsageRecord(
+                time=time.time(),
+                request_id=info.request_id,
+                key_id=identity.key_id,
+                team_id=identity.team_id,
+                model=info.usage_model,
+                deployment=stats.deployment,
+                route=info.route,
+                status=status,
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                cost_usd=cost,
+                duration_ms=round(total_s * 1000, 3),
+                upstream_ms=round(stats.upstream_s * 1000, 3),
+                ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
+            )
+        )
+
+
+def jwt_verifier(settings: Settings, http: Any) -> Any:
+    """The JWT verifier when ``auth.jwt`` is configured, else ``None``."""
+    config = settings.auth.jwt
+    if config is None:
+        return None
+    from proxy.tenancy.jwt import JwtVerifier
+
+    return JwtVerifier(config, http)
+
+
+def legacy_sessions_file(settings: Settings) -> Path:
+    """Where sessions lived before the state layer (imported once, then left alone)."""
+    configured = settings.sections.get("sessions")
+    database = getattr(configured, "database", None)
+    if database:
+        return Path(database).expanduser()
+    return Path(settings.server.data_dir) / "sessions.sqlite3"
+
+
+def _rejection_kind(error: SwitchyardError) -> str:
+    return getattr(error, "kind", None) or error.error_code or "other"
