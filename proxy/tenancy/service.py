@@ -211,6 +211,18 @@ class Tenancy:
             raise
         info.admission = admission
 
+    def permit_extension(self, info: RequestInfo, name: str) -> None:
+        """Refuse an extension the caller may not use before it does any work (a RAG
+        lookup, a session load): ``admit`` checks again once the model is known."""
+        identity = info.identity
+        if identity is None or not identity.scopes:
+            return
+        try:
+            check_extensions(identity, (name,))
+        except SwitchyardError as refused:
+            self.metrics.rejected(identity.team_id, _rejection_kind(refused))
+            raise
+
     async def _estimate(self, model: str, body: dict[str, Any] | None) -> int:
         """Tokens to reserve: the prompt's (by the model's tokenizer when it is local,
         else about four characters a token) plus the completion limit it asks for."""
