@@ -61,6 +61,9 @@ class ChatCall:
     #: The tenancy check, run once the model and the active extensions are known:
     #: ``admit(model, extension_names)`` raises when the caller may not make this call.
     admit: Callable[[str, Iterable[str]], Awaitable[None]] | None = None
+    #: The tenancy check of one extension, run as it becomes active and before it does
+    #: any work: ``permit(name)`` raises when the caller may not use it.
+    permit: Callable[[str], None] | None = None
     #: The caller's team: the owner of the RAG collections it may read.
     team_id: str = DEFAULT_TEAM_ID
     sources: list[dict[str, Any]] = field(default_factory=list)

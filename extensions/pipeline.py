@@ -128,6 +128,8 @@ class ExtensionPipeline:
         for extension in self.extensions:
             # Evaluated one by one: validating a persona may switch on its default tools/RAG.
             if extension.active(call.activation):
+                if call.permit is not None:
+                    call.permit(extension.name)
                 await extension.validate(call)
                 active.append(extension)
         names = {e.name for e in active}

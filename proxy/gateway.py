@@ -103,6 +103,7 @@ class Gateway:
                     client_messages=list(envelope.body["messages"]),
                     receive=request.receive,
                     admit=admit,
+                    permit=lambda name: self.tenancy.permit_extension(info, name),
                     team_id=info.team_id,
                 )
                 info.stream = call.stream

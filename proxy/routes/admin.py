@@ -231,7 +231,9 @@ async def rotate_key(request: Req, key_id: str) -> Response[bytes]:
 async def usage(request: Req) -> Response[bytes]:
     query = _query(request, (*_FILTERS, "group_by"))
     where, group_by = _usage_filter(query), _group_by(query)
-    await tenancy_of(request).usage.flush()
+    tenancy = tenancy_of(request)
+    await tenancy.settled()
+    await tenancy.usage.flush()
     totals = await admin_service(request).usage_totals(where, group_by)
     return json_response(UsageList(data=[usage_group(t) for t in totals]))
 
@@ -240,7 +242,9 @@ async def usage(request: Req) -> Response[bytes]:
 async def usage_requests(request: Req) -> Response[bytes]:
     query = _query(request, (*_FILTERS, "limit", "cursor"))
     where, limit = _usage_filter(query), _limit(query)
-    await tenancy_of(request).usage.flush()
+    tenancy = tenancy_of(request)
+    await tenancy.settled()
+    await tenancy.usage.flush()
     rows, cursor = await admin_service(request).usage_requests(where, limit, query.get("cursor"))
     page = UsageRequestPage(
         data=[usage_request(r) for r in rows], has_more=cursor is not None, next_cursor=cursor

@@ -49,6 +49,10 @@ class Tenancy(Protocol):
     @property
     def spend(self) -> SpendTracker: ...
 
+    async def settled(self) -> None:
+        """Wait until the requests that have ended are accounted (budgets, usage rows)."""
+        ...
+
     async def key_changed(self, key_id: str) -> None:
         """Forget a key's cached identity, here and (with Redis) on every replica."""
         ...
@@ -138,6 +142,7 @@ async def me_handler(request: Request[Any, Any, Any]) -> Response[bytes]:
     identity = identity_of(request.scope) or Identity(key_id="-")
     state = _state(request)
     tenancy: Tenancy = state.tenancy
+    await tenancy.settled()
     snapshot = await tenancy.limiter.snapshot(scope_limits(identity.scopes))
     budget: dict[str, BudgetState] = {}
     period: BudgetPeriod = "month"

@@ -20,7 +20,7 @@ from proxy.keys import key_id
 from proxy.state.records import DEFAULT_TEAM_ID, Team
 from proxy.tenancy.identity import Identity, identity_scopes
 from proxy.tenancy.keys import KeyCache
-from proxy.tenancy.secrets import hash_secret
+from proxy.tenancy.secrets import hash_secret, secret_prefix
 
 MAX_MEMO = 10_000
 
@@ -81,6 +81,12 @@ class Authenticator:
             raise AuthenticationFailed("This API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationFailed("This API key has expired.")
+        if secret_prefix(presented) != key.prefix and not (
+            key.previous_valid_until is not None and key.previous_valid_until > now
+        ):
+            # The previous secret of a rotated key, looked up before its grace ended: the
+            # cache may hold the entry longer (up to its TTL), the grace ends on time.
+            raise AuthenticationFailed("This API key was rotated; its old secret has expired.")
         if found.team is None:
             raise AuthenticationFailed("This API key's team no longer exists.")
         identity = found.identity

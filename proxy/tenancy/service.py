@@ -10,6 +10,8 @@ in the steady state; the database sees only batched usage writes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -83,6 +85,10 @@ class Tenancy:
         self.metrics = metrics
         self.prices = prices
         self.count_tokens = count_tokens
+        self._tickets = 0
+        self._accounting: set[int] = set()
+        """Tickets of ``finish`` calls still running (see ``settled``)."""
+        self._progress = asyncio.Event()
 
     @classmethod
     async def open(
@@ -208,6 +214,18 @@ class Tenancy:
             raise
         info.admission = admission
 
+    def permit_extension(self, info: RequestInfo, name: str) -> None:
+        """Refuse an extension the caller may not use before it does any work (a RAG
+        lookup, a session load): ``admit`` checks again once the model is known."""
+        identity = info.identity
+        if identity is None or not identity.scopes:
+            return
+        try:
+            check_extensions(identity, (name,))
+        except SwitchyardError as refused:
+            self.metrics.rejected(identity.team_id, _rejection_kind(refused))
+            raise
+
     async def _estimate(self, model: str, body: dict[str, Any] | None) -> int:
         """Tokens to reserve: the prompt's (by the model's tokenizer when it is local,
         else about four characters a token) plus the completion limit it asks for."""
@@ -235,6 +253,31 @@ class Tenancy:
         self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None
     ) -> None:
         """The request has ended: account for it (see the module docstring)."""
+        ticket = self._tickets
+        self._tickets += 1
+        self._accounting.add(ticket)
+        try:
+            await self._finish(info, status, total_s, ttft_s)
+        finally:
+            self._accounting.discard(ticket)
+            self._progress.set()
+            self._progress = asyncio.Event()
+
+    async def settled(self, timeout_s: float = 2.0) -> None:
+        """Wait (at most ``timeout_s``) until the requests that have ended are accounted.
+
+        ``finish`` runs after the response's last byte was sent, and awaits Redis and the
+        store: a client that asks ``/me`` or the usage API right after its answer would
+        otherwise race it and not see its own request."""
+        horizon = self._tickets
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while any(t < horizon for t in self._accounting):
+                    await self._progress.wait()
+
+    async def _finish(
+        self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None
+    ) -> None:
         identity = info.identity
         if identity is None or info.usage_model is None:
             return
