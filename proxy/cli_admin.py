@@ -3,8 +3,9 @@
 They open the configured state store directly (the config's ``state:`` section) and
 go through the same ``AdminService`` as the HTTP API, so the same checks and audit
 entries apply; the actor is ``cli:<login name>``. The first admin key of a new
-installation is made this way. A running server learns of a key revoked here when its
-key cache entry runs out (``state.key_cache_ttl_s``), not at once as through the API.
+installation is made this way. With ``state.redis_url`` set, a change is broadcast as
+the HTTP API broadcasts it, and running servers drop the key at once; without Redis
+they learn of it when their key cache entry runs out (``state.key_cache_ttl_s``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from proxy.state import migrate, open_state, resolve_url
 from proxy.state.config import StateConfig
 from proxy.state.records import DEFAULT_TEAM_ID, ApiKey
 from proxy.tenancy.admin import AdminService
+from proxy.tenancy.keys import CHANNEL
 
 
 def _state_config(settings: Settings) -> StateConfig:
@@ -43,6 +45,25 @@ async def _opened(settings: Settings) -> Any:
         await store.aclose()
 
 
+@asynccontextmanager
+async def _broadcaster(settings: Settings) -> Any:
+    """What tells running servers that a key changed: Redis pub/sub when configured."""
+    if not settings.state.redis_url:
+        yield None
+        return
+    import redis.asyncio as redis_asyncio
+
+    client = redis_asyncio.from_url(settings.state.redis_url)
+
+    async def announce(what: str) -> None:
+        await client.publish(CHANNEL, what)
+
+    try:
+        yield announce
+    finally:
+        await client.aclose()
+
+
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -51,8 +72,8 @@ def _run(args: argparse.Namespace, work: Callable[[AdminService], Awaitable[int]
     settings = load_settings(args.config)
 
     async def go() -> int:
-        async with _opened(settings) as store:
-            return await work(AdminService(store))
+        async with _opened(settings) as store, _broadcaster(settings) as announce:
+            return await work(AdminService(store, on_key_change=announce))
 
     try:
         return asyncio.run(go())

@@ -22,8 +22,8 @@ class StateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """...or as soon as this many are queued."""
     key_cache_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     """How long a key lookup is trusted without Redis (revocation takes at most this
-    long to reach every replica). With Redis, changes are broadcast and this is only
-    the fallback."""
+    long to reach every replica). With Redis, changes are broadcast at once and lookups
+    live ``max(key_cache_ttl_s, 10)`` s, the fallback for a lost broadcast."""
 
     def __post_init__(self) -> None:
         if self.database is not None:

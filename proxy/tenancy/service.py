@@ -40,7 +40,8 @@ from proxy.tenancy.usage import UsageRecorder
 log = logging.getLogger("switchyard.tenancy")
 
 REDIS_KEY_CACHE_TTL_S = 10.0
-"""With Redis, changes are broadcast; the TTL only covers a lost message."""
+"""With Redis, changes are broadcast; the TTL (at least this, or ``key_cache_ttl_s`` when
+longer) only covers a lost message."""
 
 REDIS_MAX_CONNECTIONS = 100
 """Connections to Redis per process; more callers wait (``REDIS_POOL_TIMEOUT_S``)."""
@@ -121,7 +122,7 @@ class Tenancy:
             redis = redis_asyncio.Redis.from_pool(pool)
             stack.push_async_callback(redis.aclose)
             await redis.ping()
-            await cache.listen(redis, ttl_s=REDIS_KEY_CACHE_TTL_S)
+            await cache.listen(redis, ttl_s=max(config.key_cache_ttl_s, REDIS_KEY_CACHE_TTL_S))
         limiter: Limiter = RedisLimiter(redis) if redis is not None else InProcessLimiter()
         stack.push_async_callback(limiter.aclose)
 

@@ -126,3 +126,29 @@ def test_errors_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], conf
     run(capsys, "admin", "create-team", "--name", "dup", "--config", config)
     code, _, err = run(capsys, "admin", "create-team", "--name", "dup", "--config", config)
     assert (code, err.strip()) == (1, "switchyard: A team named 'dup' already exists. (name)")
+
+
+def test_with_redis_a_revocation_is_broadcast_to_running_servers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_url: str
+) -> None:
+    import redis as redis_sync
+
+    from proxy.tenancy.keys import CHANNEL
+
+    path = tmp_path / "redis.yaml"
+    body = {
+        "server": {"data_dir": str(tmp_path / "data")},
+        "state": {"database": f"sqlite:///{tmp_path / 'r.sqlite3'}", "redis_url": redis_url},
+    }
+    path.write_text(yaml.safe_dump(body))
+    _, out, _ = run(capsys, "admin", "create-key", "--name", "temp", "--config", str(path))
+    key_id = KEY_LINE.search(out)[1]  # type: ignore[index]
+    listener = redis_sync.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(CHANNEL)
+    assert listener.get_message(timeout=1) is None  # the subscription is in place
+    try:
+        assert run(capsys, "admin", "revoke-key", key_id, "--config", str(path))[0] == 0
+        message = listener.get_message(timeout=5)
+    finally:
+        listener.close()
+    assert message is not None and message["data"] == key_id.encode()
