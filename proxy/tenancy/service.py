@@ -244,12 +244,6 @@ class Tenancy:
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
         return prompt + (completion if isinstance(completion, int) else 0)
 
-    def response_headers(self, info: RequestInfo) -> list[tuple[bytes, bytes]]:
-        admission = info.admission
-        if admission is None or admission.grant is None:
-            return []
-        return admission.grant.headers
-
     async def finish(
         self, info: RequestInfo, status: int, total_s: float, ttft_s: float | None
     ) -> None:
