@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from extensions.sessions.store import SessionStore
 from proxy.state import StateStore, import_legacy_sessions, open_state
 from proxy.state.config import StateConfig
 from proxy.state.schema import legacy_imports, sessions
+from tests.support.legacy_session_store import SessionStore
 
 
 async def write_old_file(path: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -1,4 +1,7 @@
-"""Conversations in SQLite (aiosqlite, WAL mode), scoped to the API key that made them.
+"""The sessions store as it was before the state layer (kept only to write the
+pre-tenancy file that ``tests/unit/state/test_legacy.py`` upgrades from).
+
+Conversations in SQLite (aiosqlite, WAL mode), scoped to the API key that made them.
 
 Every row carries the owner's ``key_id`` (a digest of the key, never the key), and
 every query filters on it: one key can never read, list or delete another key's
