@@ -5,6 +5,7 @@ that is refused is still accounted (as an error) without being counted twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,3 +111,39 @@ def test_a_forbidden_model_is_absent_from_the_list_and_404_by_id(gateway: Runnin
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found"
     every = httpx.get(f"{gateway.url}/v1/models", headers=headers(MASTER)).json()["data"]
     assert {"embed-small", "smollm2-135m-embed"} <= {m["id"] for m in every}
+
+
+def test_an_upgrade_keeps_the_sessions_of_the_old_sessions_database(tmp_path: Path) -> None:
+    """A data dir from before the state layer: its sessions file is copied in at start-up,
+    and each key reads its own conversations through the API as before."""
+    import asyncio
+
+    from proxy.keys import key_id
+    from tests.support.legacy_session_store import SessionStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    turns = [
+        {"role": "user", "content": "before the upgrade"},
+        {"role": "assistant", "content": "ok"},
+    ]
+
+    async def write_old() -> None:
+        old = SessionStore(data / "sessions.sqlite3")
+        await old.open()
+        await old.append(key_id("sk-old-a"), "trip", turns)
+        await old.append(key_id("sk-old-b"), "trip", turns[:1])
+        await old.close()
+
+    asyncio.run(write_old())
+    config = {
+        "server": {"api_keys": ["sk-old-a", "sk-old-b"], "data_dir": str(data)},
+        "defaults": False,
+    }
+    for _restart in range(2):  # the second start imports nothing twice
+        with serve_gateway(config) as running:
+            url = f"{running.url}/v1/switchyard/sessions/trip"
+            mine = httpx.get(url, headers=headers("sk-old-a")).json()
+            theirs = httpx.get(url, headers=headers("sk-old-b")).json()
+            assert (mine["message_count"], mine["messages"]) == (2, turns)
+            assert (theirs["message_count"], theirs["messages"]) == (1, turns[:1])
