@@ -77,6 +77,9 @@ class RequestInfo:
     usage_model: str | None = None
     """The model a model call asked for: set when the tenancy layer saw it, so the
     request gets a usage row (whether it was let through or refused)."""
+    usage_body: dict[str, Any] | None = None
+    """The model call's request body, for estimating the usage of a stream that ended
+    without reporting it (``proxy.tenancy.service``)."""
     admission: Admission | None = None
     """What the request holds (rate reservation, parallel slot) until it ends."""
 

@@ -43,6 +43,11 @@ class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
     capabilities: list[Capability] | None = None
     """What this upstream offers, e.g. ``[chat, embeddings]`` for a chat-only provider, so
     that other requests get a clear 400 here; unset: everything the adapter passes on."""
+    stream_usage: bool = True
+    """Ask the upstream for a stream's token usage (``stream_options.include_usage``) even
+    when the client did not, so usage, TPM and budgets count streamed requests; the usage
+    chunk is then kept from the client. ``false`` for an upstream that refuses the option
+    (its streams are then counted only when the client asks for usage)."""
 
 
 class OpenAIAdapter(AudioPassthrough, Adapter):
@@ -105,7 +110,13 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
     async def _stream(
         self, path: str, envelope: Envelope[Any], stats: CallStats
     ) -> AsyncIterator[bytes]:
-        content = _encode(envelope.upstream_body(self.cfg.upstream_model))
+        body = envelope.upstream_body(self.cfg.upstream_model)
+        hide_usage = self.cfg.stream_usage and not envelope.params.wants_usage_chunk
+        if hide_usage:
+            options = body.get("stream_options")
+            given = options if isinstance(options, dict) else {}
+            body = {**body, "stream_options": {**given, "include_usage": True}}
+        content = _encode(body)
         started = time.perf_counter()
         reply = await self.resources.upstream.stream(
             self._base + path, content, self._headers, self._timeouts, self.config.name
@@ -115,7 +126,8 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
             if reply.status >= 400:
                 raise error_from_response(reply.status, await reply.read(), reply.headers)
             first = True
-            async for block in sse_events(reply.chunks(), stats, self.config.name):
+            events = sse_events(reply.chunks(), stats, self.config.name, hide_usage=hide_usage)
+            async for block in events:
                 if first:
                     stats.upstream_s += time.perf_counter() - started
                     first = False

@@ -106,8 +106,17 @@ def probe_usage(content: bytes, stats: CallStats) -> None:
 _DONE = b"[DONE]"
 
 
-def _check_data(payload: bytes, stats: CallStats, model: str) -> None:
-    """Reject a ``data:`` payload that is not JSON, and note the usage it may carry.
+class _ChoicesProbe(msgspec.Struct):
+    choices: list[msgspec.Raw] | None = None
+
+
+_decode_choices = msgspec.json.Decoder(_ChoicesProbe).decode
+
+
+def _check_data(payload: bytes, stats: CallStats, model: str, hide_usage: bool) -> bool:
+    """Reject a ``data:`` payload that is not JSON, and note the usage it may carry;
+    True when the event is the usage chunk that the gateway asked for and the client did
+    not (``hide_usage``): it is then not forwarded.
 
     Decoding into ``UsageProbe`` parses the JSON (so malformed data is caught) but
     builds nothing except ``usage``; the bytes forwarded stay the upstream's own.
@@ -120,21 +129,28 @@ def _check_data(payload: bytes, stats: CallStats, model: str) -> None:
         ) from None
     except RecursionError:
         raise _too_deep() from None
-    if probe.usage is not None:
-        stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
+    if probe.usage is None:
+        return False
+    stats.add_usage(probe.usage.prompt_tokens, probe.usage.completion_tokens)
+    return hide_usage and not _decode_choices(payload).choices
 
 
-def _check_events(block: bytes, stats: CallStats, model: str) -> tuple[bytes, bool]:
-    """Validate the complete SSE events in ``block``; return what to forward and whether done."""
+def _check_events(
+    block: bytes, stats: CallStats, model: str, hide_usage: bool = False
+) -> tuple[bytes, bool]:
+    """Validate the complete SSE events in ``block``; return what to forward and whether
+    done. Events to hide (see ``_check_data``) are cut out of what is forwarded."""
     position = 0
+    hidden: list[tuple[int, int]] = []
     for event in block.split(b"\n\n"):
         start, position = position, position + len(event) + 2
         if event.startswith(b"data: ") and b"\n" not in event:
             # The common case: one event, one data line.
             payload = event[6:]
             if payload == _DONE:
-                return block[:start], True
-            _check_data(payload, stats, model)
+                return _without(block[:start], hidden), True
+            if _check_data(payload, stats, model, hide_usage):
+                hidden.append((start, position))
             continue
         for line in event.split(b"\n"):
             if not line or line.startswith(b":"):
@@ -146,13 +162,25 @@ def _check_events(block: bytes, stats: CallStats, model: str) -> tuple[bytes, bo
                 raise UpstreamError(f"The upstream for '{model}' sent malformed SSE: {line[:80]!r}")
             payload = value.strip()
             if payload == _DONE:
-                return block[:start], True
-            _check_data(payload, stats, model)
-    return block, False
+                return _without(block[:start], hidden), True
+            if _check_data(payload, stats, model, hide_usage):
+                hidden.append((start, position))
+    return _without(block, hidden), False
+
+
+def _without(block: bytes, hidden: list[tuple[int, int]]) -> bytes:
+    if not hidden:
+        return block
+    kept, at = [], 0
+    for start, end in hidden:
+        kept.append(block[at:start])
+        at = end
+    kept.append(block[at:])
+    return b"".join(kept)
 
 
 async def sse_events(
-    chunks: AsyncIterator[bytes], stats: CallStats, model: str
+    chunks: AsyncIterator[bytes], stats: CallStats, model: str, *, hide_usage: bool = False
 ) -> AsyncIterator[bytes]:
     """Re-frame an upstream byte stream into blocks of complete SSE events, as they arrive."""
     buffer = b""
@@ -164,13 +192,13 @@ async def sse_events(
         if cut < 0:
             continue
         block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-        forward, done = _check_events(block, stats, model)
+        forward, done = _check_events(block, stats, model, hide_usage)
         if forward:
             yield forward
         if done:
             return
     if buffer.strip():
-        forward, done = _check_events(buffer.rstrip(b"\n") + b"\n\n", stats, model)
+        forward, done = _check_events(buffer.rstrip(b"\n") + b"\n\n", stats, model, hide_usage)
         if forward:
             yield forward
         if done:

@@ -81,6 +81,22 @@ def _sqlite_url(path: Path, create: bool = True) -> str:
     return URL.create("sqlite+aiosqlite", database=str(path)).render_as_string()
 
 
+PG_TIMEOUT_S = 5.0
+"""Connecting to PostgreSQL, or waiting for a pooled connection, gives up after this."""
+PG_COMMAND_TIMEOUT_S = 15.0
+"""A statement that has not answered by then fails (the request gets a 503)."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or is too busy now (a retry
+    later may succeed), as opposed to a statement it refused."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 def engine_name(url: str) -> EngineName:
     """Which engine a URL from ``resolve_url`` is for."""
     return "sqlite" if make_url(url).get_backend_name() == "sqlite" else "postgresql"
@@ -90,9 +106,21 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An engine for a URL from ``resolve_url`` (SQLite: WAL, foreign keys, busy timeout
     and explicit ``BEGIN``; PostgreSQL: a pool of ``pool_size`` connections)."""
     name = engine_name(url)
+    # hide_parameters: a database error's text would otherwise carry the statement's
+    # values (message JSON, key hashes) into the logs.
     if name == "postgresql":
-        return create_async_engine(url, pool_size=pool_size, max_overflow=0)
-    engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        return create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=PG_TIMEOUT_S,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={"timeout": PG_TIMEOUT_S, "command_timeout": PG_COMMAND_TIMEOUT_S},
+        )
+    engine = create_async_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_S}, hide_parameters=True
+    )
     _configure_sqlite(engine)
     return engine
 

@@ -187,6 +187,7 @@ class Tenancy:
         """Let one model call through, or raise why not (see ``proxy.tenancy.admission``)."""
         identity = info.identity
         info.usage_model = model
+        info.usage_body = body
         if identity is None:
             return
         plan = identity.plan
@@ -277,14 +278,17 @@ class Tenancy:
         if identity is None or info.usage_model is None:
             return
         stats = info.stats
+        prompt_tokens, completion_tokens = stats.prompt_tokens, stats.completion_tokens
+        if not (prompt_tokens or completion_tokens) and info.stream and info.events_sent:
+            prompt_tokens, completion_tokens = _estimated_usage(info)
         price = self.prices.get(stats.deployment) or self.prices.get(info.model)
-        cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else 0.0
+        cost = price.cost(prompt_tokens, completion_tokens) if price else 0.0
         admission = info.admission
         if admission is not None:
             if admission.parallel_scope is not None:
                 self.gate.leave(admission.parallel_scope)
             if admission.grant is not None:
-                used = stats.prompt_tokens + stats.completion_tokens
+                used = prompt_tokens + completion_tokens
                 try:
                     await self.limiter.settle(admission.grant, used)
                 except Exception:
@@ -294,9 +298,7 @@ class Tenancy:
                 await self.spend.add(identity.plan.spend, cost)
             except Exception:
                 log.exception("adding spend failed")
-        self.metrics.team_usage(
-            identity.team_id, status, stats.prompt_tokens, stats.completion_tokens, cost
-        )
+        self.metrics.team_usage(identity.team_id, status, prompt_tokens, completion_tokens, cost)
         self.usage.record(
             UsageRecord(
                 time=time.time(),
@@ -307,8 +309,8 @@ class Tenancy:
                 deployment=stats.deployment,
                 route=info.route,
                 status=status,
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
                 cost_usd=cost,
                 duration_ms=round(total_s * 1000, 3),
                 upstream_ms=round(stats.upstream_s * 1000, 3),
@@ -334,6 +336,15 @@ def legacy_sessions_file(settings: Settings) -> Path:
     if database:
         return Path(database).expanduser()
     return Path(settings.server.data_dir) / "sessions.sqlite3"
+
+
+def _estimated_usage(info: RequestInfo) -> tuple[int, int]:
+    """What a stream that ended without its usage (the client left before the usage
+    chunk, or the upstream sends none) is charged: its prompt at about four characters a
+    token, and a token per event the client was sent, so that leaving early is not free."""
+    body = info.usage_body or {}
+    prompt = next((body[f] for f in ("messages", "prompt", "input") if f in body), "")
+    return len(_encode(prompt)) // 4 + 1, info.events_sent
 
 
 def _rejection_kind(error: SwitchyardError) -> str:

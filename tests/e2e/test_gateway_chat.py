@@ -76,12 +76,25 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
     assert all(c.usage is None for c in chunks[:-1])
 
 
-def test_chat_stream_without_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
+def test_chat_stream_without_usage_has_no_usage_chunk_but_is_counted(
+    client: openai.OpenAI, fake: FakeOpenAI, gateway: RunningServer
+) -> None:
+    """The gateway asks the upstream for usage (budgets and TPM count every stream) and
+    keeps the usage chunk from a client that did not ask for it."""
+    import httpx
+
+    me = f"{gateway.url}/v1/switchyard/me"
+    auth = {"Authorization": f"Bearer {client.api_key}"}
+    before = httpx.get(me, headers=auth).json()["usage_this_period"]
     chunks = list(client.chat.completions.create(model="gpt-test", messages=USER, stream=True))
 
     assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"
+    assert fake.last("/v1/chat/completions").body["stream_options"] == {"include_usage": True}
+    after = httpx.get(me, headers=auth).json()["usage_this_period"]
+    assert after["completion_tokens"] > before["completion_tokens"]
+    assert after["prompt_tokens"] > before["prompt_tokens"]
 
 
 async def test_async_chat_and_stream(gateway: RunningServer, fake: FakeOpenAI) -> None:

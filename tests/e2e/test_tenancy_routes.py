@@ -147,3 +147,51 @@ def test_an_upgrade_keeps_the_sessions_of_the_old_sessions_database(tmp_path: Pa
             theirs = httpx.get(url, headers=headers("sk-old-b")).json()
             assert (mine["message_count"], mine["messages"]) == (2, turns)
             assert (theirs["message_count"], theirs["messages"]) == (1, turns[:1])
+
+
+def test_a_stream_the_client_left_is_still_charged(tmp_path: Path) -> None:
+    """No usage chunk ever comes when the client leaves mid-stream: the row is a 499
+    charged for the prompt (estimated) and a token per event sent, not free."""
+    import time
+
+    from tests.support.fake_openai import Fault, running_fake
+
+    with running_fake({"dripper": Fault("drip", seconds=0.02)}) as (_, url):
+        model = {
+            "name": "drip",
+            "adapter": "openai",
+            "model": "dripper",
+            "base_url": url,
+            "timeout_s": 10,
+            "price": {"input_per_1m": 1_000_000.0, "output_per_1m": 1_000_000.0},
+        }
+        config: dict[str, Any] = {
+            "server": {"master_key": MASTER, "data_dir": str(tmp_path)},
+            "state": {"usage_flush_interval_s": 0.1},
+            "defaults": False,
+            "models": [model],
+        }
+        with serve_gateway(config) as running:
+            client = openai.OpenAI(base_url=f"{running.url}/v1", api_key=MASTER, max_retries=0)
+            stream = client.chat.completions.create(
+                model="drip", messages=[{"role": "user", "content": "count for me"}], stream=True
+            )
+            for received, _chunk in enumerate(stream, start=1):
+                if received == 5:
+                    break
+            stream.close()
+            rows: list[dict[str, Any]] = []
+            for _ in range(50):
+                rows = httpx.get(
+                    f"{running.url}/v1/switchyard/admin/usage/requests",
+                    params={"model": "drip"},
+                    headers=headers(MASTER),
+                ).json()["data"]
+                if rows:
+                    break
+                time.sleep(0.1)
+    (row,) = rows
+    assert row["status"] == 499
+    assert row["prompt_tokens"] >= 1
+    assert 5 <= row["completion_tokens"] < 400  # the events that went out, not the 400
+    assert row["cost_usd"] == pytest.approx(row["prompt_tokens"] + row["completion_tokens"])

@@ -298,3 +298,61 @@ async def test_final_event_without_its_blank_line_is_still_read() -> None:
     blocks = await _collect(EVENT_A, b"data: [DONE]")
 
     assert blocks == [EVENT_A]
+
+
+# ------------------------------------------------------------- usage the client hid
+
+
+async def _pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+@pytest.mark.parametrize("framing", ["one line", "event field"])
+async def test_a_usage_chunk_the_client_did_not_ask_for_is_counted_and_not_forwarded(
+    framing: str,
+) -> None:
+    content = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+    usage_json = b'{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}'
+    usage = (
+        b"data: " + usage_json + b"\n\n"
+        if framing == "one line"
+        else b"event: chunk\ndata: " + usage_json + b"\n\n"
+    )
+    stats = CallStats()
+    out = b"".join(
+        [
+            b
+            async for b in sse_events(
+                _pieces(content + usage, b"data: [DONE]\n\n"), stats, "m", hide_usage=True
+            )
+        ]
+    )
+    assert out == content
+    assert (stats.prompt_tokens, stats.completion_tokens) == (7, 3)
+
+
+async def test_usage_on_a_chunk_with_choices_is_forwarded_even_when_hidden() -> None:
+    both = (
+        b'data: {"choices":[{"index":0,"delta":{}}],'
+        b'"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+    )
+    stats = CallStats()
+    out = b"".join(
+        [
+            b
+            async for b in sse_events(
+                _pieces(both + b"data: [DONE]\n\n"), stats, "m", hide_usage=True
+            )
+        ]
+    )
+    assert out == both
+    assert stats.completion_tokens == 2
+
+
+async def test_without_hiding_the_usage_chunk_is_forwarded() -> None:
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
+    out = b"".join(
+        [b async for b in sse_events(_pieces(usage + b"data: [DONE]\n\n"), CallStats(), "m")]
+    )
+    assert out == usage

@@ -97,3 +97,73 @@ async def test_the_backlog_is_bounded_and_drops_the_oldest() -> None:
     repo.failures = 0
     await recorder.flush()
     assert repo.batches == [["c", "d", "e"]]
+
+
+class Picky(Repository):
+    """Refuses any batch holding a row whose model is 'bad' (as a database refuses a
+    value), and can be 'away' (an OSError, as when it cannot be reached)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = False
+
+    async def insert_many(self, rows: list[UsageRecord]) -> None:
+        if self.away:
+            raise ConnectionRefusedError("database away")
+        if any(r.model == "bad" for r in rows):
+            raise ValueError("value refused")
+        self.batches.append([r.request_id for r in rows])
+
+
+async def test_one_refused_row_is_dropped_alone_and_the_others_are_written() -> None:
+    repo = Picky()
+    recorder = UsageRecorder(repo, interval_s=3600)  # type: ignore[arg-type]
+    bad = row("b")
+    bad.model = "bad"
+    for r in (row("a"), bad, row("c")):
+        recorder.record(r)
+    await recorder.flush()
+    assert repo.batches == [["a"], ["c"]]
+    assert (recorder.written, recorder.dropped, recorder.pending) == (2, 1, 0)
+
+
+async def test_an_unavailable_database_keeps_every_row_queued() -> None:
+    repo = Picky()
+    repo.away = True
+    recorder = UsageRecorder(repo, interval_s=3600)  # type: ignore[arg-type]
+    recorder.record(row("a"))
+    recorder.record(row("b"))
+    with contextlib.suppress(ConnectionRefusedError):
+        await recorder.flush()
+    assert (recorder.pending, recorder.dropped) == (2, 0)
+    repo.away = False
+    await recorder.flush()
+    assert repo.batches == [["a", "b"]]
+
+
+async def test_a_cancelled_write_puts_its_rows_back() -> None:
+    started = asyncio.Event()
+
+    class Slow(Repository):
+        async def insert_many(self, rows: list[UsageRecord]) -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+    recorder = UsageRecorder(Slow(), interval_s=3600)  # type: ignore[arg-type]
+    recorder.record(row("a"))
+    task = asyncio.create_task(recorder.flush())
+    await started.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert recorder.pending == 1
+
+
+async def test_long_client_chosen_values_are_cut_to_their_columns() -> None:
+    repo = Repository()
+    recorder = UsageRecorder(repo, interval_s=3600)  # type: ignore[arg-type]
+    long = row("r")
+    long.model = "m" * 5000
+    long.key_id = "jwt:" + "s" * 500
+    recorder.record(long)
+    assert (len(long.model), len(long.key_id)) == (200, 64)
