@@ -41,6 +41,7 @@ from proxy.routes.ops import ops_handlers
 from proxy.routes.videos import videos_router
 from proxy.settings import Settings
 from proxy.tenancy.admission import check_extensions
+from proxy.tenancy.outage import is_outage, outage_error
 
 log = logging.getLogger("switchyard.app")
 
@@ -56,6 +57,8 @@ def _body_limit(request: Request[Any, Any, Any]) -> str:
 def _as_switchyard_error(exc: Exception, request: Request[Any, Any, Any]) -> SwitchyardError:
     if isinstance(exc, SwitchyardError):
         return exc
+    if is_outage(exc):
+        return outage_error(exc)
     if isinstance(exc, HTTPException):
         if exc.status_code == 413:
             return PayloadTooLarge(f"The request body is larger than {_body_limit(request)}.")
@@ -68,7 +71,9 @@ def _as_switchyard_error(exc: Exception, request: Request[Any, Any, Any]) -> Swi
 def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The one place an exception becomes an HTTP response: an OpenAI error object."""
     error = _as_switchyard_error(exc, request)
-    if error is not exc and not isinstance(exc, HTTPException):
+    if is_outage(exc):
+        log.warning("%s on %s: %s", error.message, request.url.path, type(exc).__name__)
+    elif error is not exc and not isinstance(exc, HTTPException):
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return Response(
         content=encode_error(error),

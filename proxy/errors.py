@@ -246,6 +246,12 @@ class ServiceUnavailable(SwitchyardError):
     code = "service_unavailable"
 
 
+class StateUnavailable(ServiceUnavailable):
+    """The state database or Redis could not be reached (``proxy.tenancy.outage``)."""
+
+    code = "state_unavailable"
+
+
 class ServerShuttingDown(ServiceUnavailable):
     """The server was stopping and the drain time ran out before this request ended."""
 

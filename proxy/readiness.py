@@ -67,9 +67,14 @@ class ReadinessReport:
     models: dict[str, ModelReadiness]
 
 
-def readiness(router: Router, *, draining: bool) -> ReadinessReport:
+def readiness(
+    router: Router, *, draining: bool, unreachable: list[str] | None = None
+) -> ReadinessReport:
+    """Ready unless draining, a required model has no usable deployment, or a
+    dependency is ``unreachable`` (the state database, Redis: their reasons)."""
     now = time.monotonic()
     reasons = [DRAINING] if draining else []
+    reasons += unreachable or ()
     models: dict[str, ModelReadiness] = {}
     for name, deployments in router.deployments.items():
         entries = []

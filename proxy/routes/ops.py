@@ -21,6 +21,7 @@ from proxy.keys import presented_key
 from proxy.metrics import CONTENT_TYPE
 from proxy.readiness import deployments_health, readiness
 from proxy.schemas.health import Readiness
+from proxy.tenancy.outage import is_outage
 
 
 class Access(enum.Enum):
@@ -43,6 +44,9 @@ async def _access(request: Request[Any, Any, Any], state: AppState) -> Access:
             await tenancy.authenticator.identify(presented)
         except AuthenticationFailed:
             pass
+        except Exception as exc:  # the store is away: readiness says so, for anyone
+            if not is_outage(exc):
+                raise
         else:
             return Access.KEYED
     return Access.DETAILS if state.settings.server.public_health_details else Access.STATUS_ONLY
@@ -62,7 +66,9 @@ def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
         state = _state(request)
         if state is None:
             return json_response(Readiness(status="not_ready"), status_code=503)
-        report = readiness(state.router, draining=state.draining)
+        report = readiness(
+            state.router, draining=state.draining, unreachable=await state.tenancy.unreachable()
+        )
         body = Readiness(status="ready" if report.ready else "not_ready")
         access = await _access(request, state)
         if access is not Access.STATUS_ONLY:

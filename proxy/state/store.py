@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from proxy.state.config import StateConfig
 from proxy.state.engine import Database, EngineName, create_engine, resolve_url
 from proxy.state.legacy import import_legacy_sessions
@@ -35,6 +37,11 @@ class StateStore:
         self.usage: UsageRepository = SqlUsage(database)
         self.audit: AuditRepository = SqlAudit(database)
         self.sessions: SessionRepository = SqlSessions(database)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query (``/health/ready``)."""
+        async with self.database.read() as connection:
+            await connection.execute(sa.text("SELECT 1"))
 
     async def aclose(self) -> None:
         await self.database.aclose()

@@ -57,13 +57,16 @@ class KeyCache:
         self.clock = clock
         self.wall_clock = wall_clock
         self._entries: dict[str, KeyLookup] = {}
+        self._unknown: dict[str, KeyLookup] = {}
         self._teams: dict[str, KeyLookup] = {}
+        self._generation = 0
+        """Bumped by every change, so a lookup that began before it is not cached."""
         self._loading: dict[str, asyncio.Future[KeyLookup]] = {}
         self._redis: Any = None
         self._listener: asyncio.Task[None] | None = None
 
     async def lookup(self, key_hash: str) -> KeyLookup:
-        entry = self._entries.get(key_hash)
+        entry = self._entries.get(key_hash) or self._unknown.get(key_hash)
         if entry is not None and self.clock() - entry.fetched_at < self.ttl_s:
             return entry
         pending = self._loading.get(key_hash)
@@ -71,6 +74,7 @@ class KeyCache:
             return await asyncio.shield(pending)
         future: asyncio.Future[KeyLookup] = asyncio.get_running_loop().create_future()
         self._loading[key_hash] = future
+        generation = self._generation
         try:
             entry = await self._load(key_hash)
         except BaseException as exc:
@@ -80,9 +84,14 @@ class KeyCache:
         finally:
             del self._loading[key_hash]
         future.set_result(entry)
-        if len(self._entries) >= MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[key_hash] = entry
+        if generation != self._generation:
+            return entry  # a change arrived while loading: the answer may predate it
+        # Unknown secrets have their own bound, so a flood of made-up keys never pushes
+        # the real ones out.
+        cache = self._entries if entry.key is not None else self._unknown
+        if len(cache) >= MAX_ENTRIES:
+            cache.clear()
+        cache[key_hash] = entry
         return entry
 
     async def _load(self, key_hash: str) -> KeyLookup:
@@ -95,12 +104,17 @@ class KeyCache:
         """A team's record (for callers whose team is not a key's: static keys, JWTs)."""
         entry = self._teams.get(team_id)
         if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
-            fetched_at = self.clock()
+            generation, fetched_at = self._generation, self.clock()
             entry = KeyLookup(None, await self.teams.get(team_id), fetched_at)
-            if len(self._teams) >= MAX_ENTRIES:
-                self._teams.clear()
-            self._teams[team_id] = entry
+            self._keep_team(team_id, entry, generation)
         return entry.team
+
+    def _keep_team(self, name: str, entry: KeyLookup, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if len(self._teams) >= MAX_ENTRIES:
+            self._teams.clear()
+        self._teams[name] = entry
 
     async def team_named(self, name_or_id: str | None) -> Team | None:
         """A team by id, else by name (a JWT's team claim may carry either)."""
@@ -111,14 +125,16 @@ class KeyCache:
             return team
         entry = self._teams.get(f"name:{name_or_id}")
         if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
-            fetched_at = self.clock()
+            generation, fetched_at = self._generation, self.clock()
             named = next((t for t in await self.teams.list() if t.name == name_or_id), None)
             entry = KeyLookup(None, named, fetched_at)
-            self._teams[f"name:{name_or_id}"] = entry
+            self._keep_team(f"name:{name_or_id}", entry, generation)
         return entry.team
 
     def forget_all(self) -> None:
+        self._generation += 1
         self._entries.clear()
+        self._unknown.clear()
         self._teams.clear()
 
     async def changed(self, what: str) -> None:
@@ -130,9 +146,11 @@ class KeyCache:
             except Exception:
                 log.exception("broadcasting a key change failed; other replicas wait for TTL")
 
-    async def listen(self, redis: Any, *, ttl_s: float) -> None:
-        """Follow other replicas' changes on Redis; entries then live ``ttl_s``."""
-        self._redis = redis
+    async def listen(self, redis: Any, *, ttl_s: float, publisher: Any = None) -> None:
+        """Follow other replicas' changes on Redis (``redis``: a client for the
+        subscription alone); entries then live ``ttl_s``. Changes made here are
+        published through ``publisher`` (default: ``redis``)."""
+        self._redis = publisher if publisher is not None else redis
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(CHANNEL)
         self.ttl_s = ttl_s

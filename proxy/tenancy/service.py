@@ -45,7 +45,12 @@ longer) only covers a lost message."""
 
 REDIS_MAX_CONNECTIONS = 100
 """Connections to Redis per process; more callers wait (``REDIS_POOL_TIMEOUT_S``)."""
-REDIS_POOL_TIMEOUT_S = 10.0
+REDIS_SOCKET_TIMEOUT_S = 2.0
+"""A Redis command or connect that has not answered by then fails (the request: 503)."""
+REDIS_POOL_TIMEOUT_S = 5.0
+
+DEPENDENCY_CHECK_S = 1.0
+"""Readiness checks the database and Redis at most this often, each within this long."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -75,8 +80,12 @@ class Tenancy:
         metrics: Metrics,
         prices: dict[str, Price],
         count_tokens: Callable[[str, str], Awaitable[int]] | None = None,
+        redis: Any = None,
     ) -> None:
         self.store = store
+        self.redis = redis
+        self._checked_at = -DEPENDENCY_CHECK_S
+        self._unreachable: list[str] = []
         self.authenticator = authenticator
         self.cache: KeyCache = authenticator.cache
         self.limiter = limiter
@@ -118,16 +127,31 @@ class Tenancy:
                 config.redis_url,
                 max_connections=REDIS_MAX_CONNECTIONS,
                 timeout=REDIS_POOL_TIMEOUT_S,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             )
             redis = redis_asyncio.Redis.from_pool(pool)
             stack.push_async_callback(redis.aclose)
             await redis.ping()
-            await cache.listen(redis, ttl_s=max(config.key_cache_ttl_s, REDIS_KEY_CACHE_TTL_S))
+            # Its own connection, with no read timeout: a subscriber waits for messages.
+            subscriber = redis_asyncio.Redis.from_url(
+                config.redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
+            )
+            stack.push_async_callback(subscriber.aclose)
+            await cache.listen(
+                subscriber,
+                ttl_s=max(config.key_cache_ttl_s, REDIS_KEY_CACHE_TTL_S),
+                publisher=redis,
+            )
+            stack.push_async_callback(cache.aclose)  # stop listening before it closes
         limiter: Limiter = RedisLimiter(redis) if redis is not None else InProcessLimiter()
         stack.push_async_callback(limiter.aclose)
 
         async def stored_spend(scope: str, since: float) -> float:
-            await usage.flush()
+            try:
+                await usage.flush()  # what this process has queued counts too
+            except Exception:
+                log.warning("usage rows could not be written before a budget was read")
             kind, _, ident = scope.partition(":")
             return float(
                 await store.usage.spend(
@@ -159,7 +183,28 @@ class Tenancy:
             metrics=metrics,
             prices=_prices(router),
             count_tokens=count_tokens,
+            redis=redis,
         )
+
+    async def unreachable(self) -> list[str]:
+        """What the tenancy layer depends on and cannot reach now (the state database,
+        Redis), checked at most once a second: readiness reasons."""
+        now = time.monotonic()
+        if now - self._checked_at < DEPENDENCY_CHECK_S:
+            return self._unreachable
+        self._checked_at = now
+        found: list[str] = []
+        checks = [("state database", self.store.ping)]
+        if self.redis is not None:
+            checks.append(("redis", self.redis.ping))
+        for name, check in checks:
+            try:
+                async with asyncio.timeout(DEPENDENCY_CHECK_S):
+                    await check()
+            except Exception:
+                found.append(f"{name} unreachable")
+        self._unreachable = found
+        return found
 
     @property
     def auth_required(self) -> bool:

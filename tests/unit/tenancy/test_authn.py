@@ -204,3 +204,46 @@ async def test_a_key_whose_team_was_deleted_is_refused(store: StateStore) -> Non
 
     with pytest.raises(AuthenticationFailed, match="team"):
         await auth.identify("sk-sy-virtual")
+
+
+async def test_a_lookup_that_began_before_a_revocation_is_not_cached(store: StateStore) -> None:
+    import asyncio
+
+    await add_key(store, "sk-sy-virtual")
+    auth, keys = authenticator(store, Clock(), ttl_s=60.0, master_key="m")
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = keys.find_by_hash
+
+    async def slow_find(key_hash: str, now: float) -> ApiKey | None:
+        found = await real(key_hash, now)  # read before the revocation
+        entered.set()
+        await release.wait()
+        return found
+
+    keys.find_by_hash = slow_find  # type: ignore[method-assign]
+    first = asyncio.create_task(auth.identify("sk-sy-virtual"))
+    await entered.wait()
+    await store.keys.revoke("key_1", 1000.0)
+    await auth.cache.changed("key_1")
+    release.set()
+    assert (await first).key_id == "key_1"  # answered as of when it was read
+    keys.find_by_hash = real  # type: ignore[method-assign]
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await auth.identify("sk-sy-virtual")
+
+
+async def test_made_up_keys_never_push_real_ones_out_of_the_cache(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.tenancy import keys as keys_module
+
+    monkeypatch.setattr(keys_module, "MAX_ENTRIES", 5)
+    await add_key(store, "sk-sy-virtual")
+    auth, keys = authenticator(store, Clock(), ttl_s=60.0, master_key="m")
+    await auth.identify("sk-sy-virtual")
+    for n in range(20):
+        with pytest.raises(AuthenticationFailed):
+            await auth.identify(f"sk-junk-{n}")
+    lookups = keys.lookups
+    await auth.identify("sk-sy-virtual")
+    assert keys.lookups == lookups  # still cached
