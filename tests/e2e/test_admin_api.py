@@ -16,6 +16,11 @@ from tests.support.servers import RunningServer, serve_gateway
 
 MASTER = "sk-master-for-admin-tests"
 ADMIN = "/v1/switchyard/admin"
+INPUT_PER_1M = 1000.0
+OUTPUT_PER_1M = 3000.0
+HELLO_COST = (2 * INPUT_PER_1M + 5 * OUTPUT_PER_1M) / 1e6
+"""What ``chat`` costs: the fake upstream counts words, two in "hello there" and five in
+its answer "Hello! You said: hello there" (0.017 USD; swapped prices would make 0.011)."""
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,14 @@ def admin_gateway(
     config = {
         "server": {"master_key": MASTER, "data_dir": str(data)},
         "state": {"database": f"sqlite:///{data / 'state.sqlite3'}"},
-        "models": [model_entry("gpt-test", "upstream-gpt", fake_url)],
+        "models": [
+            model_entry(
+                "gpt-test",
+                "upstream-gpt",
+                fake_url,
+                price={"input_per_1m": INPUT_PER_1M, "output_per_1m": OUTPUT_PER_1M},
+            )
+        ],
     }
     with serve_gateway(config) as running:
         yield running
@@ -322,9 +334,12 @@ def test_me_shows_limits_budget_and_usage(http: httpx.Client, admin_gateway: Run
         budget_period="day",
         allowed_models=["gpt-test", "other"],
     )
-    chat(admin_gateway, key["key"])
+    answer = chat(admin_gateway, key["key"])
+    assert answer.usage is not None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 5)
     with as_key(admin_gateway, key["key"]) as client:
         me = ok(client.get("/v1/switchyard/me"))
+        again = ok(client.get("/v1/switchyard/me"))
     assert me["object"] == "switchyard.me"
     assert me["key"] == {"id": key["id"], "name": "me-key", "role": "user", "kind": "virtual"}
     assert me["team"] == {"id": team["id"], "name": "me-team"}
@@ -333,13 +348,22 @@ def test_me_shows_limits_budget_and_usage(http: httpx.Client, admin_gateway: Run
     assert limits["allowed_models"] == ["gpt-test"]
     requests = me["rate"]["requests"]
     assert (requests["scope"], requests["limit"]) == (f"key:{key['id']}", 20)
-    assert 0 <= requests["remaining"] <= 20 and 0 < requests["reset_s"] <= 60
+    # The key's 20 less the one chat call (the team's 100 has more left); /me is no call.
+    assert requests["remaining"] == 19 and 0 < requests["reset_s"] <= 60
+    assert again["rate"]["requests"]["remaining"] == 19
     assert me["rate"]["tokens"] is None
     budget = me["budget"]
     assert set(budget) == {f"key:{key['id']}", f"team:{team['id']}"}
-    assert budget[f"key:{key['id']}"]["period"] == "day"
-    assert budget[f"team:{team['id']}"]["max_budget_usd"] == 50
-    assert me["usage_this_period"]["requests"] == 1
+    key_budget, team_budget = budget[f"key:{key['id']}"], budget[f"team:{team['id']}"]
+    assert (key_budget["period"], team_budget["period"]) == ("day", "month")
+    assert (key_budget["max_budget_usd"], team_budget["max_budget_usd"]) == (5, 50)
+    assert key_budget["spent_usd"] == pytest.approx(HELLO_COST, rel=1e-9, abs=0)
+    assert team_budget["spent_usd"] == pytest.approx(HELLO_COST, rel=1e-9, abs=0)
+    assert key_budget["remaining_usd"] == pytest.approx(5 - HELLO_COST, rel=1e-9, abs=0)
+    period = me["usage_this_period"]
+    assert (period["requests"], period["errors"]) == (1, 0)
+    assert (period["prompt_tokens"], period["completion_tokens"]) == (2, 5)
+    assert period["cost_usd"] == pytest.approx(HELLO_COST, rel=1e-9, abs=0)
     with as_key(admin_gateway, MASTER) as client:
         master = ok(client.get("/v1/switchyard/me"))
     assert (master["key"]["kind"], master["key"]["role"]) == ("master", "admin")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from proxy.state import StateStore
 from proxy.state.records import UsageFilter, UsageRecord, UsageTotals
+from tests.conftest import run_in_own_loop
+
+LOCAL_ZONE = "America/Los_Angeles"
+"""Not UTC, and behind it: a row just after a UTC midnight is the day before there."""
 
 DAY = 86400.0
 D1 = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
@@ -65,6 +72,34 @@ ROWS = [
 
 
 @pytest.fixture
+def database_url(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each engine's database, in a time zone that is not UTC: PostgreSQL's as the
+    database's default ``timezone`` (every session of the store gets it), SQLite's as the
+    process's local zone (what its ``'localtime'`` modifier reads)."""
+    if database_url.startswith("postgresql"):
+        import asyncpg
+
+        async def set_zone() -> None:
+            connection = await asyncpg.connect(database_url)
+            try:
+                name = await connection.fetchval("SELECT current_database()")
+                await connection.execute(
+                    f"ALTER DATABASE \"{name}\" SET timezone TO '{LOCAL_ZONE}'"
+                )
+            finally:
+                await connection.close()
+
+        run_in_own_loop(set_zone)
+    monkeypatch.setenv("TZ", LOCAL_ZONE)
+    time.tzset()
+    try:
+        yield database_url
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.fixture
 async def store(state_store: StateStore) -> StateStore:
     await state_store.usage.insert_many(ROWS)
     return state_store
@@ -86,6 +121,16 @@ async def test_totals_ungrouped(store: StateStore) -> None:
     assert await store.usage.totals(UsageFilter(team_id="nobody"), None) == [
         totals(None, 0, 0, 0, 0, 0.0)
     ]
+
+
+async def test_local_zone_is_not_utc(store: StateStore) -> None:
+    """The premise of the per-day test: in the engine's own zone, D1 is the day before."""
+    if store.engine_name == "postgresql":
+        query = "SELECT to_char(to_timestamp(:t), 'YYYY-MM-DD')"
+    else:
+        query = "SELECT strftime('%Y-%m-%d', :t, 'unixepoch', 'localtime')"
+    async with store.database.read() as conn:
+        assert (await conn.execute(sa.text(query), {"t": D1})).scalar() == "2023-11-14"
 
 
 async def test_totals_per_utc_day(store: StateStore) -> None:
