@@ -107,11 +107,11 @@ class PersonaExtension(Extension):
         activation = call.activation
         activation.tools = activation.tools or list(persona.tools)
         activation.rag = activation.rag or list(persona.rag)
+        if not call.model:  # chosen here, so limits are checked before any extension works
+            call.model = persona.model or self.default_model or ""
 
     async def before_request(self, call: ChatCall) -> None:
         persona = self._persona(call)
-        if not call.model:
-            call.model = persona.model or self.default_model or ""
         prompt = render_prompt(persona.system_prompt, call.activation.variables)
         call.set_messages([{"role": "system", "content": prompt}, *call.messages])
         params = call.envelope.params

@@ -140,15 +140,15 @@ class ExtensionPipeline:
                     f"(requested: {shown(getattr(call.activation, key))}).",
                     param=key,
                 )
-        for extension in active:
-            await extension.before_request(call)
         if not call.model:
             raise InvalidRequest(
                 "No model: name one, or a persona that has a default model.", param="model"
             )
-        if call.admit is not None:
+        if call.admit is not None:  # limits and budgets before any extension does work
             await call.admit(call.model, names)
         self.router.deployments_of(call.model)
+        for extension in active:
+            await extension.before_request(call)
         call.envelope.update(model=call.model)
         executor = next((e for e in active if e.executes), None)
 

@@ -180,6 +180,9 @@ class BudgetExceeded(SwitchyardError):
         super().__init__(message, **kw)
         self.retry_after_s = retry_after_s
         self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after_s))))
+        # The OpenAI SDKs retry a 429 unless told not to; a retry cannot succeed before
+        # the period ends (often hours away).
+        self.headers.setdefault("x-should-retry", "false")
 
 
 class UpstreamError(SwitchyardError):

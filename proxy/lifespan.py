@@ -26,7 +26,7 @@ from proxy.router import Deployment, Router
 from proxy.schemas.models import Model
 from proxy.settings import Settings
 from proxy.state import open_state
-from proxy.tenancy.service import Tenancy, jwt_verifier, legacy_sessions_file
+from proxy.tenancy.service import Tenancy, jwt_verifier
 
 log = logging.getLogger("switchyard.app")
 
@@ -87,7 +87,6 @@ async def build_state(
         settings.state,
         data_dir=settings.server.data_dir,
         base_dir=settings.base_dir,
-        legacy_sessions=legacy_sessions_file(settings),
     )
     stack.push_async_callback(_closing, "state store", store.aclose)
     http = build_http_client(settings.http)

@@ -10,7 +10,9 @@ appended; a failed request stores nothing.
 
 from __future__ import annotations
 
+import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from extensions.activation import Activation
@@ -20,8 +22,10 @@ from proxy.context import owner_of
 from proxy.errors import InvalidRequest
 from proxy.schemas.base import UNSET
 from proxy.settings import Settings
+from proxy.state import import_legacy_sessions
 from proxy.state.repositories import SessionRepository
 
+log = logging.getLogger("switchyard.sessions")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _SYSTEM_ROLES = ("system", "developer")
 _MESSAGE_OVERHEAD_TOKENS = 4
@@ -48,6 +52,19 @@ class SessionExtension(Extension):
     def store(self) -> SessionRepository:
         """Conversations live in the state store (SQLite or PostgreSQL), owned by key."""
         return self.services.store.sessions  # type: ignore[no-any-return]
+
+    def legacy_file(self) -> Path:
+        configured = self.config.database
+        if configured:
+            return Path(configured).expanduser()
+        return Path(self.services.settings.server.data_dir) / "sessions.sqlite3"
+
+    async def start(self) -> None:
+        """Copy the sessions of the file they lived in before the state layer, once."""
+        old = self.legacy_file()
+        copied = await import_legacy_sessions(self.services.store, old)
+        if copied:
+            log.info("copied %d session(s) from %s into the state store", copied, old)
 
     def active(self, activation: Activation) -> bool:
         return activation.session is not None

@@ -64,6 +64,8 @@ def _query(request: Req, allowed: tuple[str, ...]) -> dict[str, str]:
                 f"Unknown query parameter '{shown(name)}' (expected one of: {', '.join(allowed)}).",
                 param=shown(name),
             )
+        if not params[name].isprintable():
+            raise InvalidRequest(f"{name} holds a control character.", param=name)
     return {name: params[name] for name in params}
 
 

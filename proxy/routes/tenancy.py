@@ -28,7 +28,7 @@ from proxy.state.records import BudgetPeriod, Limits, UsageFilter
 from proxy.tenancy.admin import AdminService, AdminStore
 from proxy.tenancy.budget import SpendTracker, period_bounds
 from proxy.tenancy.identity import Identity
-from proxy.tenancy.limits import Limiter, RateStatus, scope_limits
+from proxy.tenancy.limits import Limiter, RateStatus
 
 
 class UsageSink(Protocol):
@@ -143,7 +143,7 @@ async def me_handler(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = _state(request)
     tenancy: Tenancy = state.tenancy
     await tenancy.settled()
-    snapshot = await tenancy.limiter.snapshot(scope_limits(identity.scopes))
+    snapshot = await tenancy.limiter.snapshot(identity.plan.rate)
     budget: dict[str, BudgetState] = {}
     period: BudgetPeriod = "month"
     now = time.time()

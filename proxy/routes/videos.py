@@ -176,7 +176,7 @@ async def video_content(
         )
     stored = media.store.find(job.media.id)
     if stored is None:
-        raise NotFound(f"The content of video '{video_id}' has expired.")
+        raise NotFound(f"The content of video '{shown(video_id)}' has expired.")
     return File(
         path=stored.path,
         media_type=stored.content_type,

@@ -22,14 +22,21 @@ from proxy.state.records import (
     UsageTotals,
 )
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-PerMinute = Annotated[int, msgspec.Meta(ge=1)]
+#: Printable text without control characters (NUL among them: PostgreSQL refuses it)
+#: and without surrounding spaces (``" research "`` and ``"research"`` would both exist).
+_TEXT = r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s])?$"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
+MAX_COUNT = 2**31 - 1
+"""The largest limit a database integer column holds on both engines."""
+PerMinute = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 """A requests- or tokens-per-minute limit (``null``: none)."""
-Usd = Annotated[float, msgspec.Meta(ge=0)]
-UnixTime = Annotated[float, msgspec.Meta(ge=0)]
-ModelPattern = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Usd = Annotated[float, msgspec.Meta(ge=0, le=1e12)]
+UnixTime = Annotated[float, msgspec.Meta(ge=0, le=253402300799)]
+"""Unix seconds, at the latest 9999-12-31."""
+ModelPattern = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
 """A glob over model names (``gpt-4o*``)."""
-ExtensionName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ExtensionName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
+"""A registered extension's name (``persona``, ``rag``, ``tools``, ``session``, ...)."""
 Period = Literal["day", "month"]
 RoleName = Literal["user", "admin"]
 
@@ -100,8 +107,12 @@ DEFAULT_GRACE_S = 300.0
 clients that hold it can be switched over without a burst of 401s."""
 
 
+MAX_GRACE_S = 30 * 86400.0
+"""A previous secret works at most 30 days after a rotation (a rotation is meant to end it)."""
+
+
 class KeyRotate(AdminRequest, kw_only=True):
-    grace_s: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_GRACE_S
+    grace_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_GRACE_S)] = DEFAULT_GRACE_S
     """Seconds the previous secret still works (0: it stops at once)."""
 
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from extensions.base import registered_extensions
 from proxy.errors import Conflict, InvalidRequest, NotFound, shown
 from proxy.schemas.admin import (
     DEFAULT_GRACE_S,
@@ -85,13 +86,15 @@ class AdminService:
         await self.store.audit.add(entry)
 
     async def _changed(self, key_ids: list[str]) -> None:
-        if self.on_key_change is not None:
-            for key_id in key_ids:
-                await self.on_key_change(key_id)
+        """Tell the auth caches (here and, through Redis, on every replica): one message
+        per change, whatever the number of keys it touched (each cache forgets all)."""
+        if self.on_key_change is not None and key_ids:
+            await self.on_key_change(key_ids[0] if len(key_ids) == 1 else "*")
 
     # Teams
 
     async def create_team(self, actor: str, body: TeamCreate) -> Team:
+        _check_extensions(body.allowed_extensions)
         now = self.clock()
         fields = changes_of(body)
         team = Team(id=_new_id("team"), created_at=now, updated_at=now, **fields)
@@ -103,7 +106,7 @@ class AdminService:
         return team
 
     async def get_team(self, team_id: str) -> Team:
-        team = await self.store.teams.get(team_id)
+        team = await self.store.teams.get(team_id) if _plausible_id(team_id) else None
         if team is None:
             raise NotFound(f"No team with id '{shown(team_id)}'.", param="team_id")
         return team
@@ -122,6 +125,8 @@ class AdminService:
 
     async def update_team(self, actor: str, team_id: str, body: TeamUpdate) -> Team:
         changes = changes_of(body)
+        _check_extensions(changes.get("allowed_extensions"))
+        await self.get_team(team_id)
         try:
             team = await self.store.teams.update(team_id, changes, self.clock())
         except repos.Conflict:
@@ -129,7 +134,7 @@ class AdminService:
         if team is None:
             raise NotFound(f"No team with id '{shown(team_id)}'.", param="team_id")
         await self._audit(actor, "team.update", team_id, _audited(changes))
-        await self._changed([k.id for k in await self.store.keys.list(team_id)])
+        await self._changed([team_id])  # its keys' identities carry its limits
         return team
 
     async def delete_team(self, actor: str, team_id: str) -> list[str]:
@@ -161,6 +166,7 @@ class AdminService:
         """A new key and its secret (returned only here; only its hash is stored)."""
         now = self.clock()
         _check_expiry(body.expires_at, now)
+        _check_extensions(body.allowed_extensions)
         if body.team_id == DEFAULT_TEAM_ID:
             await self._ensure_default_team()
         elif await self.store.teams.get(body.team_id) is None:
@@ -179,7 +185,7 @@ class AdminService:
         return key, secret
 
     async def get_key(self, key_id: str) -> ApiKey:
-        key = await self.store.keys.get(key_id)
+        key = await self.store.keys.get(key_id) if _plausible_id(key_id) else None
         if key is None:
             raise NotFound(f"No key with id '{shown(key_id)}'.", param="key_id")
         return key
@@ -197,6 +203,7 @@ class AdminService:
 
     async def update_key(self, actor: str, key_id: str, body: KeyUpdate) -> ApiKey:
         changes = changes_of(body)
+        _check_extensions(changes.get("allowed_extensions"))
         expires_at = changes.get("expires_at")
         _check_expiry(expires_at, self.clock())
         await self._live_key(key_id)
@@ -258,6 +265,25 @@ class AdminService:
             return await self.store.audit.list(limit, cursor, target=target)
         except ValueError:
             raise _bad_cursor() from None
+
+
+def _plausible_id(ident: str) -> bool:
+    """Whether an id from a URL could name anything stored (ids are short and printable):
+    any other one is a 404 without a query (a NUL byte would make PostgreSQL fail)."""
+    return len(ident) <= 200 and ident.isprintable()
+
+
+def _check_extensions(names: list[str] | None) -> None:
+    """Only extensions this server has: a misspelt name would silently allow none."""
+    if not names:
+        return
+    known = registered_extensions()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown extension '{shown(unknown[0])}' (known: {', '.join(sorted(known))}).",
+            param="allowed_extensions",
+        )
 
 
 def _name_taken(name: str) -> Conflict:

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
 
 from proxy.errors import ModelNotFound, PermissionDenied, shown
-from proxy.state.records import BudgetPeriod
 from proxy.tenancy.identity import Identity
-from proxy.tenancy.limits import Grant, ScopeLimit
+from proxy.tenancy.limits import Grant
 
 
 def may_use_model(identity: Identity, model: str) -> bool:
@@ -48,14 +46,6 @@ def check_extensions(identity: Identity, names: Iterable[str]) -> None:
                 )
 
 
-def rate_scopes(identity: Identity) -> tuple[ScopeLimit, ...]:
-    return identity.plan.rate
-
-
-def budget_scopes(identity: Identity) -> tuple[tuple[str, float, BudgetPeriod], ...]:
-    return identity.plan.budgets
-
-
 @dataclass(slots=True)
 class Admission:
     """A request let through: what it holds until it ends."""
@@ -64,14 +54,3 @@ class Admission:
     model: str
     grant: Grant | None = None
     parallel_scope: str | None = None
-
-
-def limits_of(identity: Identity) -> dict[str, Any]:
-    """The effective limits (per kind, the strictest of key and team), for ``/me``."""
-    effective: dict[str, Any] = {}
-    for field in ("rpm_limit", "tpm_limit", "max_budget_usd"):
-        values = [getattr(limits, field) for _s, limits in identity.scopes]
-        present = [v for v in values if v is not None]
-        effective[field] = min(present) if present else None
-    effective["max_parallel"] = identity.key.max_parallel if identity.key is not None else None
-    return effective

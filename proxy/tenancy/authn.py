@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.errors import AuthenticationFailed
+from proxy.errors import AuthenticationFailed, shown
 from proxy.keys import key_id
 from proxy.state.records import DEFAULT_TEAM_ID, Team
 from proxy.tenancy.identity import Identity, identity_scopes
@@ -128,7 +128,9 @@ class Authenticator:
             return await self._default_team_identity(f"jwt:{claims.subject}", "jwt", admin=True)
         team: Team | None = await self.cache.team_named(claims.team)
         if team is None:
-            raise AuthenticationFailed(f"The token's team '{claims.team}' is not a team here.")
+            raise AuthenticationFailed(
+                f"The token's team '{shown(claims.team)}' is not a team here."
+            )
         return Identity(
             key_id=f"jwt:{claims.subject}",
             team_id=team.id,

@@ -100,9 +100,6 @@ class AdmissionPlan:
         )
 
 
-ANONYMOUS = Identity(key_id="-")
-
-
 def identity_scopes(key: ApiKey | None, team: Team | None) -> tuple[tuple[str, Limits], ...]:
     scopes: list[tuple[str, Limits]] = []
     if key is not None:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.errors import RateLimitExceeded
-from proxy.state.records import Limits
 from proxy.tenancy.redis_batch import ScriptBatcher
 
 if TYPE_CHECKING:
@@ -80,15 +79,6 @@ class Limiter(Protocol):
     async def snapshot(self, scopes: Sequence[ScopeLimit]) -> RateSnapshot: ...
 
     async def aclose(self) -> None: ...
-
-
-def scope_limits(scopes: Sequence[tuple[str, Limits]]) -> tuple[ScopeLimit, ...]:
-    """``Identity.scopes`` as the limiter takes them, leaving out scopes without RPM or TPM."""
-    return tuple(
-        ScopeLimit(scope, limits.rpm_limit, limits.tpm_limit)
-        for scope, limits in scopes
-        if limits.rpm_limit is not None or limits.tpm_limit is not None
-    )
 
 
 def format_duration(seconds: float) -> str:

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -372,15 +371,6 @@ def jwt_verifier(settings: Settings, http: Any) -> Any:
     from proxy.tenancy.jwt import JwtVerifier
 
     return JwtVerifier(config, http)
-
-
-def legacy_sessions_file(settings: Settings) -> Path:
-    """Where sessions lived before the state layer (imported once, then left alone)."""
-    configured = settings.sections.get("sessions")
-    database = getattr(configured, "database", None)
-    if database:
-        return Path(database).expanduser()
-    return Path(settings.server.data_dir) / "sessions.sqlite3"
 
 
 def _estimated_usage(info: RequestInfo) -> tuple[int, int]:

@@ -156,3 +156,45 @@ def test_unknown_ids_are_404(admin: tuple[RunningServer, str, str], path: str) -
     method = "POST" if path.endswith("/rotate") else "GET"
     response = httpx.request(method, f"{admin[0].url}{path}", headers=AUTH, content=b"{}")
     assert response.status_code == 404 and _is_error_object(response), response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param"),
+    [
+        ("POST", "/teams", {"name": "big", "rpm_limit": 2**31}, "rpm_limit"),
+        ("POST", "/teams", {"name": "big", "rpm_limit": 10**20}, "rpm_limit"),
+        ("POST", "/teams", {"name": "nul\u0000byte"}, "name"),
+        ("POST", "/teams", {"name": "  padded  "}, "name"),
+        ("POST", "/teams", {"name": "tab\tname"}, "name"),
+        ("POST", "/teams", {"name": "rich", "max_budget_usd": 1e308}, "max_budget_usd"),
+        ("POST", "/teams", {"name": "typo", "allowed_extensions": ["rags"]}, "allowed_extensions"),
+        ("POST", "/keys", {"name": "k", "max_parallel": 2**63}, "max_parallel"),
+        ("POST", "/keys", {"name": "k", "expires_at": 1e300}, "expires_at"),
+        ("POST", "/keys", {"name": "k", "allowed_models": ["gpt\u0000"]}, "allowed_models[0]"),
+        ("PATCH", "/keys/{key}", {"name": "a\u0000b"}, "name"),
+        ("POST", "/keys/{key}/rotate", {"grace_s": 1e308}, "grace_s"),
+    ],
+)
+def test_values_no_database_column_can_hold_are_400_naming_the_field(
+    admin: tuple[RunningServer, str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    param: str,
+) -> None:
+    server, _, key = admin
+    url = f"{server.url}/v1/switchyard/admin{path.format(key=key)}"
+    response = httpx.request(method, url, headers=AUTH, content=json.dumps(body).encode())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_control_characters_in_ids_and_queries_are_4xx(
+    admin: tuple[RunningServer, str, str],
+) -> None:
+    base = f"{admin[0].url}/v1/switchyard/admin"
+    for path in ("/keys/a%00b", "/teams/a%00b"):
+        assert httpx.get(base + path, headers=AUTH).status_code == 404
+    for query in ("usage?team_id=a%00b", "usage/requests?model=a%00b"):
+        answer = httpx.get(f"{base}/{query}", headers=AUTH)
+        assert answer.status_code == 400 and _is_error_object(answer), answer.text

@@ -205,6 +205,7 @@ def test_budget_is_spent_then_refused_and_usage_shows_the_cost(
         with pytest.raises(openai.RateLimitError) as refused:
             ask(client, "one two three", model="priced")
         assert refused.value.code == "insufficient_quota"
+        assert refused.value.response.headers["x-should-retry"] == "false"  # SDKs stop
         assert len(fake.received("/v1/chat/completions")) == 2
         with pytest.raises(openai.RateLimitError):  # every model: the budget is the key's
             ask(client, "free of charge")

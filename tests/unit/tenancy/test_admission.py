@@ -7,12 +7,9 @@ import pytest
 from proxy.errors import ModelNotFound, PermissionDenied
 from proxy.state.records import ApiKey, Team
 from proxy.tenancy.admission import (
-    budget_scopes,
     check_extensions,
     check_model,
-    limits_of,
     may_use_model,
-    rate_scopes,
 )
 from proxy.tenancy.identity import Identity, identity_scopes
 
@@ -66,18 +63,8 @@ def test_rate_and_budget_scopes_carry_only_what_is_limited() -> None:
     who = identity(
         {"rpm_limit": 5, "max_budget_usd": 2.0, "budget_period": "day"}, {"tpm_limit": 100}
     )
-    assert [(s.scope, s.rpm, s.tpm) for s in rate_scopes(who)] == [
+    assert [(s.scope, s.rpm, s.tpm) for s in who.plan.rate] == [
         ("key:k", 5, None),
         ("team:t", None, 100),
     ]
-    assert budget_scopes(who) == (("key:k", 2.0, "day"),)
-
-
-def test_effective_limits_are_the_strictest_of_key_and_team() -> None:
-    who = identity({"rpm_limit": 50, "max_parallel": 2}, {"rpm_limit": 10, "tpm_limit": 900})
-    assert limits_of(who) == {
-        "rpm_limit": 10,
-        "tpm_limit": 900,
-        "max_budget_usd": None,
-        "max_parallel": 2,
-    }
+    assert who.plan.budgets == (("key:k", 2.0, "day"),)

@@ -8,7 +8,6 @@ import pytest
 from redis.asyncio import Redis
 
 from proxy.errors import RateLimited, RateLimitExceeded
-from proxy.state.records import Limits
 from proxy.tenancy.limits import (
     Grant,
     Limiter,
@@ -17,7 +16,6 @@ from proxy.tenancy.limits import (
     RedisLimiter,
     ScopeLimit,
     format_duration,
-    scope_limits,
 )
 
 from .conftest import T0, FakeClock
@@ -236,18 +234,6 @@ async def test_snapshot_consumes_nothing(limiter: Limiter, clock: FakeClock) -> 
     assert first.tokens == RateStatus("key:a", 10, 6, 30.0)
     grant = await limiter.acquire(scope, 6)
     assert header(grant, "x-ratelimit-remaining-tokens") == "0"
-
-
-def test_scope_limits_keeps_scopes_that_limit_something() -> None:
-    scopes = (
-        ("key:a", Limits(rpm_limit=5)),
-        ("team:t", Limits(max_budget_usd=3.0)),
-        ("team:u", Limits(tpm_limit=7)),
-    )
-    assert scope_limits(scopes) == (
-        ScopeLimit("key:a", 5, None),
-        ScopeLimit("team:u", None, 7),
-    )
 
 
 @pytest.mark.parametrize(
