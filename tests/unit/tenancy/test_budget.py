@@ -103,7 +103,7 @@ async def test_check_refuses_once_the_budget_is_spent(make: Make, clock: FakeClo
     )
     assert err.retryable is False
     assert err.retry_after_s == 3 * 3600 + 12 * 60
-    assert err.headers == {"Retry-After": "11520"}
+    assert err.headers == {"Retry-After": "11520", "x-should-retry": "false"}
 
 
 async def test_exactly_the_budget_is_used_up(make: Make, clock: FakeClock) -> None:
