@@ -86,7 +86,9 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
 def create_app(settings: Settings) -> Any:
     metrics = Metrics()
     drain = Drain()
-    guards = [identify_caller]
+    # Every /v1 route's caller is identified by RequestContextMiddleware (or refused
+    # with 401) before the app runs; routes that need more have guards of their own.
+    guards: list[Any] = []
     extension_classes = registered_extensions()
     extension_routes = [
         Router(path="/", route_handlers=handlers, guards=[extension_allowed(name)])
@@ -135,7 +137,7 @@ def create_app(settings: Settings) -> Any:
 
 
 async def identify_caller(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
-    """The guard of every /v1 route: the tenancy layer says who is calling (or 401).
+    """The guard of routes outside /v1 that need a key (``/metrics`` when protected).
 
     ``async`` on purpose: Litestar runs a synchronous guard in a worker thread."""
     state: AppState = connection.app.state.switchyard

@@ -33,6 +33,7 @@ from proxy.errors import RequestTimeout, ServerShuttingDown, SwitchyardError, en
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 from proxy.state.records import DEFAULT_TEAM_ID
+from proxy.tenancy.outage import is_outage, outage_error
 
 if TYPE_CHECKING:
     from proxy.tenancy.admission import Admission
@@ -137,14 +138,24 @@ def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 def _shutdown_response() -> tuple[dict[str, Any], dict[str, Any]]:
-    body = encode_error(ServerShuttingDown("The server shut down before the answer was ready."))
+    error = ServerShuttingDown("The server shut down before the answer was ready.")
+    return _error_response(error, close=True)
+
+
+def _error_response(
+    error: SwitchyardError, *, close: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An error answered before the app ran, in the same shape the app renders."""
+    body = encode_error(error)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
-        _CLOSE,
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()),
     ]
+    if close:
+        headers.append(_CLOSE)
     return (
-        {"type": "http.response.start", "status": 503, "headers": headers},
+        {"type": "http.response.start", "status": error.http_status, "headers": headers},
         {"type": "http.response.body", "body": body, "more_body": False},
     )
 
@@ -209,6 +220,11 @@ class RequestContextMiddleware:
         self.metrics.in_flight.inc()
         task = drain.track(info)
         try:
+            refused = await self._identify(scope, info)
+            if refused is not None:
+                for message in refused:
+                    await send_with_headers(message)
+                return
             await self.app(scope, receive, send_with_headers)
         except asyncio.CancelledError:
             if not info.ended_by_shutdown or responded or task is None:
@@ -230,6 +246,28 @@ class RequestContextMiddleware:
             status, total, ttft = self._record(scope, info, status, overhead, first_body_at)
             if info.usage_model is not None and self.tenancy is not None:
                 await self._account(info, status, total, ttft)
+
+    async def _identify(
+        self, scope: dict[str, Any], info: RequestInfo
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Who is calling, for every ``/v1`` route (``/v1/media`` checks for itself: its
+        ids are capabilities): the identity, or the error response to send instead.
+
+        Here rather than in a Litestar guard: a guard costs a copy of the route handler
+        per request, which was the largest cost tenancy added to the hot path."""
+        tenancy = self.tenancy
+        path: str = scope["path"]
+        if tenancy is None or not path.startswith("/v1/") or path.startswith("/v1/media/"):
+            return None
+        try:
+            info.identity = await tenancy.authenticator.identify(info.presented_key())
+        except SwitchyardError as refused:
+            return _error_response(refused)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return _error_response(outage_error(exc))
+        return None
 
     async def _account(
         self, info: RequestInfo, status: int, total: float, ttft: float | None

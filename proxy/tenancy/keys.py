@@ -62,6 +62,7 @@ class KeyCache:
         self._generation = 0
         """Bumped by every change, so a lookup that began before it is not cached."""
         self._loading: dict[str, asyncio.Future[KeyLookup]] = {}
+        self._team_loading: dict[str, asyncio.Future[KeyLookup]] = {}
         self._redis: Any = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -103,10 +104,24 @@ class KeyCache:
     async def team(self, team_id: str) -> Team | None:
         """A team's record (for callers whose team is not a key's: static keys, JWTs)."""
         entry = self._teams.get(team_id)
-        if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
-            generation, fetched_at = self._generation, self.clock()
+        if entry is not None and self.clock() - entry.fetched_at < self.ttl_s:
+            return entry.team
+        pending = self._team_loading.get(team_id)
+        if pending is not None:  # one query for all the requests that missed together
+            return (await asyncio.shield(pending)).team
+        future: asyncio.Future[KeyLookup] = asyncio.get_running_loop().create_future()
+        self._team_loading[team_id] = future
+        generation, fetched_at = self._generation, self.clock()
+        try:
             entry = KeyLookup(None, await self.teams.get(team_id), fetched_at)
-            self._keep_team(team_id, entry, generation)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            del self._team_loading[team_id]
+        future.set_result(entry)
+        self._keep_team(team_id, entry, generation)
         return entry.team
 
     def _keep_team(self, name: str, entry: KeyLookup, generation: int) -> None:

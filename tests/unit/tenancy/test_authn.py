@@ -247,3 +247,21 @@ async def test_made_up_keys_never_push_real_ones_out_of_the_cache(
     lookups = keys.lookups
     await auth.identify("sk-sy-virtual")
     assert keys.lookups == lookups  # still cached
+
+
+async def test_concurrent_misses_for_a_team_share_one_query(store: StateStore) -> None:
+    import asyncio
+
+    auth, _ = authenticator(store, Clock(), master_key="m", static_keys=["sk-static"])
+    queries = 0
+    real = store.teams.get
+
+    async def counted(team_id: str) -> Team | None:
+        nonlocal queries
+        queries += 1
+        return await real(team_id)
+
+    auth.cache.teams.get = counted  # type: ignore[method-assign]
+    found = await asyncio.gather(*(auth.identify("sk-static") for _ in range(30)))
+    assert {i.team_id for i in found} == {"default"}
+    assert queries == 1
