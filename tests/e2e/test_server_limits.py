@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,7 @@ AUTH = f"Authorization: Bearer {CLIENT_KEY}\r\n".encode()
 
 def switchyard(fake_url: str, **server: Any) -> Any:
     config = {
-        "server": {"api_keys": [CLIENT_KEY], **server},
+        "server": {"api_keys": [CLIENT_KEY], "data_dir": tempfile.mkdtemp(), **server},
         "models": [
             model_entry("held", "upstream-held", fake_url, timeout_s=60),
             model_entry("slow", "upstream-slow", fake_url, timeout_s=60),

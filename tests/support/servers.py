@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -128,7 +129,17 @@ def serve_uvicorn(
 
 @contextmanager
 def serve_gateway(config: dict[str, Any] | Settings) -> Iterator[RunningServer]:
-    """Start Switchyard itself from a config mapping (as the YAML file would hold)."""
-    settings = config if isinstance(config, Settings) else settings_from_mapping(config, "<test>")
-    with serve_asgi(create_app(settings)) as running:
-        yield running
+    """Start Switchyard itself from a config mapping (as the YAML file would hold).
+
+    A mapping without ``server.data_dir`` gets a temporary one of its own: the default
+    (``./data``, the working directory) would make every such test gateway share one
+    state database and media directory, in the checkout."""
+    with tempfile.TemporaryDirectory(prefix="switchyard-data-") as scratch:
+        if isinstance(config, Settings):
+            settings = config
+        else:
+            server = dict(config.get("server") or {})
+            server.setdefault("data_dir", scratch)
+            settings = settings_from_mapping({**config, "server": server}, "<test>")
+        with serve_asgi(create_app(settings)) as running:
+            yield running
