@@ -109,3 +109,15 @@ def raw(gateway: RunningServer, fake: FakeOpenAI) -> Iterator[httpx.Client]:
 
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``state:`` section of one engine, for the tenancy tests that run on both: the
+    embedded SQLite, or a fresh PostgreSQL database with a fresh Redis database."""
+    if request.param == "sqlite":
+        return {}
+    return {
+        "database": request.getfixturevalue("fresh_postgres_url"),
+        "redis_url": request.getfixturevalue("fresh_redis_url"),
+    }

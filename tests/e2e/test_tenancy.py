@@ -26,17 +26,6 @@ INPUT_PER_1M = 2000.0
 OUTPUT_PER_1M = 4000.0
 
 
-@pytest.fixture(params=["sqlite", "postgres+redis"])
-def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The ``state:`` section of one engine (each test gets a fresh database)."""
-    if request.param == "sqlite":
-        return {}
-    return {
-        "database": request.getfixturevalue("fresh_postgres_url"),
-        "redis_url": request.getfixturevalue("fresh_redis_url"),
-    }
-
-
 @pytest.fixture
 def gateway(engine: dict[str, Any], fake_url: str, tmp_path: Path) -> Iterator[RunningServer]:
     models = [

@@ -38,16 +38,6 @@ def models(fake_url: str) -> list[dict[str, Any]]:
     return [chat_model("gpt-test", "upstream-gpt", fake_url)]
 
 
-@pytest.fixture(params=["sqlite", "postgres+redis"])
-def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "sqlite":
-        return {}
-    return {
-        "database": request.getfixturevalue("fresh_postgres_url"),
-        "redis_url": request.getfixturevalue("fresh_redis_url"),
-    }
-
-
 @pytest.fixture
 def gateway(engine: dict[str, Any], fake_url: str, tmp_path: Path) -> Iterator[RunningServer]:
     with serve_gateway(tenancy_config(tmp_path, models(fake_url), state=engine)) as running:

@@ -29,16 +29,6 @@ SLOT_BACK_S = 5.0
 """How long a freed slot may take to be seen free (it is given back after the last byte)."""
 
 
-@pytest.fixture(params=["sqlite", "postgres+redis"])
-def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "sqlite":
-        return {}
-    return {
-        "database": request.getfixturevalue("fresh_postgres_url"),
-        "redis_url": request.getfixturevalue("fresh_redis_url"),
-    }
-
-
 @pytest.fixture
 def gateway(engine: dict[str, Any], fake_url: str, tmp_path: Path) -> Iterator[RunningServer]:
     closed = f"http://127.0.0.1:{free_port()}/v1"
