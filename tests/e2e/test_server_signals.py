@@ -9,14 +9,9 @@ SIGHUP is logged and ignored.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +21,13 @@ import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, model_entry, sdk
 from tests.support.fake_openai import FakeOpenAI, Fault, wait_until
-from tests.support.servers import STREAM_ENDED_BY_SHUTDOWN, free_port
+from tests.support.servers import STREAM_ENDED_BY_SHUTDOWN, ServedProcess, serve_process
 
-ROOT = Path(__file__).resolve().parents[2]
 ASK = [{"role": "user", "content": "hi"}]
 
 
-@dataclass
-class ServeProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
+class ServeProcess(ServedProcess):
+    """The served process, with its JSON log read back."""
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
@@ -54,55 +45,15 @@ class ServeProcess:
         return [e["msg"] for e in self.log_lines()]
 
 
-def _started(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"switchyard serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("switchyard serve did not start in 60 s")
-        time.sleep(0.05)
-
-
 @contextmanager
 def switchyard_serve(tmp_path: Path, fake_url: str, **server: Any) -> Iterator[ServeProcess]:
     """``switchyard serve`` in a subprocess, running this checkout's code."""
-    port = free_port()
     config = {
-        "server": {
-            "port": port,
-            "data_dir": str(tmp_path / "data"),
-            "api_keys": [CLIENT_KEY],
-            **server,
-        },
+        "server": {"data_dir": str(tmp_path / "data"), "api_keys": [CLIENT_KEY], **server},
         "models": [model_entry("held", "upstream-held", fake_url, timeout_s=60)],
     }
-    config_path = tmp_path / "switchyard.yaml"
-    config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-    log = tmp_path / "switchyard.log"
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": pythonpath},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _started(proc, url, log)
-        yield ServeProcess(proc, url, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    with serve_process(config, tmp_path) as served:
+        yield ServeProcess(served.proc, served.url, served.log)
 
 
 def refuses_connections(url: str) -> bool:

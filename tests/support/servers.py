@@ -7,14 +7,21 @@ to them over real sockets, exactly as clients and upstreams do in production.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from proxy.app import create_app
@@ -143,3 +150,61 @@ def serve_gateway(config: dict[str, Any] | Settings) -> Iterator[RunningServer]:
             settings = settings_from_mapping({**config, "server": server}, "<test>")
         with serve_asgi(create_app(settings)) as running:
             yield running
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServedProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@contextmanager
+def serve_process(
+    config: dict[str, Any], workdir: Path, *, startup_timeout_s: float = 60.0
+) -> Iterator[ServedProcess]:
+    """``switchyard serve`` in a subprocess, running this checkout's code, with ``config``
+    (its ``server.port`` is set to a free port) and its output in ``workdir``; killed when
+    the block ends unless the test stopped it. For what needs a real process: signals,
+    ``kill -9``."""
+    port = free_port()
+    config = {**config, "server": {**(config.get("server") or {}), "port": port}}
+    config_path = workdir / "switchyard.yaml"
+    config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+    log = workdir / "switchyard.log"
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": pythonpath},
+        )
+    served = ServedProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        _wait_healthy(served, startup_timeout_s)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _wait_healthy(served: ServedProcess, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if served.proc.poll() is not None:
+            raise RuntimeError(f"switchyard serve exited:\n{served.log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{served.url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"switchyard serve did not start in {timeout_s:g} s")
+        time.sleep(0.05)

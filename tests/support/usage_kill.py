@@ -10,11 +10,8 @@ acknowledged once its whole 200 response has been read; its time is taken then.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +23,10 @@ import httpx
 from proxy.state import open_state
 from proxy.state.config import StateConfig
 from proxy.state.records import UsageFilter, UsageRecord
-from tests.support.servers import free_port
+from tests.support.servers import serve_process
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-usage-kill-client"
 MODEL = "usage-kill"
-STARTUP_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -46,11 +41,10 @@ class Served:
 def serve(workdir: Path, upstream_url: str, flush_interval_s: float) -> Iterator[Served]:
     """``switchyard serve`` (this checkout's code) with one model on ``upstream_url``, a
     static client key and the default SQLite state under ``workdir/data``."""
-    port = free_port()
     data_dir = workdir / "data"
     config = {
         "defaults": False,
-        "server": {"host": "127.0.0.1", "port": port, "data_dir": str(data_dir), "api_keys": [KEY]},
+        "server": {"host": "127.0.0.1", "data_dir": str(data_dir), "api_keys": [KEY]},
         "state": {"usage_flush_interval_s": flush_interval_s},
         "models": [
             {
@@ -63,42 +57,8 @@ def serve(workdir: Path, upstream_url: str, flush_interval_s: float) -> Iterator
             }
         ],
     }
-    config_path = workdir / "switchyard.yaml"
-    config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-    log = workdir / "switchyard.log"
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": pythonpath},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(proc, url, log)
-        yield Served(proc, url, data_dir, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"switchyard serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"switchyard serve did not start in {STARTUP_TIMEOUT_S:g} s")
-        time.sleep(0.05)
+    with serve_process(config, workdir) as served:
+        yield Served(served.proc, served.url, data_dir, served.log)
 
 
 @dataclass
