@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from litestar import Request, Response, get
 
@@ -26,36 +26,10 @@ from proxy.schemas.admin import (
 )
 from proxy.state.records import BudgetPeriod, Limits, UsageFilter
 from proxy.tenancy.admin import AdminService, AdminStore
-from proxy.tenancy.budget import SpendTracker, period_bounds
+from proxy.tenancy.budget import period_bounds
 from proxy.tenancy.identity import Identity
-from proxy.tenancy.limits import Limiter, RateStatus
-
-
-class UsageSink(Protocol):
-    async def flush(self) -> None:
-        """Write every queued usage row now."""
-        ...
-
-
-class Tenancy(Protocol):
-    """The tenancy services the app state holds (``AppState.tenancy``)."""
-
-    @property
-    def usage(self) -> UsageSink: ...
-
-    @property
-    def limiter(self) -> Limiter: ...
-
-    @property
-    def spend(self) -> SpendTracker: ...
-
-    async def settled(self) -> None:
-        """Wait until the requests that have ended are accounted (budgets, usage rows)."""
-        ...
-
-    async def key_changed(self, key_id: str) -> None:
-        """Forget a key's cached identity, here and (with Redis) on every replica."""
-        ...
+from proxy.tenancy.limits import RateStatus
+from proxy.tenancy.service import Tenancy
 
 
 def identity_of(scope: Any) -> Identity | None:
