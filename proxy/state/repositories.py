@@ -36,6 +36,10 @@ class TeamRepository(Protocol):
         """A team that exists and is not deleted."""
         ...
 
+    async def named(self, ref: str) -> Team | None:
+        """A live team by id, else by name (the CLI's ``--team``, a JWT's team claim)."""
+        ...
+
     async def list(self) -> list[Team]:
         """Every team that is not deleted, oldest first."""
         ...

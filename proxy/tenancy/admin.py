@@ -113,9 +113,7 @@ class AdminService:
 
     async def find_team(self, ref: str) -> Team:
         """A team by id or, failing that, by name (the CLI's ``--team``)."""
-        team = await self.store.teams.get(ref)
-        if team is None:
-            team = next((t for t in await self.store.teams.list() if t.name == ref), None)
+        team = await self.store.teams.named(ref) if _plausible_id(ref) else None
         if team is None:
             raise NotFound(f"No team with id or name '{shown(ref)}'.", param="team")
         return team

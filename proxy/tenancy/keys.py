@@ -141,8 +141,7 @@ class KeyCache:
         entry = self._teams.get(f"name:{name_or_id}")
         if entry is None or self.clock() - entry.fetched_at >= self.ttl_s:
             generation, fetched_at = self._generation, self.clock()
-            named = next((t for t in await self.teams.list() if t.name == name_or_id), None)
-            entry = KeyLookup(None, named, fetched_at)
+            entry = KeyLookup(None, await self.teams.named(name_or_id), fetched_at)
             self._keep_team(f"name:{name_or_id}", entry, generation)
         return entry.team
 

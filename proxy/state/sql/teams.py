@@ -32,12 +32,15 @@ class SqlTeams:
         return team
 
     async def get(self, team_id: str) -> Team | None:
+        return await self._one(teams.c.id == team_id)
+
+    async def named(self, ref: str) -> Team | None:
+        """By id, else by name (live teams' names are unique)."""
+        return await self.get(ref) or await self._one(teams.c.name == ref)
+
+    async def _one(self, where: Any) -> Team | None:
         async with self._db.read() as conn:
-            row = (
-                (await conn.execute(sa.select(teams).where(teams.c.id == team_id, _LIVE)))
-                .mappings()
-                .first()
-            )
+            row = (await conn.execute(sa.select(teams).where(where, _LIVE))).mappings().first()
         return to_record(row, Team) if row is not None else None
 
     async def list(self) -> list[Team]:

@@ -100,3 +100,14 @@ async def test_update_and_delete_of_missing_or_deleted_team(state_store: StateSt
     assert await state_store.teams.delete("t1", now=1.0)
     assert not await state_store.teams.delete("t1", now=2.0)
     assert await state_store.teams.update("t1", {"rpm_limit": 1}, now=3.0) is None
+
+
+async def test_named_finds_a_live_team_by_id_then_by_name(state_store: StateStore) -> None:
+    await state_store.teams.create(team("t_a", "research"))
+    await state_store.teams.create(team("t_b", "t_a"))  # a name that is another team's id
+    assert (await state_store.teams.named("t_a")).id == "t_a"  # type: ignore[union-attr]
+    assert (await state_store.teams.named("research")).id == "t_a"  # type: ignore[union-attr]
+    assert await state_store.teams.named("Research") is None  # names match as written
+    await state_store.teams.delete("t_a", 200.0)
+    assert await state_store.teams.named("research") is None
+    assert (await state_store.teams.named("t_a")).id == "t_b"  # type: ignore[union-attr]
