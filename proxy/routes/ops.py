@@ -96,6 +96,10 @@ def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
     @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         state: AppState = request.app.state.switchyard
+        report = readiness(
+            state.router, draining=state.draining, unreachable=await state.tenancy.unreachable()
+        )
+        state.metrics.ready.set(1 if report.ready else 0)
         return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
 
     metrics_guards = [guard] if protect_metrics else []
