@@ -162,10 +162,15 @@ class RateLimited(SwitchyardError):
 
 class RateLimitExceeded(RateLimited):
     """A key's or team's RPM, TPM or parallel limit refused the request (never retried:
-    another deployment would not change the caller's own limit)."""
+    another deployment would not change the caller's own limit). ``kind`` says which
+    limit (``rpm``, ``tpm``, ``parallel``): the ``kind`` label of the rejections metric."""
 
     code = "rate_limit_exceeded"
     retryable = False
+
+    def __init__(self, message: str, *, kind: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.kind = kind
 
 
 class BudgetExceeded(SwitchyardError):
@@ -175,6 +180,8 @@ class BudgetExceeded(SwitchyardError):
     type = "insufficient_quota"
     code = "insufficient_quota"
     retryable = False
+    kind = "budget"
+    """The ``kind`` label of the rejections metric."""
 
     def __init__(self, message: str, *, retry_after_s: float, **kw: Any) -> None:
         super().__init__(message, **kw)

@@ -178,6 +178,7 @@ def check_request_size(scopes: Sequence[ScopeLimit], tokens: int, reset_s: float
                 f"Request too large for tokens per minute (TPM) on {scopes[i].scope}: "
                 f"limit {s.tpm}, requested {tokens}. Reduce the input or max_tokens "
                 f"to run successfully.",
+                kind="tpm",
                 headers=headers,
             )
 
@@ -191,12 +192,14 @@ def refusal(
     wait = max(1, math.ceil(reset_s))
     if s.rpm is not None and used[2 * at] + 1 > s.rpm:
         what, limit, now_used, asked = "requests per minute (RPM)", s.rpm, used[2 * at], 1
+        kind = "rpm"
     else:
         what, now_used, asked = "tokens per minute (TPM)", used[2 * at + 1], tokens
-        limit = s.tpm or 0
+        limit, kind = s.tpm or 0, "tpm"
     return RateLimitExceeded(
         f"Rate limit reached for {what} on {s.scope}: limit {limit}, used {now_used}, "
         f"requested {asked}. Please try again in {format_duration(wait)}.",
+        kind=kind,
         retry_after_s=wait,
         headers=_error_headers(rate_headers(scopes, used, reset_s)),
     )
@@ -417,6 +420,7 @@ class ParallelGate:
             raise RateLimitExceeded(
                 f"Rate limit reached on {scope}: too many requests in flight "
                 f"(limit {limit}). Please try again in 1s.",
+                kind="parallel",
                 retry_after_s=1,
             )
         self._running[scope] = running + 1

@@ -79,6 +79,21 @@ async def test_the_next_window_starts_from_zero(limiter: Limiter, clock: FakeClo
     assert grant.window == int(T0 // 60) + 1
 
 
+async def test_each_refusal_says_which_limit_refused_it(limiter: Limiter) -> None:
+    """``kind`` is the label of ``switchyard_limit_rejections`` (the alerts group by it)."""
+    await limiter.acquire([ScopeLimit("key:r", rpm=1, tpm=None)], 0)
+    with pytest.raises(RateLimitExceeded) as rpm:
+        await limiter.acquire([ScopeLimit("key:r", rpm=1, tpm=None)], 0)
+    await limiter.acquire([ScopeLimit("key:t", rpm=None, tpm=100)], 90)
+    with pytest.raises(RateLimitExceeded) as tpm:
+        await limiter.acquire([ScopeLimit("key:t", rpm=None, tpm=100)], 20)
+    gate = ParallelGate()
+    gate.enter("key:p", 1)
+    with pytest.raises(RateLimitExceeded) as parallel:
+        gate.enter("key:p", 1)
+    assert [rpm.value.kind, tpm.value.kind, parallel.value.kind] == ["rpm", "tpm", "parallel"]
+
+
 async def test_headers_take_the_strictest_scope_per_kind(limiter: Limiter) -> None:
     scopes = [ScopeLimit("key:a", rpm=10, tpm=1000), ScopeLimit("team:t", rpm=3, tpm=5000)]
     grant = await limiter.acquire(scopes, 100)
