@@ -199,12 +199,24 @@ def test_a_misspelt_metric_is_caught() -> None:
     assert selectors(expr)[1] == {"model"}
 
 
-def test_promtool_accepts_the_alert_rules() -> None:
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed: run `make setup` (Debian package prometheus)")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    result = _promtool("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_expressions())} rules found" in result.stdout
+
+
+def test_the_alerts_fire_on_their_series_and_only_after_their_for() -> None:
+    """promtool's rule unit tests (tests/deploy/promtool/alerts.test.yaml): error rate,
+    readiness and limit-rejection alerts on synthetic series."""
+    result = _promtool(
+        "test", "rules", str(Path(__file__).parent / "promtool" / "alerts.test.yaml")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
