@@ -14,7 +14,6 @@ from proxy.state.records import MediaRecord
 from proxy.state.schema import leases, legacy_imports, media
 from proxy.state.sql.common import to_record
 
-
 _BATCH = 200
 
 
