@@ -27,7 +27,8 @@ class AppState:
     extensions: dict[str, Any] = field(default_factory=dict)
     media: MediaServices | None = None
     store: Any = None
-    """The state store (``proxy.state.StateStore``): teams, keys, usage, audit, sessions."""
+    """The state store (``proxy.state.StateStore``): teams, keys, usage, audit,
+    sessions, media metadata, video jobs."""
     tenancy: Any = None
     """The tenancy layer (``proxy.tenancy.service.Tenancy``)."""
     drain: Drain = field(default_factory=Drain)

@@ -45,6 +45,8 @@ def _routing_table(settings: Settings) -> str:
     lines = [f"config: {settings.source}", f"listen: {settings.server.host}:{settings.server.port}"]
     lines.append(f"auth: {_auth_summary(settings)}")
     lines.append(f"state: {_state_summary(settings)}")
+    server = settings.server
+    lines.append(f"media: {settings.media.summary(server.data_dir, server.media_retention_s)}")
     if settings.defaults:
         lines.append("built-in models: kept (a file entry of the same name replaces one)")
     if not settings.models:

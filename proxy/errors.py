@@ -262,6 +262,12 @@ class StateUnavailable(ServiceUnavailable):
     code = "state_unavailable"
 
 
+class MediaUnavailable(ServiceUnavailable):
+    """The media backend (an S3-compatible object store) could not be reached or refused."""
+
+    code = "media_unavailable"
+
+
 class ServerShuttingDown(ServiceUnavailable):
     """The server was stopping and the drain time ran out before this request ended."""
 

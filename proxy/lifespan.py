@@ -94,10 +94,10 @@ async def build_state(
     upstream = build_json_transport(settings.http, http)
     stack.push_async_callback(upstream.aclose)
     resources = Resources(settings=settings, http=http, upstream=upstream)
-    media = MediaServices.create(settings, resources)
+    media = MediaServices.create(settings, resources, store)
     router = await build_router(settings, resources, metrics, stack)
     stack.push_async_callback(_closing, "media", media.aclose)
-    media.start()
+    await media.start()
     count_tokens = make_token_counter(router)
     tenancy = await Tenancy.open(
         settings, store, router, metrics, stack, jwt=jwt_verifier(settings, http)

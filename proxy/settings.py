@@ -4,11 +4,11 @@ Unknown keys are errors that name their path. Strings of the form ``env:NAME`` a
 replaced by that environment variable, so secrets never live in the file. Each model
 entry is validated by its adapter's own ``Config`` Struct, found by adapter name.
 
-The core owns only ``server``, ``http``, ``defaults`` and ``models``. Every other
-top-level section belongs to a plugin (an extension or an adapter) that declares it in
-the ``switchyard.config`` entry-point group as ``section = "module:Struct"``; the core
-validates it with that Struct and hands it back through ``Settings.section``, never
-knowing what it means.
+The core owns only ``server``, ``http``, ``state``, ``auth``, ``media``, ``defaults`` and
+``models``. Every other top-level section belongs to a plugin (an extension or an
+adapter) that declares it in the ``switchyard.config`` entry-point group as
+``section = "module:Struct"``; the core validates it with that Struct and hands it back
+through ``Settings.section``, never knowing what it means.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import msgspec
 import yaml
 
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
+from proxy.media.config import MediaConfig
 from proxy.state.config import StateConfig
 from proxy.tenancy.jwt import AuthConfig
 
@@ -77,9 +78,11 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Build media URLs from ``X-Forwarded-Proto``/``-Host``/``-Prefix``: turn on only
     behind a reverse proxy that sets them, or clients can choose the host of the links."""
     media_retention_s: Annotated[float, msgspec.Meta(gt=0)] = 86400.0
-    """How long generated media (``/v1/media``, video content) is kept before deletion."""
+    """How long generated media (``/v1/media``, video content) is kept before deletion;
+    the default of ``media.retention_s``, which wins when set."""
     media_sweep_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
-    """How often expired media files are looked for and deleted."""
+    """How often expired media files are looked for and deleted; the default of
+    ``media.sweep_interval_s``, which wins when set."""
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     """On SIGTERM (or Ctrl+C), how long requests in flight may still run before the server
     ends them: a stream then gets an SSE error event, an unanswered request a 503."""
@@ -109,6 +112,7 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    media: MediaConfig = msgspec.field(default_factory=MediaConfig)
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -280,6 +284,7 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
         http=file_config.http,
         state=file_config.state,
         auth=file_config.auth,
+        media=file_config.media,
         defaults=file_config.defaults,
         models=models,
         sections=sections,

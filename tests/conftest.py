@@ -4,6 +4,7 @@ PostgreSQL and Redis: ``postgres_url`` / ``redis_url`` (session) are a throwaway
 base URL, started on first use (tests/support/services.py). Tests take their own space:
 ``fresh_postgres_url`` is a new database, dropped afterwards; ``fresh_redis_url`` a logical
 db flushed before and after, ``redis_key_prefix`` a unique prefix for sharing one db.
+S3: ``s3_server`` (session), moto's S3-compatible server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.s3 import S3Server, serve_s3
 from tests.support.services import REDIS_DATABASES, TestServices
 
 T = TypeVar("T")
@@ -112,3 +114,11 @@ def fresh_redis_url(redis_url: str, _redis_dbs: Iterator[int]) -> Iterator[str]:
 def redis_key_prefix() -> str:
     """A key prefix no other test uses, for tests that share ``redis_url``'s db."""
     return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3-compatible server on a loopback port (tests/support/s3.py); tests make
+    their own bucket with ``new_bucket``."""
+    with serve_s3() as server:
+        yield server

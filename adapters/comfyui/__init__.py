@@ -331,8 +331,11 @@ class ComfyUIAdapter(Adapter):
         store = media_store(self.resources)
         if video.is_image and not self.cfg.keep_metadata:  # an animation: its metadata goes
             data = await self.client.download(video, max_bytes=self._max_output)
-            media = await store.save(await self._without_metadata(data), video.content_type)
+            clean = await self._without_metadata(data)
+            media = await store.save(clean, video.content_type, owner=job.owner)
         else:
-            media = await self.client.download_to(video, store, max_bytes=self._max_output)
+            media = await self.client.download_to(
+                video, store, max_bytes=self._max_output, owner=job.owner
+            )
         shown_seconds = str(seconds) if params.frames is UNSET else f"{frames / fps:g}"
         return VideoOutput(media, self._size(workflow, values) or "auto", shown_seconds)

@@ -299,10 +299,10 @@ class ComfyClient:
         return b"".join(chunks)
 
     async def download_to(
-        self, ref: OutputFile, store: MediaStore, *, max_bytes: int
+        self, ref: OutputFile, store: MediaStore, *, max_bytes: int, owner: str
     ) -> StoredMedia:
-        """Stream an output (a video) straight into the media store."""
+        """Stream an output (a video) straight into the media store, for team ``owner``."""
         async with self._viewing(ref) as response:
             return await store.save_stream(
-                response.aiter_bytes(), ref.content_type, max_bytes=max_bytes
+                response.aiter_bytes(), ref.content_type, max_bytes=max_bytes, owner=owner
             )

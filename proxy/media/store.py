@@ -1,40 +1,44 @@
-"""The media store: files that adapters produce, kept on disk and served by id.
+"""The media store: files that adapters produce, their metadata in the state store and
+their bytes in a backend (``proxy.media.backends``), served by id from any replica.
 
 Why ids are the whole security model: ``GET /v1/media/{id}`` needs no API key, so that
 a browser or an ``<img>`` tag can load a generated image, the way OpenAI's signed image
 URLs work. An id is 32 characters of ``secrets.token_urlsafe`` (192 random bits), so a
-URL cannot be guessed. Before an id touches the filesystem it must match that exact
-alphabet and length; the name on disk is ``<id>.<ext>`` with ``ext`` from a fixed table,
-and only regular files (not links) are served. So no request can name a path outside
-the directory, nor a file that the store did not write itself.
+URL cannot be guessed. An id is looked up only after it matches that exact alphabet and
+length, and only in the state store: a backend is asked only for the key of a row the
+store wrote (``<id>.<ext>``, ``ext`` from a fixed table), so no request can name a file
+or object that the store did not create.
 
-Ownership: a file made for a team is recorded in ``<id>.owner`` beside it (a name that
-is never served). The id stays the capability a browser uses, but a caller that
-presents another team's key gets 404 for it.
+Ownership: each row records the team a file was made for. The id stays the capability
+a browser uses, but a caller that presents another team's key gets 404 for it.
 
-Retention: a file older than ``retention_s`` is never served, and a periodic sweep
-(started by the app lifespan) deletes it.
+Order of writes: the row first, then the bytes (a failed write removes the row). A
+crash between the two leaves a row without bytes (a 404 until retention removes it),
+never bytes that no row points to and no sweep would find.
+
+Retention: a file past its ``expires`` is never served; the sweep (one replica at a
+time, see ``proxy.media.services``) deletes its row and bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
-from pathlib import Path
 
-from proxy.errors import PayloadTooLarge
+import msgspec
+
+from proxy.media.backends import MediaBackend, StoredObject
+from proxy.state.records import MediaRecord
+from proxy.state.repositories import MediaRepository
 
 log = logging.getLogger("switchyard.media")
 
-OWNER_SUFFIX = ".owner"
+StoredMedia = MediaRecord
+"""What ``save`` returns and adapters hand back (``VideoOutput.media``)."""
 
 #: Content type -> file extension; the only names the store ever writes or opens.
 EXTENSIONS: dict[str, str] = {
@@ -56,6 +60,7 @@ EXTENSIONS: dict[str, str] = {
 CONTENT_TYPES: dict[str, str] = {ext: ctype for ctype, ext in EXTENSIONS.items()}
 
 _ID = re.compile(r"[A-Za-z0-9_-]{32}")
+SWEEP_BATCH = 500
 
 
 def new_id() -> str:
@@ -66,146 +71,121 @@ def valid_id(media_id: str) -> bool:
     return _ID.fullmatch(media_id) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMedia:
-    id: str
-    path: Path
-    content_type: str
-    size: int
-    created: float
-    """Unix time the file was written."""
+def storage_key(media_id: str, content_type: str) -> tuple[str, str]:
+    """The backend key and the stored content type for a new file."""
+    if not valid_id(media_id):
+        raise ValueError("not a media id")
+    ctype = content_type.split(";")[0].strip().lower()
+    ext = EXTENSIONS.get(ctype, "bin")
+    return f"{media_id}.{ext}", CONTENT_TYPES[ext]
 
 
 class MediaStore:
-    def __init__(self, root: Path, *, retention_s: float) -> None:
-        self.root = root
+    def __init__(self, backend: MediaBackend, rows: MediaRepository, *, retention_s: float) -> None:
+        self.backend = backend
+        self.rows = rows
         self.retention_s = retention_s
-
-    def ensure_dir(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def expires_at(self, created: float) -> float:
         return created + self.retention_s
 
-    def _target(self, media_id: str, content_type: str) -> Path:
-        ext = EXTENSIONS.get(content_type.split(";")[0].strip().lower(), "bin")
-        return self.root / f"{media_id}.{ext}"
-
-    def _record(self, media_id: str, path: Path, size: int) -> StoredMedia:
-        ctype = CONTENT_TYPES[path.suffix[1:]]
-        return StoredMedia(media_id, path, ctype, size, time.time())
-
-    async def save(
-        self, data: bytes, content_type: str, *, owner: str | None = None
-    ) -> StoredMedia:
-        """Write ``data`` atomically (temporary name, then rename) off the event loop."""
+    def _new(self, content_type: str, owner: str, size: int) -> MediaRecord:
         media_id = new_id()
-        target = self._target(media_id, content_type)
-        await asyncio.to_thread(self._write, target, data, owner)
-        return self._record(media_id, target, len(data))
+        key, ctype = storage_key(media_id, content_type)
+        now = time.time()
+        return MediaRecord(
+            id=media_id,
+            owner=owner,
+            content_type=ctype,
+            size=size,
+            created=now,
+            expires=self.expires_at(now),
+            storage_key=key,
+        )
 
-    def _write(self, target: Path, data: bytes, owner: str | None = None) -> None:
-        self.ensure_dir()
-        if owner is not None:
-            self._write_owner(target, owner)
-        temp = target.with_name(f".{target.name}.part")
-        temp.write_bytes(data)
-        os.replace(temp, target)
-
-    def _write_owner(self, target: Path, owner: str) -> None:
-        """Written before the file itself, so no file is ever served without its owner."""
-        target.with_suffix(OWNER_SUFFIX).write_text(owner, encoding="utf-8")
-
-    def owner(self, media_id: str) -> str | None:
-        """The team a file was made for; ``None`` for one made without (or before) owners."""
-        if not valid_id(media_id):
-            return None
+    async def save(self, data: bytes, content_type: str, *, owner: str) -> StoredMedia:
+        """Store ``data`` for team ``owner``; it is served whole or not at all."""
+        record = self._new(content_type, owner, len(data))
+        await self.rows.add(record)
         try:
-            return (self.root / f"{media_id}{OWNER_SUFFIX}").read_text(encoding="utf-8")
-        except OSError:
-            return None
+            await self.backend.put(record.storage_key, data, record.content_type)
+        except BaseException:
+            await self._undo(record)
+            raise
+        return record
 
     async def save_stream(
         self,
         chunks: AsyncIterable[bytes],
         content_type: str,
         *,
+        owner: str,
         max_bytes: int | None = None,
-        owner: str | None = None,
     ) -> StoredMedia:
-        """Write a stream (a large video) without holding it in memory."""
-        media_id = new_id()
-        target = self._target(media_id, content_type)
-        temp = target.with_name(f".{target.name}.part")
-        await asyncio.to_thread(self.ensure_dir)
-        if owner is not None:
-            await asyncio.to_thread(self._write_owner, target, owner)
-        handle = await asyncio.to_thread(temp.open, "wb")
-        size = 0
+        """Store a stream (a large video) without holding it in memory; over
+        ``max_bytes`` it raises ``PayloadTooLarge`` and nothing is kept."""
+        record = self._new(content_type, owner, 0)
+        await self.rows.add(record)
         try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise PayloadTooLarge(f"The output is larger than {max_bytes} bytes.")
-                await asyncio.to_thread(handle.write, chunk)
-            await asyncio.to_thread(handle.close)
-            await asyncio.to_thread(os.replace, temp, target)
+            size = await self.backend.put_stream(
+                record.storage_key, chunks, record.content_type, max_bytes
+            )
+            await self.rows.set_size(owner, record.id, size)
         except BaseException:
-            handle.close()
-            with contextlib.suppress(OSError):
-                temp.unlink()
+            await self._undo(record)
             raise
-        return self._record(media_id, target, size)
+        return msgspec.structs.replace(record, size=size)
 
-    def find(self, media_id: str) -> StoredMedia | None:
-        """The stored file with this id, if the store wrote it and it has not expired."""
+    async def _undo(self, record: MediaRecord) -> None:
+        with contextlib.suppress(Exception):
+            await self.rows.delete(record.owner, record.id)
+            await self.backend.delete(record.storage_key)
+
+    async def find(self, owner: str, media_id: str) -> StoredMedia | None:
+        """The team's file with this id, unless it expired."""
         if not valid_id(media_id):
             return None
-        now = time.time()
-        for ext in CONTENT_TYPES:
-            path = self.root / f"{media_id}.{ext}"
-            try:
-                info = path.lstat()
-            except OSError:
-                continue
-            if not stat.S_ISREG(info.st_mode) or now > self.expires_at(info.st_mtime):
-                return None
-            return StoredMedia(media_id, path, CONTENT_TYPES[ext], info.st_size, info.st_mtime)
-        return None
+        return await self.rows.get(owner, media_id, time.time())
 
-    def delete(self, media_id: str) -> bool:
-        found = self.find(media_id)
-        if found is None:
+    async def find_by_capability(self, media_id: str) -> StoredMedia | None:
+        """The file whose id a caller without a key presents (see the module's docstring)."""
+        if not valid_id(media_id):
+            return None
+        return await self.rows.by_capability(media_id, time.time())
+
+    async def open(self, media: StoredMedia) -> StoredObject | None:
+        """The bytes of a file found by ``find``; ``None`` when they are gone."""
+        return await self.backend.open(media.storage_key)
+
+    async def read(self, media: StoredMedia) -> bytes | None:
+        opened = await self.open(media)
+        if opened is None:
+            return None
+        return b"".join([chunk async for chunk in opened.chunks])
+
+    async def delete(self, owner: str, media_id: str) -> bool:
+        if not valid_id(media_id):
             return False
-        with contextlib.suppress(FileNotFoundError):
-            found.path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            found.path.with_suffix(OWNER_SUFFIX).unlink()
+        record = await self.rows.delete(owner, media_id)
+        if record is None:
+            return False
+        await self.backend.delete(record.storage_key)
         return True
 
-    def sweep(self, now: float | None = None) -> int:
-        """Delete expired files (and abandoned partial writes); return how many."""
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete expired files (bytes, then rows) and abandoned partial writes; how
+        many files went. A backend that fails keeps the rows, for the next sweep."""
         now = time.time() if now is None else now
         removed = 0
-        try:
-            entries = list(os.scandir(self.root))
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            name = entry.name
-            stem, _, ext = name.lstrip(".").partition(".")
-            ours = valid_id(stem) and (
-                ext in CONTENT_TYPES or ext.endswith(".part") or f".{ext}" == OWNER_SUFFIX
-            )
-            if not ours:
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if now > self.expires_at(info.st_mtime):
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                continue
+        while batch := await self.rows.expired(now, SWEEP_BATCH):
+            for record in batch:
+                await self.backend.delete(record.storage_key)
+            removed += await self.rows.forget(batch)
+            if len(batch) < SWEEP_BATCH:
+                break
+        # A write still partial after this long (retention, at least an hour) was
+        # abandoned by a process that died.
+        await self.backend.sweep_partial(now - max(self.retention_s, 3600.0))
         if removed:
             log.info("media retention removed %d file(s)", removed)
         return removed

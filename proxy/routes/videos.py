@@ -15,19 +15,21 @@ from typing import Any
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.enums import RequestEncodingType
-from litestar.response import File
+from litestar.response import Stream
 
 from adapters.base import Adapter, Capability
 from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.errors import InvalidRequest, NotFound, UnsupportedCapability, shown
 from proxy.gateway import json_response
-from proxy.media.jobs import JobReporter, VideoJob
+from proxy.media.jobs import JobReporter
 from proxy.media.uploads import FormEnvelope, Upload, decode_data_url, read_form
 from proxy.routes.images import media_services
+from proxy.routes.media import stream_media
 from proxy.schemas.base import UNSET, decode_request
 from proxy.schemas.images import parse_size
 from proxy.schemas.videos import InputReference, VideoCreateRequest, VideoDeleted, VideoList
+from proxy.state.records import VideoJobRecord
 
 #: Poll interval suggested to the SDK's ``videos.poll`` (header ``openai-poll-after-ms``).
 POLL_AFTER_MS = "1000"
@@ -93,7 +95,7 @@ async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
         form.files[index] = Upload.from_bytes(
             upload.field, upload.filename, upload.content_type, data
         )
-    job = VideoJob(
+    job = VideoJobRecord(
         id=media.videos.new_id(),
         model=model,
         prompt=params.prompt,
@@ -101,6 +103,8 @@ async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
         size=f"{size[0]}x{size[1]}" if size else "auto",
         owner=info.team_id,
         created_at=time.time(),
+        runner_id="",  # set by VideoJobs.start
+        heartbeat_at=0.0,
     )
     stats = info.stats
 
@@ -110,11 +114,11 @@ async def create_video(request: Request[Any, Any, Any]) -> Response[bytes]:
 
         return await state.router.call(model, Capability.VIDEO, invoke, stats)
 
-    await media.videos.start(job, run)
-    return _video_response(state, job)
+    started = await media.videos.start(job, run)
+    return _video_response(state, started)
 
 
-def _video_response(state: AppState, job: VideoJob) -> Response[bytes]:
+def _video_response(state: AppState, job: VideoJobRecord) -> Response[bytes]:
     response = json_response(media_services(state).videos.wire(job))
     response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
     return response
@@ -125,7 +129,7 @@ async def retrieve_video(request: Request[Any, Any, Any], video_id: str) -> Resp
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)
     info.route = "videos"
-    job = media_services(state).videos.get(video_id, info.team_id)
+    job = await media_services(state).videos.get(video_id, info.team_id)
     info.model = job.model
     return _video_response(state, job)
 
@@ -136,7 +140,7 @@ async def list_videos(request: Request[Any, Any, Any]) -> Response[bytes]:
     info = request_info(request.scope)
     info.route = "videos"
     videos = media_services(state).videos
-    data = [videos.wire(job) for job in videos.list(info.team_id)]
+    data = [videos.wire(job) for job in await videos.list(info.team_id)]
     return json_response(
         VideoList(
             data=data,
@@ -151,38 +155,34 @@ async def delete_video(request: Request[Any, Any, Any], video_id: str) -> Respon
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)
     info.route = "videos"
-    media_services(state).videos.delete(video_id, info.team_id)
+    await media_services(state).videos.delete(video_id, info.team_id)
     return json_response(VideoDeleted(id=video_id))
 
 
 @get("/videos/{video_id:str}/content", summary="Download a finished video")
 async def video_content(
     request: Request[Any, Any, Any], video_id: str, variant: str = "video"
-) -> File:
+) -> Stream:
     state: AppState = request.app.state.switchyard
     info = request_info(request.scope)
     info.route = "videos"
     media = media_services(state)
-    job = media.videos.get(video_id, info.team_id)
+    job = await media.videos.get(video_id, info.team_id)
     info.model = job.model
     if variant != "video":
         raise NotFound(
             f"Video '{shown(video_id)}' has no {shown(variant)} variant.", param="variant"
         )
-    if job.status != "completed" or job.media is None:
+    if job.status != "completed" or job.media_id is None:
         raise InvalidRequest(
             f"Video '{video_id}' is {job.status}; its content is available once completed.",
             code="video_not_ready",
         )
-    stored = media.store.find(job.media.id)
-    if stored is None:
+    stored = await media.store.find(job.owner, job.media_id)
+    response = None if stored is None else await stream_media(media.store, stored, video_id)
+    if response is None:
         raise NotFound(f"The content of video '{shown(video_id)}' has expired.")
-    return File(
-        path=stored.path,
-        media_type=stored.content_type,
-        filename=f"{video_id}{stored.path.suffix}",
-        content_disposition_type="inline",
-    )
+    return response
 
 
 def videos_router(guards: list[Any]) -> Router:

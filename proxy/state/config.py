@@ -1,4 +1,5 @@
-"""The ``state:`` section: where teams, keys, usage, audit and sessions live."""
+"""The ``state:`` section: where teams, keys, usage, audit, sessions, media metadata and
+video jobs live."""
 
 from __future__ import annotations
 

@@ -125,3 +125,69 @@ class SessionInfo(msgspec.Struct):
     updated_at: int
     message_count: int
     object: str = "switchyard.session"
+
+
+class MediaRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A stored file (its bytes are in the media backend under ``storage_key``)."""
+
+    id: str
+    owner: str
+    """The team it was made for."""
+    content_type: str
+    size: int
+    created: float
+    expires: float
+    """Never served after this; the retention sweep deletes it."""
+    storage_key: str
+    """The backend's name for the bytes: ``<id>.<ext>``, built only from a checked id."""
+
+
+JobStatus = Literal["queued", "in_progress", "completed", "failed"]
+ACTIVE_JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "in_progress")
+
+
+class VideoJobRecord(msgspec.Struct, kw_only=True):
+    """A video job as every replica sees it; one replica (``runner_id``) runs it."""
+
+    id: str
+    owner: str
+    """The team of the key that created it."""
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    status: JobStatus = "queued"
+    progress: int = 0
+    created_at: float
+    completed_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    media_id: str | None = None
+    runner_id: str
+    """The process running it (random per process)."""
+    heartbeat_at: float
+    """Refreshed by the runner while the job is queued or in progress."""
+    media_expires: float | None = None
+    """Read only: when its video expires (from the media row), for the wire's ``expires_at``."""
+
+
+class JobProgress(msgspec.Struct, kw_only=True):
+    """What a runner writes while a job runs."""
+
+    status: JobStatus
+    progress: int
+    heartbeat_at: float
+
+
+class JobOutcome(msgspec.Struct, kw_only=True):
+    """How a job ended."""
+
+    status: Literal["completed", "failed"]
+    completed_at: float
+    progress: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    media_id: str | None = None
+    size: str | None = None
+    """Replaces the requested size when given (what the engine produced)."""
+    seconds: str | None = None

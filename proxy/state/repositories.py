@@ -14,12 +14,16 @@ from typing import Any, Protocol
 from proxy.state.records import (
     ApiKey,
     AuditEntry,
+    JobOutcome,
+    JobProgress,
+    MediaRecord,
     SessionInfo,
     Team,
     UsageFilter,
     UsageGrouping,
     UsageRecord,
     UsageTotals,
+    VideoJobRecord,
 )
 
 
@@ -145,3 +149,93 @@ class SessionRepository(Protocol):
     async def get(self, owner: str, session: str) -> SessionInfo | None: ...
 
     async def delete(self, owner: str, session: str) -> bool: ...
+
+
+class MediaRepository(Protocol):
+    """Generated files' metadata; the bytes live in a media backend (``proxy.media``)."""
+
+    async def add(self, media: MediaRecord) -> None: ...
+
+    async def set_size(self, owner: str, media_id: str, size: int) -> None:
+        """The size of a streamed file, once all of it is written."""
+        ...
+
+    async def get(self, owner: str, media_id: str, now: float) -> MediaRecord | None:
+        """The team's file, unless it expired before ``now``."""
+        ...
+
+    async def by_capability(self, media_id: str, now: float) -> MediaRecord | None:
+        """The one lookup without an owner: ``GET /v1/media/{id}`` without a key, where
+        the unguessable id (192 random bits) is itself the credential, as a signed URL
+        is. Every other read asks with the owner."""
+        ...
+
+    async def delete(self, owner: str, media_id: str) -> MediaRecord | None:
+        """Remove the row; the removed row (its key says which bytes to delete)."""
+        ...
+
+    async def expired(self, now: float, limit: int) -> builtins.list[MediaRecord]:
+        """Retention (all owners): rows whose ``expires`` is before ``now``, oldest first."""
+        ...
+
+    async def forget(self, rows: builtins.list[MediaRecord]) -> int:
+        """Retention: delete these rows (by owner and id); how many went."""
+        ...
+
+    async def imported(self, marker: str) -> bool:
+        """Whether the legacy import named ``marker`` happened."""
+        ...
+
+    async def import_once(self, marker: str, rows: builtins.list[MediaRecord]) -> int:
+        """Record ``marker`` and insert ``rows`` (skipping ids that exist) in one
+        transaction, unless ``marker`` was recorded before; the rows inserted."""
+        ...
+
+
+class VideoJobRepository(Protocol):
+    """Video jobs. Writes that a runner makes name the runner: they change nothing once
+    another replica has declared the job's runner lost, or the job was deleted."""
+
+    async def create(self, job: VideoJobRecord) -> None: ...
+
+    async def get(self, owner: str, job_id: str) -> VideoJobRecord | None: ...
+
+    async def list(self, owner: str) -> builtins.list[VideoJobRecord]:
+        """Newest first."""
+        ...
+
+    async def progress(self, owner: str, job_id: str, runner_id: str, update: JobProgress) -> bool:
+        """Status, progress and heartbeat of a job still queued or in progress and run by
+        ``runner_id``; False when it is not (deleted, finished, or taken as lost)."""
+        ...
+
+    async def finish(self, owner: str, job_id: str, runner_id: str, outcome: JobOutcome) -> bool:
+        """End a job still queued or in progress and run by ``runner_id``; False when
+        it is not."""
+        ...
+
+    async def fail_stale(
+        self, owner: str | None, before: float, now: float, code: str, message: str
+    ) -> int:
+        """Mark failed the jobs still queued or in progress whose heartbeat is older than
+        ``before`` (of one team, or of all when ``owner`` is ``None``: the sweep)."""
+        ...
+
+    async def delete(self, owner: str, job_id: str) -> VideoJobRecord | None:
+        """Remove the job; the removed row (its ``media_id`` is deleted by the caller)."""
+        ...
+
+    async def forget_finished(self, before: float) -> int:
+        """Retention (all owners): delete jobs that ended before ``before``."""
+        ...
+
+
+class LeaseRepository(Protocol):
+    """Work one replica does for all of them (the retention sweep)."""
+
+    async def acquire(self, name: str, holder: str, ttl_s: float, now: float) -> bool:
+        """Take (or extend) the lease ``name`` for ``ttl_s`` unless another holder has it
+        unexpired; whether ``holder`` holds it now. Atomic on both engines."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None: ...

@@ -153,3 +153,52 @@ legacy_imports = sa.Table(
     sa.Column("messages", sa.Integer, nullable=False),
 )
 """Which pre-tenancy databases were copied in, so that it happens once."""
+
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("expires", sa.Double, nullable=False),
+    sa.Column("storage_key", sa.String(200), nullable=False),
+    sa.Index("ix_media_owner_id", "owner", "id"),
+    sa.Index("ix_media_expires", "expires"),
+)
+"""Files adapters produced (the bytes live in the media backend under ``storage_key``)."""
+
+video_jobs = sa.Table(
+    "video_jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("seconds", sa.String(32), nullable=False),
+    sa.Column("size", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("completed_at", sa.Double, nullable=True),
+    sa.Column("error_code", sa.String(100), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("media_id", sa.String(64), nullable=True),
+    sa.Column("runner_id", sa.String(64), nullable=False),
+    sa.Column("heartbeat_at", sa.Double, nullable=False),
+    sa.Index("ix_video_jobs_owner_created_at", "owner", "created_at"),
+    sa.Index("ix_video_jobs_status_heartbeat_at", "status", "heartbeat_at"),
+    sa.Index("ix_video_jobs_completed_at", "completed_at"),
+)
+"""Video jobs: run by one replica (``runner_id``, alive while ``heartbeat_at`` is fresh),
+read by any."""
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+"""Work that one replica does for all (the media retention sweep): who holds it, until when."""

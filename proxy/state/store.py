@@ -13,12 +13,17 @@ from proxy.state.migrate import migrate
 from proxy.state.repositories import (
     AuditRepository,
     KeyRepository,
+    LeaseRepository,
+    MediaRepository,
     SessionRepository,
     TeamRepository,
     UsageRepository,
+    VideoJobRepository,
 )
 from proxy.state.sql.audit import SqlAudit
+from proxy.state.sql.jobs import SqlVideoJobs
 from proxy.state.sql.keys import SqlKeys
+from proxy.state.sql.media import SqlLeases, SqlMedia
 from proxy.state.sql.sessions import SqlSessions
 from proxy.state.sql.teams import SqlTeams
 from proxy.state.sql.usage import SqlUsage
@@ -37,6 +42,9 @@ class StateStore:
         self.usage: UsageRepository = SqlUsage(database)
         self.audit: AuditRepository = SqlAudit(database)
         self.sessions: SessionRepository = SqlSessions(database)
+        self.media: MediaRepository = SqlMedia(database)
+        self.video_jobs: VideoJobRepository = SqlVideoJobs(database)
+        self.leases: LeaseRepository = SqlLeases(database)
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query (``/health/ready``)."""

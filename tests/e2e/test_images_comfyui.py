@@ -365,8 +365,9 @@ def test_retention_deletes_media(
         assert url.startswith("https://images.example.com/ai/v1/media/")
         local = server.url + url.removeprefix("https://images.example.com/ai")
         assert httpx.get(local).status_code == 200
-        stored = sorted(p.suffix for p in (tmp_path / "media").iterdir())
-        assert stored == [".owner", ".png"]  # the image and its owning team
+        media_id = url.rsplit("/", 1)[1]
+        stored = sorted(p.name for p in (tmp_path / "media").iterdir())
+        assert stored == [f"{media_id}.png"]  # its owning team is in the state store
         deadline = time.monotonic() + 5
         while list((tmp_path / "media").iterdir()) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -256,6 +256,35 @@ def test_check_config_prints_the_routing_table(
     assert "sk-very-secret" not in out  # secrets are never printed
 
 
+def test_media_section_names_one_backend_and_its_defaults_come_from_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = settings_from_mapping({"server": {"media_retention_s": 60}})
+    assert default.media.store.chosen()[0] == "dir"
+    assert default.media.summary("d", default.server.media_retention_s) == "dir d/media; kept 60 s"
+    assert default.media.stale_after_s == 15.0
+    monkeypatch.setenv("TEST_S3_SECRET", "s3-very-secret")
+    file = tmp_path / "s3.yaml"
+    file.write_text(
+        "media:\n"
+        "  store: {s3: {bucket: b, endpoint_url: 'http://minio:9000', prefix: sy/,"
+        " access_key_id: k, secret_access_key: 'env:TEST_S3_SECRET'}}\n"
+        "  retention_s: 120\n"
+    )
+    assert main(["check-config", str(file)]) == 0
+    out = capsys.readouterr().out
+    assert "media: s3 s3://b/sy/ at http://minio:9000; kept 120 s" in out
+    assert "s3-very-secret" not in out
+    for bad, expected in [
+        ({"store": {"dir": {}, "s3": {"bucket": "b"}}}, "name one backend"),
+        ({"store": {"ftp": {}}}, "ftp"),
+        ({"store": {"s3": {"bucket": "b", "prefix": "../x/"}}}, "prefix"),
+        ({"job_heartbeat_s": 5, "job_stale_after_s": 2}, "longer than"),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            settings_from_mapping({"media": bad})
+
+
 def test_check_config_prints_plugin_sections_that_differ_from_their_defaults(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

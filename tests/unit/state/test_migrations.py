@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from proxy.state import DEFAULT_TEAM_ID, migrate, open_state
+from proxy.state import DEFAULT_TEAM_ID, migrate, migrations, open_state
 from proxy.state.config import StateConfig
 from proxy.state.engine import create_engine, resolve_url
 from proxy.state.schema import metadata
@@ -105,8 +106,16 @@ async def _catalog(url: str, tmp_path: Path) -> dict[str, list[tuple[Any, ...]]]
         await engine.dispose()
 
 
+def _revisions() -> list[str]:
+    """Every shipped revision, oldest first."""
+    scripts = ScriptDirectory(str(Path(migrations.__file__).parent))
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+
+
 async def test_migrate_applies_once(database_url: str, tmp_path: Path) -> None:
-    assert await migrate(database_url) == ["0001"]
+    revisions = _revisions()
+    assert revisions[:2] == ["0001", "0002"]
+    assert await migrate(database_url) == revisions
     assert await migrate(database_url) == []
     engine = create_engine(resolve_url(database_url, data_dir=tmp_path))
     try:
@@ -115,7 +124,7 @@ async def test_migrate_applies_once(database_url: str, tmp_path: Path) -> None:
             differences = await conn.run_sync(_diff)
     finally:
         await engine.dispose()
-    assert version == [("0001",)]
+    assert version == [(revisions[-1],)]
     assert differences == []
 
 
