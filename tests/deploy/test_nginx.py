@@ -43,17 +43,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    media = tmp_path_factory.mktemp("media")  # shared by both replicas, as a volume would be
+    # One data directory (media) and one state database (media metadata) for both
+    # replicas, as a shared volume and a shared database would be.
+    shared = tmp_path_factory.mktemp("shared")
+    state = shared / "switchyard.sqlite3"
     with ExitStack() as stack:
         fake, fake_url = stack.enter_context(running_fake())
         comfy = stack.enter_context(serve_comfyui())
         replicas = []
-        for name in ("a", "b"):
-            state = tmp_path_factory.mktemp(f"state-{name}") / "switchyard.sqlite3"
+        for _ in ("a", "b"):
             config = {
                 "server": {
                     "api_keys": [KEY],
-                    "data_dir": str(media),
+                    "data_dir": str(shared),
                     "trust_forwarded_headers": True,
                     "max_body_mb": GATEWAY_LIMIT_MIB,
                 },
@@ -100,7 +102,7 @@ def test_media_urls_made_through_nginx_carry_its_port(stack: Stack) -> None:
     assert url is not None
     # nginx forwards Host without the port (Host $host); X-Forwarded-Host keeps it.
     assert url.startswith(f"http://127.0.0.1:{stack.nginx.port}/v1/media/"), url
-    for _ in range(2):  # either replica serves it: both mount the media directory
+    for _ in range(2):  # either replica serves it: both share media and its metadata
         response = httpx.get(url, timeout=15)
         assert response.status_code == 200
         assert response.headers["content-type"] == "image/png"
