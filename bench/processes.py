@@ -128,11 +128,13 @@ def start_gateway(
     label: str | None = None,
     master_key: str | None = None,
     state: dict[str, object] | None = None,
+    model_options: str = "",
 ) -> Gateway:
     """``switchyard serve`` on a free port; ``source``: run that checkout's code instead
     of this one's (a baseline revision), named ``label`` in the results. ``master_key``
     and ``state`` (the ``state:`` section's fields) turn tenancy on; each gateway has its
-    own data directory, so their SQLite state stores are their own."""
+    own data directory, so their SQLite state stores are their own. ``model_options``:
+    more YAML lines for the model entry (``    cache: {ttl_s: 3600}``)."""
     port = free_port()
     label = label or transport
     config = workdir / f"switchyard-{label}.yaml"
@@ -152,7 +154,7 @@ def start_gateway(
         "    adapter: openai\n"
         "    model: mock-model\n"
         f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
-        "    api_key: sk-mock\n",
+        "    api_key: sk-mock\n" + model_options,
         encoding="utf-8",
     )
     log = workdir / f"switchyard-{label}.log"

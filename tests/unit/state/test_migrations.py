@@ -106,7 +106,7 @@ async def _catalog(url: str, tmp_path: Path) -> dict[str, list[tuple[Any, ...]]]
 
 
 async def test_migrate_applies_once(database_url: str, tmp_path: Path) -> None:
-    assert await migrate(database_url) == ["0001"]
+    assert await migrate(database_url) == ["0001", "0003"]
     assert await migrate(database_url) == []
     engine = create_engine(resolve_url(database_url, data_dir=tmp_path))
     try:
@@ -115,7 +115,7 @@ async def test_migrate_applies_once(database_url: str, tmp_path: Path) -> None:
             differences = await conn.run_sync(_diff)
     finally:
         await engine.dispose()
-    assert version == [("0001",)]
+    assert version == [("0003",)]
     assert differences == []
 
 
