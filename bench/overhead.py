@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 for t in transports
             ]
         for gw in gateways:
-            check_answers(gw.port, f"gateway ({gw.transport})", gw.key)
+            check_answers(gw.port, f"gateway ({gw.transport})", gw.key, gw.stream_chunks)
         runs = len(modes) * len(levels) * (1 + len(gateways))
         eta = runs * (max(1, round(args.warmup)) + max(1, round(args.duration)) + 0.3)
         print(

@@ -115,6 +115,8 @@ class Gateway:
     """The HTTP client engine (``transport`` is the label, which names the scenario)."""
     key: str = "sk-bench"
     """What wrk sends as the bearer key."""
+    stream_chunks: int = CHUNKS
+    """Content chunks its streamed answer has (a replay from the cache: one)."""
 
 
 def start_gateway(
@@ -210,7 +212,9 @@ def http_request(
         conn.close()
 
 
-def check_answers(port: int, label: str, key: str | None = None) -> None:
+def check_answers(
+    port: int, label: str, key: str | None = None, stream_chunks: int = CHUNKS
+) -> None:
     """Fail loudly unless the target answers both request kinds correctly."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
     status, _, content = http_request(port, "POST", "/v1/chat/completions", body, key)
@@ -227,7 +231,7 @@ def check_answers(port: int, label: str, key: str | None = None) -> None:
         status != 200
         or not headers.get("content-type", "").startswith("text/event-stream")
         or data[-1:] != [b"[DONE]"]
-        or len(content_chunks) != CHUNKS
+        or len(content_chunks) != stream_chunks
     ):
         raise SystemExit(f"{label}: bad stream {status} {headers}: {content[:300]!r}")
 

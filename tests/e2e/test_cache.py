@@ -188,6 +188,18 @@ def test_a_hit_costs_nothing_and_is_recorded_as_cached(
     assert (totals[0]["requests"], totals[0]["cached"]) == (3, 2)
 
 
+def test_a_hit_still_counts_as_a_request_for_the_rpm_limit(
+    gateway: RunningServer, admin: Admin, fake: FakeOpenAI
+) -> None:
+    key = admin.key(admin.team("limited")["id"], rpm_limit=2)["key"]
+    with sdk(gateway, key) as client:
+        assert whole(client, "limited")[1]["x-switchyard-cache"] == "miss"
+        assert whole(client, "limited")[1]["x-switchyard-cache"] == "hit"
+        with pytest.raises(openai.RateLimitError):
+            whole(client, "limited")
+    assert upstream_calls(fake) == 1
+
+
 def test_errors_and_cut_streams_are_not_cached(
     gateway: RunningServer, fake: FakeOpenAI, team_keys: tuple[str, str, str]
 ) -> None:
