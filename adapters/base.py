@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
+from proxy.cache.config import ModelCacheConfig
 from proxy.errors import UnsupportedCapability
 
 if TYPE_CHECKING:
@@ -104,6 +105,9 @@ class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     client traffic. ``null``: health comes from real requests only."""
     price: Price | None = None
     """USD per million input and output tokens; unset: free (local models)."""
+    cache: ModelCacheConfig | None = None
+    """Cache this model's answers per team (``{ttl_s: 3600}``, optionally ``semantic``);
+    unset: never cached."""
 
     @property
     def upstream_model(self) -> str:

@@ -9,7 +9,9 @@ port. The scenarios (``--scenarios``, default all three):
   API before the load, with RPM, TPM and max_parallel limits high enough never to
   trigger (so each is checked and counted); usage rows recorded; wrk uses the key;
 - ``redis``: the same with ``state.redis_url`` (``--redis-url``, default a throwaway
-  ``redis-server`` on a free port, as the tests start one).
+  ``redis-server`` on a free port, as the tests start one);
+- ``cache``: ``plain`` with the response cache on the model, every measured request a
+  hit (bench/cache_scenario.py).
 
 It then drives them with ``wrk`` (bench/wrk/chat.lua) at each concurrency, for
 non-streaming and streaming (20-chunk) chat completions. Every scenario gets a warm-up run first,
@@ -51,6 +53,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cache_scenario import DESCRIPTION as CACHE_DESCRIPTION
+from cache_scenario import print_cache, start_cache_gateway
 from processes import (
     BENCH,
     CHUNKS,
@@ -80,6 +84,7 @@ SCENARIOS = {
     "rpm/tpm/max_parallel limits never reached, usage rows to SQLite",
     "redis": "tenancy (Redis): the same, with state.redis_url (limits, spend, key-change "
     "broadcast in Redis)",
+    "cache": CACHE_DESCRIPTION,
 }
 MASTER_KEY = "sk-bench-master"
 
@@ -321,7 +326,9 @@ def print_targets(rows: list[Row], gateways: list[Gateway], out: list[str]) -> N
 
 def print_tenancy(rows: list[Row], out: list[str]) -> None:
     """Each tenancy scenario against ``plain`` of the same engine, mode and concurrency."""
-    tenancy = [r for r in rows if r.gateway is not None and r.gateway.scenario != "plain"]
+    tenancy = [
+        r for r in rows if r.gateway is not None and r.gateway.scenario in TARGET_TENANCY_RPS_RATIO
+    ]
     if not tenancy:
         return
     out.append("")
@@ -428,6 +435,8 @@ def start_scenario(
     (through the admin API), which the load then uses."""
     if scenario == "plain":
         gw = start_gateway(stack, workdir, transport, mock_port, log_level)
+    elif scenario == "cache":
+        gw = start_cache_gateway(stack, workdir, transport, mock_port, log_level)
     else:
         state: dict[str, object] = {"usage_flush_interval_s": 1.0}
         if scenario == "redis":
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 for t in transports
             ]
         for gw in gateways:
-            check_answers(gw.port, f"gateway ({gw.transport})", gw.key)
+            check_answers(gw.port, f"gateway ({gw.transport})", gw.key, gw.stream_chunks)
         runs = len(modes) * len(levels) * (1 + len(gateways))
         eta = runs * (max(1, round(args.warmup)) + max(1, round(args.duration)) + 0.3)
         print(
@@ -574,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, gateways, out)
     print_targets(rows, gateways, out)
     print_tenancy(rows, out)
+    print_cache(rows, out)
     if args.baseline:
         print_baseline(rows, args.baseline, out)
     print("\n".join(out))

@@ -115,6 +115,8 @@ class Gateway:
     """The HTTP client engine (``transport`` is the label, which names the scenario)."""
     key: str = "sk-bench"
     """What wrk sends as the bearer key."""
+    stream_chunks: int = CHUNKS
+    """Content chunks its streamed answer has (a replay from the cache: one)."""
 
 
 def start_gateway(
@@ -128,11 +130,13 @@ def start_gateway(
     label: str | None = None,
     master_key: str | None = None,
     state: dict[str, object] | None = None,
+    model_options: str = "",
 ) -> Gateway:
     """``switchyard serve`` on a free port; ``source``: run that checkout's code instead
     of this one's (a baseline revision), named ``label`` in the results. ``master_key``
     and ``state`` (the ``state:`` section's fields) turn tenancy on; each gateway has its
-    own data directory, so their SQLite state stores are their own."""
+    own data directory, so their SQLite state stores are their own. ``model_options``:
+    more YAML lines for the model entry (``    cache: {ttl_s: 3600}``)."""
     port = free_port()
     label = label or transport
     config = workdir / f"switchyard-{label}.yaml"
@@ -152,7 +156,7 @@ def start_gateway(
         "    adapter: openai\n"
         "    model: mock-model\n"
         f"    base_url: http://127.0.0.1:{upstream_port}/v1\n"
-        "    api_key: sk-mock\n",
+        "    api_key: sk-mock\n" + model_options,
         encoding="utf-8",
     )
     log = workdir / f"switchyard-{label}.log"
@@ -208,7 +212,9 @@ def http_request(
         conn.close()
 
 
-def check_answers(port: int, label: str, key: str | None = None) -> None:
+def check_answers(
+    port: int, label: str, key: str | None = None, stream_chunks: int = CHUNKS
+) -> None:
     """Fail loudly unless the target answers both request kinds correctly."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
     status, _, content = http_request(port, "POST", "/v1/chat/completions", body, key)
@@ -225,7 +231,7 @@ def check_answers(port: int, label: str, key: str | None = None) -> None:
         status != 200
         or not headers.get("content-type", "").startswith("text/event-stream")
         or data[-1:] != [b"[DONE]"]
-        or len(content_chunks) != CHUNKS
+        or len(content_chunks) != stream_chunks
     ):
         raise SystemExit(f"{label}: bad stream {status} {headers}: {content[:300]!r}")
 

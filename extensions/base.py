@@ -66,6 +66,9 @@ class ChatCall:
     permit: Callable[[str], None] | None = None
     #: The caller's team: the owner of the RAG collections it may read.
     team_id: str = DEFAULT_TEAM_ID
+    #: The response cache bound to this request (``proxy.cache.service.BoundCache``), or
+    #: ``None``: used when no extension runs a tool loop.
+    cache: Any = None
     sources: list[dict[str, Any]] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)

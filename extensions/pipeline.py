@@ -161,12 +161,24 @@ class ExtensionPipeline:
         if executor is not None and executor.streams and call.stream:
             chunks = await executor.execute_stream(call, model_call, stream_call)
             return sse_response(_observed(chunks, call, active), call.response_headers)
+        # The cache answers only where no extension runs a tool loop (whose model calls
+        # and tool results are not one answer); its key names the active extensions.
+        found = None
+        if executor is None and call.cache is not None:
+            body = call.envelope.body
+            found = await call.cache.lookup(call.model, body, sorted(names), call.activation)
+            if found is not None:
+                call.response_headers.update(found.headers)
         if executor is not None:
             response = await executor.execute(call, model_call)
+        elif found is not None and found.content is not None:
+            response = _decode(found.content)
         elif call.stream:
-            return await self._stream(call, active, stats)
+            return await self._stream(call, active, stats, found)
         else:
             response = await model_call(call)
+            if found is not None:
+                await call.cache.store(found, _encode(response))
         reply = _first_message(response)
         for extension in reversed(active):
             await extension.after_response(call, reply)
@@ -202,12 +214,14 @@ class ExtensionPipeline:
         return _decoded(items)
 
     async def _stream(
-        self, call: ChatCall, active: list[Extension], stats: CallStats
+        self, call: ChatCall, active: list[Extension], stats: CallStats, found: Any
     ) -> Response[Any]:
         def start(adapter: Adapter) -> AsyncIterator[Any]:
             return adapter.chat_stream(call.envelope, stats)
 
         items = await self.router.open_stream(call.model, Capability.CHAT, start, stats)
+        if found is not None and found.key:
+            items = call.cache.storing(found, items)
         return sse_response(_observed(items, call, active), call.response_headers)
 
 

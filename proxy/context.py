@@ -83,6 +83,8 @@ class RequestInfo:
     without reporting it (``proxy.tenancy.service``)."""
     admission: Admission | None = None
     """What the request holds (rate reservation, parallel slot) until it ends."""
+    cache: str | None = None
+    """What the response cache did (``hit``, ``miss``, ``bypass``); ``None``: not cached."""
 
     @property
     def key_id(self) -> str | None:
@@ -352,6 +354,8 @@ class RequestContextMiddleware:
         }
         if info.stream:
             extra["events_sent"] = info.events_sent
+        if info.cache is not None:
+            extra["cache"] = info.cache
         if info.ended_by_shutdown:
             extra["outcome"] = "ended_by_shutdown"
         if info.failure is not None:

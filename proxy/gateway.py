@@ -18,6 +18,7 @@ from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import read_activation, refuse_activation
 from extensions.base import ChatCall
 from extensions.pipeline import ExtensionPipeline
+from proxy.cache.service import CACHE_ROUTES, BoundCache, ResponseCache
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
 from proxy.responses import BytesResponse
@@ -72,11 +73,15 @@ class Gateway:
         log_prompts: bool,
         tenancy: Any,
         extensions: ExtensionPipeline | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.router = router
         self.tenancy = tenancy
         self.log_prompts = log_prompts
         self.extensions = extensions
+        self.cache = cache
+        self._cached = cache.models if cache is not None else {}
+        """Cache-enabled models: a model not in it costs one dict lookup."""
 
     async def serve(self, endpoint: Endpoint, request: Request[Any, Any, Any]) -> Response[Any]:
         info = request_info(request.scope)
@@ -105,6 +110,7 @@ class Gateway:
                     admit=admit,
                     permit=lambda name: self.tenancy.permit_extension(info, name),
                     team_id=info.team_id,
+                    cache=BoundCache(self.cache, info) if self.cache is not None else None,
                 )
                 info.stream = call.stream
                 response = await self.extensions.serve(call, stats)
@@ -116,20 +122,38 @@ class Gateway:
         self.router.deployments_of(model)
         info.model = model
 
-        if endpoint.stream_method and getattr(envelope.params, "stream", False):
+        streaming = bool(endpoint.stream_method and getattr(envelope.params, "stream", False))
+
+        async def open_stream() -> AsyncIterator[Any]:
             info.stream = True
-            method = endpoint.stream_method
+            method: str = endpoint.stream_method  # type: ignore[assignment]
 
             def start(adapter: Adapter) -> AsyncIterator[Any]:
                 stream: Callable[..., AsyncIterator[Any]] = getattr(adapter, method)
                 return stream(envelope, stats)
 
-            items = await self.router.open_stream(model, endpoint.capability, start, stats)
-            return sse_response(items)
+            return await self.router.open_stream(model, endpoint.capability, start, stats)
 
         def invoke(adapter: Adapter) -> Awaitable[Any]:
             call: Callable[..., Awaitable[Any]] = getattr(adapter, endpoint.method)
             return stopped_on_disconnect(adapter, request.receive, call(envelope, stats))
 
-        result = await self.router.call(model, endpoint.capability, invoke, stats)
-        return json_response(result)
+        async def call_model() -> Any:
+            return await self.router.call(model, endpoint.capability, invoke, stats)
+
+        if model in self._cached and endpoint.route in CACHE_ROUTES:
+            assert self.cache is not None
+            info.stream = streaming
+            return await self.cache.serve(
+                endpoint.route,
+                info,
+                model,
+                envelope.body,
+                streaming=streaming,
+                include_usage=streaming and bool(envelope.params.wants_usage_chunk),  # type: ignore[attr-defined]
+                call=call_model,
+                open_stream=open_stream,
+            )
+        if streaming:
+            return sse_response(await open_stream())
+        return json_response(await call_model())

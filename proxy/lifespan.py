@@ -16,8 +16,9 @@ from typing import Any
 from adapters.base import Adapter, Resources, registered_adapters
 from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
-from extensions.services import make_context_window, make_token_counter
+from extensions.services import make_context_window, make_embedder, make_token_counter
 from proxy.app_state import AppState
+from proxy.cache.service import open_cache
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -125,7 +126,11 @@ async def build_state(
         http=http,
         router=router,
         gateway=Gateway(
-            router, log_prompts=settings.server.log_prompts, tenancy=tenancy, extensions=pipeline
+            router,
+            log_prompts=settings.server.log_prompts,
+            tenancy=tenancy,
+            extensions=pipeline,
+            cache=open_cache(settings, router, metrics, tenancy.redis, make_embedder),
         ),
         model_cards=model_cards(settings, list(extensions.values())),
         extensions=extensions,

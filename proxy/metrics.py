@@ -137,6 +137,13 @@ class Metrics:
             ["team", "kind"],
             registry=registry,
         )
+        self.cache_requests = Counter(
+            "switchyard_cache_requests",
+            "Requests to cache-enabled models, by model and result (hit, semantic_hit,"
+            " miss, bypass, refresh, error).",
+            ["model", "result"],
+            registry=registry,
+        )
 
         self._series: dict[tuple[str, str], RequestSeries] = {}
         self._teams: dict[str, TeamSeries] = {}

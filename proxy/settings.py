@@ -26,6 +26,7 @@ import msgspec
 import yaml
 
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
+from proxy.cache.config import CacheConfig
 from proxy.media.config import MediaConfig
 from proxy.state.config import StateConfig
 from proxy.tenancy.jwt import AuthConfig
@@ -113,6 +114,8 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     media: MediaConfig = msgspec.field(default_factory=MediaConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    """The response cache's storage (which models are cached: ``models[].cache``)."""
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -279,12 +282,19 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
         for fallback in model.fallbacks:
             if fallback not in names:
                 raise ConfigError(f"models[{index}].fallbacks: unknown model '{fallback}'")
+        semantic = model.cache.semantic if model.cache is not None else None
+        if semantic is not None and semantic.embedding_model not in names:
+            raise ConfigError(
+                f"models[{index}].cache.semantic.embedding_model: unknown model "
+                f"'{semantic.embedding_model}'"
+            )
     return Settings(
         server=file_config.server,
         http=file_config.http,
         state=file_config.state,
         auth=file_config.auth,
         media=file_config.media,
+        cache=file_config.cache,
         defaults=file_config.defaults,
         models=models,
         sections=sections,

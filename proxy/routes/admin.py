@@ -20,6 +20,7 @@ from proxy.gateway import json_response
 from proxy.routes.tenancy import actor_of, admin_service, identity_of, me_handler, tenancy_of
 from proxy.schemas.admin import (
     AuditPage,
+    CacheFlushed,
     KeyCreate,
     KeyList,
     KeyRotate,
@@ -31,6 +32,7 @@ from proxy.schemas.admin import (
     UsageList,
     UsageRequestPage,
     audit_object,
+    cache_stats,
     decode_admin,
     key_object,
     team_object,
@@ -266,6 +268,33 @@ async def audit(request: Req) -> Response[bytes]:
     return json_response(page)
 
 
+def _response_cache(request: Req) -> Any:
+    return request.app.state.switchyard.gateway.cache
+
+
+@get("/cache", summary="The response cache: entries, bytes and hit rate by model")
+async def cache_summary(request: Req) -> Response[bytes]:
+    _query(request, ())
+    cache = _response_cache(request)
+    if cache is None:
+        return json_response(cache_stats(None, {}))
+    return json_response(cache_stats(cache.backend_name, await cache.stats()))
+
+
+@delete(
+    "/cache", summary="Flush the response cache (all, or by model and/or team)", status_code=200
+)
+async def cache_flush(request: Req) -> Response[bytes]:
+    query = _query(request, ("model", "team"))
+    model, team = query.get("model"), query.get("team")
+    for name, value in (("model", model), ("team", team)):
+        if value is not None and not value:
+            raise InvalidRequest(f"{name} must not be empty.", param=name)
+    cache = _response_cache(request)
+    removed = 0 if cache is None else await cache.flush(team=team, model=model)
+    return json_response(CacheFlushed(removed=removed, model=model, team=team))
+
+
 def admin_router(guards: list[Any] | None = None) -> Router:
     """``/v1/switchyard``: ``/me`` for any caller and the admin API under ``/admin``.
 
@@ -287,6 +316,8 @@ def admin_router(guards: list[Any] | None = None) -> Router:
             usage,
             usage_requests,
             audit,
+            cache_summary,
+            cache_flush,
         ],
         guards=[admin_guard],
         tags=["Switchyard admin"],

@@ -199,6 +199,8 @@ class UsageGroup(WireResponse, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    cached: int = 0
+    """Requests answered from the response cache (free)."""
 
 
 class UsageList(WireResponse, kw_only=True):
@@ -224,6 +226,7 @@ class UsageRequest(WireResponse, kw_only=True):
     duration_ms: float
     upstream_ms: float
     ttft_ms: float | None = None
+    cached: bool = False
 
 
 class UsageRequestPage(WireResponse, kw_only=True):
@@ -371,3 +374,66 @@ class Me(WireResponse, kw_only=True):
     usage_this_period: PeriodUsage
     """This key's totals since its budget period began (a month unless the key's or
     team's budget says a day)."""
+
+
+class CacheModelStats(WireResponse, kw_only=True):
+    model: str
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    hit_rate: float
+    """``hits / (hits + misses)``; 0 before any request."""
+
+
+class CacheStats(WireResponse, kw_only=True):
+    """The response cache, in total and by model (counts are since the cache began:
+    this process's, or with Redis every replica's)."""
+
+    object: str = "switchyard.cache"
+    enabled: bool
+    backend: str | None = None
+    entries: int = 0
+    bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    hit_rate: float = 0.0
+    data: list[CacheModelStats] = []
+
+
+class CacheFlushed(WireResponse, kw_only=True):
+    object: str = "switchyard.cache.flushed"
+    removed: int
+    """Live entries removed."""
+    model: str | None = None
+    team: str | None = None
+
+
+def _rate(hits: int, misses: int) -> float:
+    return round(hits / (hits + misses), 4) if hits + misses else 0.0
+
+
+def cache_stats(backend: str | None, by_model: dict[str, Any]) -> CacheStats:
+    """``by_model``: ``proxy.cache.backends.ModelStats`` by model name."""
+    data = [
+        CacheModelStats(
+            model=model,
+            entries=s.entries,
+            bytes=s.bytes,
+            hits=s.hits,
+            misses=s.misses,
+            hit_rate=_rate(s.hits, s.misses),
+        )
+        for model, s in sorted(by_model.items())
+    ]
+    hits, misses = sum(d.hits for d in data), sum(d.misses for d in data)
+    return CacheStats(
+        enabled=backend is not None,
+        backend=backend,
+        entries=sum(d.entries for d in data),
+        bytes=sum(d.bytes for d in data),
+        hits=hits,
+        misses=misses,
+        hit_rate=_rate(hits, misses),
+        data=data,
+    )

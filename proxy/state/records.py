@@ -75,6 +75,8 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     duration_ms: float = 0.0
     upstream_ms: float = 0.0
     ttft_ms: float | None = None
+    cached: bool = False
+    """Answered from the response cache: no upstream call, no cost, no tokens charged."""
 
 
 class UsageFilter(msgspec.Struct, kw_only=True):
@@ -101,6 +103,8 @@ class UsageTotals(msgspec.Struct, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    cached: int = 0
+    """Requests answered from the response cache."""
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):

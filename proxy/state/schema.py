@@ -101,6 +101,7 @@ usage = sa.Table(
     sa.Column("duration_ms", sa.Double, nullable=False),
     sa.Column("upstream_ms", sa.Double, nullable=False),
     sa.Column("ttft_ms", sa.Double, nullable=True),
+    sa.Column("cached", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_usage_team_id_time", "team_id", "time"),
     sa.Index("ix_usage_key_id_time", "key_id", "time"),
     sa.Index("ix_usage_time", "time"),

@@ -322,11 +322,17 @@ class Tenancy:
         if identity is None or info.usage_model is None:
             return
         stats = info.stats
+        cached = info.cache == "hit"
         prompt_tokens, completion_tokens = stats.prompt_tokens, stats.completion_tokens
-        if not (prompt_tokens or completion_tokens) and info.stream and info.events_sent:
+        if (
+            not (prompt_tokens or completion_tokens)
+            and info.stream
+            and info.events_sent
+            and not cached
+        ):
             prompt_tokens, completion_tokens = _estimated_usage(info)
         price = self.prices.get(stats.deployment) or self.prices.get(info.model)
-        cost = price.cost(prompt_tokens, completion_tokens) if price else 0.0
+        cost = price.cost(prompt_tokens, completion_tokens) if price and not cached else 0.0
         admission = info.admission
         if admission is not None:
             if admission.parallel_scope is not None:
@@ -359,6 +365,7 @@ class Tenancy:
                 duration_ms=round(total_s * 1000, 3),
                 upstream_ms=round(stats.upstream_s * 1000, 3),
                 ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
+                cached=cached,
             )
         )
 

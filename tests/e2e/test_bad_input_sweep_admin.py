@@ -132,12 +132,18 @@ def test_bad_rotation_bodies_are_400_and_rotate_nothing(
         ("/v1/switchyard/admin/usage/requests?cursor=%%%", "cursor"),
         ("/v1/switchyard/admin/audit?cursor=bm90LWEtY3Vyc29y", "cursor"),
         ("/v1/switchyard/admin/audit?limit=-1", "limit"),
+        ("/v1/switchyard/admin/cache?model=x", "model"),
+        ("DELETE /v1/switchyard/admin/cache?modle=x", "modle"),
+        ("DELETE /v1/switchyard/admin/cache?model=", "model"),
+        ("DELETE /v1/switchyard/admin/cache?team=", "team"),
+        ("DELETE /v1/switchyard/admin/cache?team=a%00b", "team"),
     ],
 )
 def test_bad_query_parameters_are_400_naming_them(
     admin: tuple[RunningServer, str, str], path: str, param: str
 ) -> None:
-    response = httpx.get(f"{admin[0].url}{path}", headers=AUTH)
+    method, _, path = path.rpartition(" ")
+    response = httpx.request(method or "GET", f"{admin[0].url}{path}", headers=AUTH)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -189,12 +195,36 @@ def test_values_no_database_column_can_hold_are_400_naming_the_field(
     assert response.json()["error"]["param"] == param
 
 
+def test_the_cache_routes_refuse_bodies_and_non_admins(
+    admin: tuple[RunningServer, str, str],
+) -> None:
+    server, team, _ = admin
+    base = f"{server.url}/v1/switchyard/admin/cache"
+    with httpx.Client(timeout=30) as http:
+        for body in [*BODIES, *EXTRA_BODIES][:20]:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            for method in ("GET", "DELETE"):
+                answer = http.request(method, base, headers=AUTH, content=content)
+                assert answer.status_code == 200, answer.text  # the body is not read
+        member = http.post(
+            f"{server.url}/v1/switchyard/admin/keys",
+            headers=AUTH,
+            json={"name": "m", "team_id": team},
+        ).json()["key"]
+        for method in ("GET", "DELETE"):
+            refused = http.request(method, base, headers={"Authorization": f"Bearer {member}"})
+            assert refused.status_code == 403 and _is_error_object(refused), refused.text
+            anonymous = http.request(method, base)
+            assert anonymous.status_code == 401 and _is_error_object(anonymous), anonymous.text
+    assert httpx.get(base, headers=AUTH).json()["enabled"] is False
+
+
 def test_control_characters_in_ids_and_queries_are_4xx(
     admin: tuple[RunningServer, str, str],
 ) -> None:
     base = f"{admin[0].url}/v1/switchyard/admin"
     for path in ("/keys/a%00b", "/teams/a%00b"):
         assert httpx.get(base + path, headers=AUTH).status_code == 404
-    for query in ("usage?team_id=a%00b", "usage/requests?model=a%00b"):
+    for query in ("usage?team_id=a%00b", "usage/requests?model=a%00b", "cache?model=a%00b"):
         answer = httpx.get(f"{base}/{query}", headers=AUTH)
         assert answer.status_code == 400 and _is_error_object(answer), answer.text

@@ -75,6 +75,7 @@ class SqlUsage:
             sa.func.coalesce(sa.func.sum(usage.c.prompt_tokens), 0).label("prompt_tokens"),
             sa.func.coalesce(sa.func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
             sa.func.coalesce(sa.func.sum(usage.c.cost_usd), 0.0).label("cost_usd"),
+            sa.func.coalesce(sa.func.sum(sa.case((usage.c.cached, 1), else_=0)), 0).label("cached"),
         ]
         if group_by is None:
             query = sa.select(*sums).where(*_where(where))
@@ -91,6 +92,7 @@ class SqlUsage:
                 prompt_tokens=int(row["prompt_tokens"]),
                 completion_tokens=int(row["completion_tokens"]),
                 cost_usd=float(row["cost_usd"]),
+                cached=int(row["cached"]),
             )
             for row in rows
         ]

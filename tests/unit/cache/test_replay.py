@@ -1,0 +1,165 @@
+"""Replaying a stored answer as a stream, and assembling one from a stream, checked
+against openai-python's own types."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from openai.types import Completion, CompletionChoice
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from adapters.base import CallStats
+from proxy.cache.replay import Assembler, cacheable, chat_chunks, completion_chunks, replay
+from proxy.schemas.chat import ChatCompletionChunk as OurChunk
+from proxy.schemas.chat import ChunkChoice, Delta
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+ANSWER: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Hello there",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"q": "x"}'},
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+            "logprobs": None,
+        }
+    ],
+    "usage": USAGE,
+}
+
+
+def sse(chunks: list[dict[str, Any]]) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+
+
+def test_chat_replay_is_role_content_tool_calls_finish_then_usage() -> None:
+    chunks = chat_chunks(ANSWER, include_usage=True)
+    parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]
+    assert [c.choices[0].delta.role if c.choices else None for c in parsed] == [
+        "assistant",
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert parsed[1].choices[0].delta.content == "Hello there"
+    call = parsed[2].choices[0].delta.tool_calls[0]  # type: ignore[index]
+    assert (call.index, call.id, call.function.name, call.function.arguments) == (  # type: ignore[union-attr]
+        0,
+        "call_1",
+        "lookup",
+        '{"q": "x"}',
+    )
+    assert [c.choices[0].finish_reason for c in parsed[:4]] == [None, None, None, "tool_calls"]
+    assert parsed[4].choices == [] and parsed[4].usage is not None
+    assert parsed[4].usage.total_tokens == 10
+    assert {c.id for c in parsed} == {"chatcmpl-1"}
+    assert all(c.object == "chat.completion.chunk" for c in parsed)
+    assert len(chat_chunks(ANSWER, include_usage=False)) == 4
+
+
+def test_completion_replay_matches_the_streamed_completion_shape() -> None:
+    answer = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "text": "and so on", "finish_reason": "length", "logprobs": None}],
+        "usage": USAGE,
+    }
+    chunks = completion_chunks(answer, True)
+    # openai-python's Completion allows no null finish_reason, which streams carry before
+    # the last chunk: the SDK builds those without validating. The rest are validated.
+    content = chunks[0]["choices"][0]
+    assert set(content) == set(CompletionChoice.model_fields) and content["finish_reason"] is None
+    parsed = [Completion.model_validate(c) for c in chunks[1:]]
+    assert content["text"] + parsed[0].choices[0].text == "and so on"
+    assert parsed[0].choices[0].finish_reason == "length"
+    assert parsed[1].choices == [] and parsed[1].usage is not None
+    assert parsed[1].usage.total_tokens == 10
+
+
+async def test_a_replayed_stream_assembles_back_into_the_same_answer() -> None:
+    blocks = [block async for block in replay("chat", msgspec.json.encode(ANSWER), True)]
+    assembler = Assembler("chat")
+    assembler.items.extend(blocks)
+    content = assembler.answer(CallStats())
+    assert content is not None
+    rebuilt = ChatCompletion.model_validate_json(content)
+    assert rebuilt.model_dump(exclude_none=True) == ChatCompletion.model_validate(
+        ANSWER
+    ).model_dump(exclude_none=True)
+
+
+def test_an_upstream_stream_split_in_pieces_assembles_into_one_answer() -> None:
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hel"}),
+        chunk({"content": "lo"}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "lookup"}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q"'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': "x"}'}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    assembler = Assembler("chat")
+    # Upstream blocks may hold several events; local adapters yield typed chunks.
+    assembler.items.extend([sse(events[:2]), sse(events[2:5]), sse(events[5:6])])
+    assembler.items.append(
+        OurChunk(
+            id="c",
+            created=1,
+            model="m",
+            choices=[ChunkChoice(index=0, delta=Delta(), finish_reason="tool_calls")],
+        )
+    )
+    stats = CallStats(prompt_tokens=7, completion_tokens=3)
+    content = assembler.answer(stats)
+    assert content is not None
+    answer = ChatCompletion.model_validate_json(content)
+    message = answer.choices[0].message
+    assert message.content == "Hello" and answer.choices[0].finish_reason == "tool_calls"
+    assert message.tool_calls is not None
+    function = message.tool_calls[0].function  # type: ignore[union-attr]
+    assert (function.name, function.arguments) == ("lookup", '{"q": "x"}')
+    assert answer.usage is not None and answer.usage.total_tokens == 10  # from the stats
+
+
+def test_incomplete_or_failed_answers_are_not_cached() -> None:
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    cut = Assembler("chat")
+    cut.items.append(sse([{**head, "choices": [{"index": 0, "delta": {"content": "Hi"}}]}]))
+    assert cut.answer(CallStats()) is None  # no finish reason: the stream was cut
+    filtered = Assembler("chat")
+    filtered.items.append(
+        sse([{**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}])
+    )
+    assert filtered.answer(CallStats()) is None
+    errored = Assembler("chat")
+    errored.items.append(sse([{"error": {"message": "boom"}}]))
+    assert errored.answer(CallStats()) is None
+    assert cacheable(msgspec.json.encode(ANSWER))
+    unfinished = {**ANSWER, "choices": [{**ANSWER["choices"][0], "finish_reason": None}]}
+    assert not cacheable(msgspec.json.encode(unfinished))
+    assert cacheable(b'{"object": "list", "data": [{"embedding": [0.5]}]}')
+    assert not cacheable(b'{"error": {"message": "x"}}')
+    assert not cacheable(b"not json")
