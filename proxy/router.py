@@ -23,12 +23,13 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adapters.base import Adapter, CallStats, Capability
 from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability, shown
 from proxy.health import DeploymentHealth, config_secrets, is_upstream_failure
 from proxy.metrics import Metrics
+from proxy.telemetry import span
 
 log = logging.getLogger("switchyard.router")
 
@@ -109,7 +110,8 @@ class Router:
         )
         return healthy + failing
 
-    def _attempts(self, model: str, capability: Capability) -> Iterator[Deployment]:
+    def _attempts(self, model: str, capability: Capability) -> Iterator[tuple[str, Deployment]]:
+        """(model name, deployment) to try in turn: the model's, then its fallbacks'."""
         deployments = self.deployments_of(model)
         if not any(capability in d.adapter.capabilities for d in deployments):
             adapter = deployments[0].adapter
@@ -119,7 +121,8 @@ class Router:
             )
         now = time.monotonic()
         for name in (model, *self.fallbacks.get(model, ())):
-            yield from self._ordered(name, capability, now)
+            for deployment in self._ordered(name, capability, now):
+                yield name, deployment
 
     def _blocked(self, model: str) -> RateLimited:
         now = time.monotonic()
@@ -169,12 +172,13 @@ class Router:
     ) -> T:
         """Run ``invoke`` on the best deployment, moving on while failures are retryable."""
         last: SwitchyardError | None = None
-        for deployment in self._attempts(model, capability):
+        for name, deployment in self._attempts(model, capability):
             stats.attempts += 1
             stats.deployment = deployment.label
             deployment.in_flight += 1
             try:
-                result = await invoke(deployment.adapter)
+                with _attempt_span(name, model, deployment, stats):
+                    result = await invoke(deployment.adapter)
             except SwitchyardError as error:
                 self._failed(deployment, error)
                 if not error.retryable:
@@ -203,13 +207,14 @@ class Router:
         deployment is tried. The returned iterator yields the first item again.
         """
         last: SwitchyardError | None = None
-        for deployment in self._attempts(model, capability):
+        for name, deployment in self._attempts(model, capability):
             stats.attempts += 1
             stats.deployment = deployment.label
             stream = start(deployment.adapter)
             deployment.in_flight += 1
             try:
-                first = await anext(stream)
+                with _attempt_span(name, model, deployment, stats):
+                    first = await anext(stream)
             except StopAsyncIteration:
                 self._succeeded(deployment)
                 return self._tracked(deployment, None, stream)
@@ -295,6 +300,17 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._probes.clear()
+
+
+def _attempt_span(name: str, model: str, deployment: Deployment, stats: CallStats) -> Any:
+    """The span of one routing attempt (a stream's lasts until its first item)."""
+    return span(
+        "routing.attempt",
+        deployment=deployment.label,
+        model=name,
+        attempt=stats.attempts,
+        fallback=name != model,
+    )
 
 
 async def _close(stream: AsyncIterator[object]) -> None:

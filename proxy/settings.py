@@ -4,7 +4,8 @@ Unknown keys are errors that name their path. Strings of the form ``env:NAME`` a
 replaced by that environment variable, so secrets never live in the file. Each model
 entry is validated by its adapter's own ``Config`` Struct, found by adapter name.
 
-The core owns only ``server``, ``http``, ``defaults`` and ``models``. Every other
+The core owns only ``server``, ``http``, ``state``, ``auth``, ``telemetry``, ``defaults``
+and ``models``. Every other
 top-level section belongs to a plugin (an extension or an adapter) that declares it in
 the ``switchyard.config`` entry-point group as ``section = "module:Struct"``; the core
 validates it with that Struct and hands it back through ``Settings.section``, never
@@ -27,6 +28,7 @@ import yaml
 
 from adapters.base import Adapter, DeploymentConfig, registered_adapters
 from proxy.state.config import StateConfig
+from proxy.telemetry.config import TelemetryConfig
 from proxy.tenancy.jwt import AuthConfig
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
@@ -109,6 +111,8 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    """OpenTelemetry tracing (off unless ``otlp_endpoint`` is set)."""
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -280,6 +284,7 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
         http=file_config.http,
         state=file_config.state,
         auth=file_config.auth,
+        telemetry=file_config.telemetry,
         defaults=file_config.defaults,
         models=models,
         sections=sections,
