@@ -61,6 +61,7 @@ async def build_router(
     )
     router.start_probes()
     stack.push_async_callback(router.aclose)
+    metrics.local_models.source = lambda: (m for a in adapters for m in a.local_models())
     return router
 
 
