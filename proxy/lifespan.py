@@ -18,6 +18,7 @@ from extensions.base import Extension, ExtensionServices
 from extensions.pipeline import ExtensionPipeline
 from extensions.services import make_context_window, make_token_counter
 from proxy.app_state import AppState
+from proxy.cooldowns import share_cooldowns
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -104,6 +105,8 @@ async def build_state(
         settings, store, router, metrics, stack, jwt=jwt_verifier(settings, http)
     )
     tenancy.count_tokens = count_tokens
+    if settings.state.redis_url is not None and tenancy.redis is not None:
+        await share_cooldowns(router, settings.state.redis_url, tenancy.redis, stack)
     services = ExtensionServices(
         settings=settings,
         router=router,

@@ -8,7 +8,8 @@ next deployment; an upstream 4xx is the client's problem and is returned at once
 
 A deployment that failed is cooled down for ``cooldown_s``; cooled deployments are
 tried only after healthy ones. An upstream's ``Retry-After`` is binding: such a
-deployment is not tried at all until the time has passed.
+deployment is not tried at all until the time has passed. With Redis, replicas share
+their cooldowns (``proxy.cooldowns``); the router itself only ever reads memory.
 
 Each deployment keeps its recent health (``proxy.health``): the outcome of every call,
 and of an active probe every ``health_probe_interval_s`` where one is configured. A
@@ -79,6 +80,8 @@ class Router:
             if any(d.adapter.config.required for d in found)
         )
         self._probes: list[asyncio.Task[None]] = []
+        self.shared: Any = None
+        """``proxy.cooldowns.SharedCooldowns`` when replicas share cooldowns (Redis)."""
 
     def deployments_of(self, model: str) -> list[Deployment]:
         found = self.deployments.get(model)
@@ -132,11 +135,13 @@ class Router:
             retry_after_s=min(waits) if waits else self.cooldown_s,
         )
 
-    @staticmethod
-    def _succeeded(deployment: Deployment) -> None:
+    def _succeeded(self, deployment: Deployment) -> None:
         """The deployment answered: its cooldown (binding or not) is over."""
-        deployment.binding = False
-        deployment.cooldown_until = 0.0
+        if deployment.cooldown_until:
+            deployment.binding = False
+            deployment.cooldown_until = 0.0
+            if self.shared is not None:
+                self.shared.recovered(deployment)
         deployment.health.succeeded()
 
     def _record_failure(self, deployment: Deployment, error: Exception) -> None:
@@ -156,6 +161,8 @@ class Router:
             seconds, deployment.binding = self.cooldown_s, False
         deployment.cooldown_until = time.monotonic() + seconds
         self.metrics.cooldown(deployment.label)
+        if self.shared is not None:
+            self.shared.cooled(deployment, seconds)
         log.warning(
             "deployment %s failed (%s); cooling down for %.1fs",
             deployment.label,
