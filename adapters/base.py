@@ -155,6 +155,18 @@ class Resources:
             self.upstream = HttpxTransport(self.http)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    """A model an adapter runs in this process, for the local-model gauges."""
+
+    name: str
+    loaded: bool
+    memory_bytes: int
+    """Memory it holds (or would hold) when loaded, estimated."""
+    queue_depth: int
+    """Requests waiting for their turn on it."""
+
+
 class Adapter:
     """Base class for adapters; subclasses override the methods of their capabilities."""
 
@@ -195,6 +207,11 @@ class Adapter:
     def readiness(self) -> tuple[bool, str]:
         """Whether this deployment can serve, and why not."""
         return True, "ok"
+
+    def local_models(self) -> list[LocalModel]:
+        """The models this deployment runs in this process (read at each ``/metrics``
+        scrape); a remote adapter runs none."""
+        return []
 
     async def probe(self) -> None:
         """Check actively that the backend answers; raise from ``proxy.errors`` when it

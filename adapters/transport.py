@@ -9,9 +9,12 @@ its cost is the gateway's overhead. Two implementations sit behind one interface
   more than the rest of the gateway — so the hot path skips it.
 - ``HttpxTransport`` (``http.transport: httpx``) uses the shared ``httpx.AsyncClient``.
 
-Both raise the gateway's typed errors for transport failures (``UpstreamUnavailable``,
-``UpstreamTimeout``); HTTP statuses are returned for the caller to map. Everything
-that is not the hot path (forms, audio, ComfyUI, tools) uses the shared httpx client.
+Each request carries the client request's ``x-request-id`` (and, when tracing, its
+``traceparent``) and is an ``upstream`` span; for a stream the span ends with the
+response head. Both raise the gateway's typed errors for transport failures
+(``UpstreamUnavailable``, ``UpstreamTimeout``); HTTP statuses are returned for the caller
+to map. Everything that is not the hot path (forms, audio, ComfyUI, tools) uses the shared
+httpx client.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import aiohttp
 import httpx
 
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.telemetry import span, upstream_headers
 
 log = logging.getLogger("switchyard.transport")
 
@@ -158,19 +162,27 @@ class AiohttpTransport:
     async def post(
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts, model: str
     ) -> tuple[int, Mapping[str, str], bytes]:
-        with _aiohttp_errors(model):
+        with span("upstream", model=model) as traced, _aiohttp_errors(model):
             async with self.session.post(
-                url, data=content, headers=headers, timeout=self._timeout(timeouts)
+                url,
+                data=content,
+                headers=upstream_headers(headers),
+                timeout=self._timeout(timeouts),
             ) as response:
+                traced.set("http.response.status_code", response.status)
                 return response.status, response.headers, await response.read()
 
     async def stream(
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts, model: str
     ) -> StreamingReply:
-        with _aiohttp_errors(model):
+        with span("upstream", model=model, stream=True) as traced, _aiohttp_errors(model):
             response = await self.session.post(
-                url, data=content, headers=headers, timeout=self._timeout(timeouts)
+                url,
+                data=content,
+                headers=upstream_headers(headers),
+                timeout=self._timeout(timeouts),
             )
+            traced.set("http.response.status_code", response.status)
         return _AiohttpReply(response, model)
 
     async def aclose(self) -> None:
@@ -257,22 +269,28 @@ class HttpxTransport:
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts
     ) -> httpx.Request:
         return self.client.build_request(
-            "POST", url, content=content, headers=headers, timeout=timeouts.for_httpx()
+            "POST",
+            url,
+            content=content,
+            headers=upstream_headers(headers),
+            timeout=timeouts.for_httpx(),
         )
 
     async def post(
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts, model: str
     ) -> tuple[int, Mapping[str, str], bytes]:
-        with mapped_transport_errors(model):
+        with span("upstream", model=model) as traced, mapped_transport_errors(model):
             response = await self.client.send(self._request(url, content, headers, timeouts))
+            traced.set("http.response.status_code", response.status_code)
             return response.status_code, response.headers, await response.aread()
 
     async def stream(
         self, url: str, content: bytes, headers: Mapping[str, str], timeouts: Timeouts, model: str
     ) -> StreamingReply:
-        request = self._request(url, content, headers, timeouts)
-        with mapped_transport_errors(model):
+        with span("upstream", model=model, stream=True) as traced, mapped_transport_errors(model):
+            request = self._request(url, content, headers, timeouts)
             response = await self.client.send(request, stream=True)
+            traced.set("http.response.status_code", response.status_code)
         return _HttpxReply(response, model)
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import UNSET
 from proxy.streaming import sse_response
+from proxy.telemetry import span
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -148,7 +149,8 @@ class ExtensionPipeline:
             await call.admit(call.model, names)
         self.router.deployments_of(call.model)
         for extension in active:
-            await extension.before_request(call)
+            with span("extension.before_request", extension=extension.name):
+                await extension.before_request(call)
         call.envelope.update(model=call.model)
         executor = next((e for e in active if e.executes), None)
 
@@ -181,7 +183,8 @@ class ExtensionPipeline:
                 await call.cache.store(found, _encode(response))
         reply = _first_message(response)
         for extension in reversed(active):
-            await extension.after_response(call, reply)
+            with span("extension.after_response", extension=extension.name):
+                await extension.after_response(call, reply)
         if call.stream:
             include_usage = call.envelope.params.wants_usage_chunk
             return sse_response(_iterate(chunks_of(response, include_usage)), call.response_headers)

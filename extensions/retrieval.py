@@ -24,6 +24,7 @@ from extensions.rag.store import RagStore
 from extensions.services import make_embedder
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
+from proxy.telemetry import span
 
 _HEADER_LIMIT = 4000
 _INSTRUCTION = (
@@ -120,7 +121,8 @@ class RagExtension(Extension):
             return
         config = self.config
         assert self.store is not None  # validate() refused the request otherwise
-        hits = await self.store.search(call.team_id, call.activation.rag, query, config.top_k)
+        with span("rag.retrieval", collections=len(call.activation.rag), top_k=config.top_k):
+            hits = await self.store.search(call.team_id, call.activation.rag, query, config.top_k)
         budget = config.context_tokens
         blocks: list[str] = []
         for hit in hits:

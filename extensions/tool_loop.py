@@ -32,6 +32,7 @@ from extensions.tools import ToolContext, call_tool, load_tools
 from extensions.tools.config import ToolsConfig
 from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
+from proxy.telemetry import span
 
 log = logging.getLogger("switchyard.tools")
 
@@ -85,13 +86,15 @@ class ToolsExtension(Extension):
             team_id=call.team_id,
         )
         started = time.perf_counter()
-        try:
-            result = await call_tool(self.tools, name, function.get("arguments"), context)
-        except Exception:
-            log.exception("tool %s failed", name)
-            result = "error: the tool failed unexpectedly"
+        with span("tool.call", tool=name) as traced:
+            try:
+                result = await call_tool(self.tools, name, function.get("arguments"), context)
+            except Exception:
+                log.exception("tool %s failed", name)
+                result = "error: the tool failed unexpectedly"
+            outcome = "error" if result.startswith("error:") else "ok"
+            traced.set("outcome", outcome)
         elapsed = time.perf_counter() - started
-        outcome = "error" if result.startswith("error:") else "ok"
         self.services.metrics.tool_call(name, outcome, elapsed)
         log.info(
             "tool call",

@@ -83,9 +83,12 @@ def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[by
     )
 
 
-def create_app(settings: Settings) -> Any:
+def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
+    """The app; ``span_exporter`` (an OpenTelemetry ``SpanExporter``, for tests) turns
+    tracing on and receives every span as it ends, next to any ``otlp_endpoint``."""
     metrics = Metrics()
     drain = Drain()
+    tracing = _tracing(settings, span_exporter)
     # Every /v1 route's caller is identified by RequestContextMiddleware (or refused
     # with 401) before the app runs; routes that need more have guards of their own.
     guards: list[Any] = []
@@ -101,6 +104,8 @@ def create_app(settings: Settings) -> Any:
         async with AsyncExitStack() as stack:
             app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
             app.state.switchyard.drain = drain
+            if tracing is not None:
+                stack.push_async_callback(tracing.aclose)
             context.tenancy = app.state.switchyard.tenancy
             yield
             context.tenancy = None
@@ -132,8 +137,18 @@ def create_app(settings: Settings) -> Any:
         log_prompts=settings.server.log_prompts,
         drain=drain,
         request_read_timeout_s=settings.server.request_read_timeout_s,
+        tracing=tracing,
     )
     return context
+
+
+def _tracing(settings: Settings, exporter: Any) -> Any:
+    """The app's ``Tracing``, or None; the OpenTelemetry SDK is imported only when on."""
+    if settings.telemetry.otlp_endpoint is None and exporter is None:
+        return None
+    from proxy.telemetry.tracing import Tracing
+
+    return Tracing.create(settings.telemetry, exporter)
 
 
 async def identify_caller(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:

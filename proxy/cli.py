@@ -41,12 +41,23 @@ def _state_summary(settings: Settings) -> str:
     return f"{shown}; limits counted {counters}"
 
 
+def _telemetry_summary(settings: Settings) -> str:
+    telemetry = settings.telemetry
+    if telemetry.traces_url is None:
+        return "tracing off"
+    return (
+        f"traces to {telemetry.traces_url} as {telemetry.service_name}, "
+        f"sampling {telemetry.sample_ratio:g}"
+    )
+
+
 def _routing_table(settings: Settings) -> str:
     lines = [f"config: {settings.source}", f"listen: {settings.server.host}:{settings.server.port}"]
     lines.append(f"auth: {_auth_summary(settings)}")
     lines.append(f"state: {_state_summary(settings)}")
     server = settings.server
     lines.append(f"media: {settings.media.summary(server.data_dir, server.media_retention_s)}")
+    lines.append(f"telemetry: {_telemetry_summary(settings)}")
     if settings.defaults:
         lines.append("built-in models: kept (a file entry of the same name replaces one)")
     if not settings.models:

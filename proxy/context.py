@@ -5,6 +5,9 @@ the request, adds ``x-request-id`` and ``x-switchyard-overhead-ms`` to the respo
 head, and when the response is finished (or the client went away) records metrics
 and writes the access-log line. It is plain ASGI because it runs on every request.
 
+The request is bound as ``proxy.telemetry``'s current one, for log lines and upstream
+headers; with tracing on, its server span is opened here too.
+
 It also registers each request with the shutdown ``Drain`` (``proxy.drain``), and holds
 the request body to ``server.request_read_timeout_s``: uvicorn has no body timeout, so
 ``receive`` is wrapped with a deadline until the body is complete (one ``asyncio``
@@ -33,6 +36,7 @@ from proxy.errors import RequestTimeout, ServerShuttingDown, SwitchyardError, en
 from proxy.keys import key_id, presented_key
 from proxy.metrics import Metrics
 from proxy.state.records import DEFAULT_TEAM_ID
+from proxy.telemetry import bind, unbind
 from proxy.tenancy.outage import is_outage, outage_error
 
 if TYPE_CHECKING:
@@ -85,6 +89,9 @@ class RequestInfo:
     """What the request holds (rate reservation, parallel slot) until it ends."""
     cache: str | None = None
     """What the response cache did (``hit``, ``miss``, ``bypass``); ``None``: not cached."""
+    tracing: Any = None
+    """The app's ``proxy.telemetry.tracing.Tracing`` when tracing is on: spans opened
+    while serving this request (``proxy.telemetry.span``) are recorded by it."""
 
     @property
     def key_id(self) -> str | None:
@@ -171,8 +178,10 @@ class RequestContextMiddleware:
         log_prompts: bool,
         drain: Drain | None = None,
         request_read_timeout_s: float | None = None,
+        tracing: Any = None,
     ) -> None:
         self.app = app
+        self.tracing = tracing
         self.metrics = metrics
         self.log_prompts = log_prompts
         self.drain = drain or Drain()
@@ -187,8 +196,13 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         given = raw_header(scope["headers"], b"x-request-id")
         request_id = given.decode("latin-1")[:128] if given else _new_request_id()
-        info = RequestInfo(request_id=request_id, started=started, headers=scope["headers"])
+        tracing = self.tracing
+        info = RequestInfo(
+            request_id=request_id, started=started, headers=scope["headers"], tracing=tracing
+        )
         scope[SCOPE_KEY] = info
+        bound = bind(info)
+        span = None if tracing is None else tracing.start_request(scope["method"], info.headers)
         status = 500
         overhead = 0.0
         first_body_at: float | None = None
@@ -246,8 +260,11 @@ class RequestContextMiddleware:
             if aborted or (not complete and client_gone(receive)):
                 status = CLIENT_CLOSED
             status, total, ttft = self._record(scope, info, status, overhead, first_body_at)
+            if span is not None:
+                tracing.finish_request(span, info, scope["method"], status)
             if info.usage_model is not None and self.tenancy is not None:
                 await self._account(info, status, total, ttft)
+            unbind(bound)
 
     async def _identify(
         self, scope: dict[str, Any], info: RequestInfo

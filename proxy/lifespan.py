@@ -19,6 +19,7 @@ from extensions.pipeline import ExtensionPipeline
 from extensions.services import make_context_window, make_embedder, make_token_counter
 from proxy.app_state import AppState
 from proxy.cache.service import open_cache
+from proxy.cooldowns import share_cooldowns
 from proxy.gateway import Gateway
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.media import MediaServices
@@ -62,6 +63,7 @@ async def build_router(
     )
     router.start_probes()
     stack.push_async_callback(router.aclose)
+    metrics.local_models.source = lambda: (m for a in adapters for m in a.local_models())
     return router
 
 
@@ -104,6 +106,8 @@ async def build_state(
         settings, store, router, metrics, stack, jwt=jwt_verifier(settings, http)
     )
     tenancy.count_tokens = count_tokens
+    if settings.state.redis_url is not None and tenancy.redis is not None:
+        await share_cooldowns(router, settings.state.redis_url, tenancy.redis, stack)
     services = ExtensionServices(
         settings=settings,
         router=router,

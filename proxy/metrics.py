@@ -7,10 +7,22 @@ so clients cannot blow up the label space.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.base import LocalModel
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -21,8 +33,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        # process_cpu_seconds_total, process_resident_memory_bytes, open fds, start time.
-        ProcessCollector(registry=registry)
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, fds
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.local_models = LocalModelsCollector()
+        registry.register(self.local_models)
         self.ready = Gauge(
             "switchyard_ready",
             "1 when this process answers /health/ready with 200, else 0 (set at each scrape).",
@@ -189,6 +204,44 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class LocalModelsCollector:
+    """Gauges of the models held in this process, read from the adapters at scrape time
+    (``Adapter.local_models``): nothing is updated on the request path."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[LocalModel]] = tuple
+        """Set by the lifespan once the adapters exist."""
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "switchyard_local_models_loaded", "Local models loaded in memory now."
+            ),
+            GaugeMetricFamily(
+                "switchyard_local_model_memory_bytes",
+                "Estimated memory of a local model while loaded (0 when not loaded).",
+                labels=["model"],
+            ),
+            GaugeMetricFamily(
+                "switchyard_local_model_queue_depth",
+                "Requests waiting for their turn on a local model.",
+                labels=["model"],
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        loaded, memory, queue = self._families()
+        models = {m.name: m for m in self.source()}  # deployments may share a model
+        loaded.add_metric([], sum(m.loaded for m in models.values()))
+        for name, model in models.items():
+            memory.add_metric([name], model.memory_bytes if model.loaded else 0)
+            queue.add_metric([name], model.queue_depth)
+        return iter((loaded, memory, queue))
 
 
 class RequestSeries:

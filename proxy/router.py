@@ -8,7 +8,8 @@ next deployment; an upstream 4xx is the client's problem and is returned at once
 
 A deployment that failed is cooled down for ``cooldown_s``; cooled deployments are
 tried only after healthy ones. An upstream's ``Retry-After`` is binding: such a
-deployment is not tried at all until the time has passed.
+deployment is not tried at all until the time has passed. With Redis, replicas share
+their cooldowns (``proxy.cooldowns``); the router itself only ever reads memory.
 
 Each deployment keeps its recent health (``proxy.health``): the outcome of every call,
 and of an active probe every ``health_probe_interval_s`` where one is configured. A
@@ -23,12 +24,13 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adapters.base import Adapter, CallStats, Capability
 from proxy.errors import ModelNotFound, RateLimited, SwitchyardError, UnsupportedCapability, shown
 from proxy.health import DeploymentHealth, config_secrets, is_upstream_failure
 from proxy.metrics import Metrics
+from proxy.telemetry import span
 
 log = logging.getLogger("switchyard.router")
 
@@ -78,6 +80,8 @@ class Router:
             if any(d.adapter.config.required for d in found)
         )
         self._probes: list[asyncio.Task[None]] = []
+        self.shared: Any = None
+        """``proxy.cooldowns.SharedCooldowns`` when replicas share cooldowns (Redis)."""
 
     def deployments_of(self, model: str) -> list[Deployment]:
         found = self.deployments.get(model)
@@ -109,7 +113,8 @@ class Router:
         )
         return healthy + failing
 
-    def _attempts(self, model: str, capability: Capability) -> Iterator[Deployment]:
+    def _attempts(self, model: str, capability: Capability) -> Iterator[tuple[str, Deployment]]:
+        """(model name, deployment) to try in turn: the model's, then its fallbacks'."""
         deployments = self.deployments_of(model)
         if not any(capability in d.adapter.capabilities for d in deployments):
             adapter = deployments[0].adapter
@@ -119,7 +124,8 @@ class Router:
             )
         now = time.monotonic()
         for name in (model, *self.fallbacks.get(model, ())):
-            yield from self._ordered(name, capability, now)
+            for deployment in self._ordered(name, capability, now):
+                yield name, deployment
 
     def _blocked(self, model: str) -> RateLimited:
         now = time.monotonic()
@@ -129,11 +135,13 @@ class Router:
             retry_after_s=min(waits) if waits else self.cooldown_s,
         )
 
-    @staticmethod
-    def _succeeded(deployment: Deployment) -> None:
+    def _succeeded(self, deployment: Deployment) -> None:
         """The deployment answered: its cooldown (binding or not) is over."""
-        deployment.binding = False
-        deployment.cooldown_until = 0.0
+        if deployment.cooldown_until:
+            deployment.binding = False
+            deployment.cooldown_until = 0.0
+            if self.shared is not None:
+                self.shared.recovered(deployment)
         deployment.health.succeeded()
 
     def _record_failure(self, deployment: Deployment, error: Exception) -> None:
@@ -153,6 +161,8 @@ class Router:
             seconds, deployment.binding = self.cooldown_s, False
         deployment.cooldown_until = time.monotonic() + seconds
         self.metrics.cooldown(deployment.label)
+        if self.shared is not None:
+            self.shared.cooled(deployment, seconds)
         log.warning(
             "deployment %s failed (%s); cooling down for %.1fs",
             deployment.label,
@@ -169,12 +179,13 @@ class Router:
     ) -> T:
         """Run ``invoke`` on the best deployment, moving on while failures are retryable."""
         last: SwitchyardError | None = None
-        for deployment in self._attempts(model, capability):
+        for name, deployment in self._attempts(model, capability):
             stats.attempts += 1
             stats.deployment = deployment.label
             deployment.in_flight += 1
             try:
-                result = await invoke(deployment.adapter)
+                with _attempt_span(name, model, deployment, stats):
+                    result = await invoke(deployment.adapter)
             except SwitchyardError as error:
                 self._failed(deployment, error)
                 if not error.retryable:
@@ -203,13 +214,14 @@ class Router:
         deployment is tried. The returned iterator yields the first item again.
         """
         last: SwitchyardError | None = None
-        for deployment in self._attempts(model, capability):
+        for name, deployment in self._attempts(model, capability):
             stats.attempts += 1
             stats.deployment = deployment.label
             stream = start(deployment.adapter)
             deployment.in_flight += 1
             try:
-                first = await anext(stream)
+                with _attempt_span(name, model, deployment, stats):
+                    first = await anext(stream)
             except StopAsyncIteration:
                 self._succeeded(deployment)
                 return self._tracked(deployment, None, stream)
@@ -295,6 +307,17 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._probes.clear()
+
+
+def _attempt_span(name: str, model: str, deployment: Deployment, stats: CallStats) -> Any:
+    """The span of one routing attempt (a stream's lasts until its first item)."""
+    return span(
+        "routing.attempt",
+        deployment=deployment.label,
+        model=name,
+        attempt=stats.attempts,
+        fallback=name != model,
+    )
 
 
 async def _close(stream: AsyncIterator[object]) -> None:

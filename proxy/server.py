@@ -249,6 +249,7 @@ def build_server(
         http=protocol_for(settings),
         limit_concurrency=settings.server.limit_concurrency,
         access_log=False,
+        log_config=None,  # uvicorn's loggers go through the JSON handler (proxy.logs)
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=_ENDING_GRACE_S,

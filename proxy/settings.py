@@ -4,11 +4,11 @@ Unknown keys are errors that name their path. Strings of the form ``env:NAME`` a
 replaced by that environment variable, so secrets never live in the file. Each model
 entry is validated by its adapter's own ``Config`` Struct, found by adapter name.
 
-The core owns only ``server``, ``http``, ``state``, ``auth``, ``media``, ``defaults`` and
-``models``. Every other top-level section belongs to a plugin (an extension or an
-adapter) that declares it in the ``switchyard.config`` entry-point group as
-``section = "module:Struct"``; the core validates it with that Struct and hands it back
-through ``Settings.section``, never knowing what it means.
+The core owns only ``server``, ``http``, ``state``, ``auth``, ``media``, ``cache``,
+``telemetry``, ``defaults`` and ``models``. Every other top-level section belongs to a
+plugin (an extension or an adapter) that declares it in the ``switchyard.config``
+entry-point group as ``section = "module:Struct"``; the core validates it with that
+Struct and hands it back through ``Settings.section``, never knowing what it means.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from adapters.base import Adapter, DeploymentConfig, registered_adapters
 from proxy.cache.config import CacheConfig
 from proxy.media.config import MediaConfig
 from proxy.state.config import StateConfig
+from proxy.telemetry.config import TelemetryConfig
 from proxy.tenancy.jwt import AuthConfig
 
 CONFIG_ENV = "SWITCHYARD_CONFIG"
@@ -116,6 +117,8 @@ class _CoreSections(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media: MediaConfig = msgspec.field(default_factory=MediaConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     """The response cache's storage (which models are cached: ``models[].cache``)."""
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    """OpenTelemetry tracing (off unless ``otlp_endpoint`` is set)."""
     defaults: bool = True
     """Keep the built-in models (``DEFAULT_MODELS``) next to the file's own; a file entry
     with the same name replaces the built-in one. ``false``: only the file's models."""
@@ -295,6 +298,7 @@ def _settings(raw: Any, source: str, base_dir: Path) -> Settings:
         auth=file_config.auth,
         media=file_config.media,
         cache=file_config.cache,
+        telemetry=file_config.telemetry,
         defaults=file_config.defaults,
         models=models,
         sections=sections,

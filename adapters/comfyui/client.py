@@ -32,6 +32,7 @@ from adapters.comfyui.health import ServerHealth
 from adapters.transport import mapped_transport_errors
 from proxy.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.media.store import MediaStore, StoredMedia
+from proxy.telemetry import span, upstream_headers
 
 log = logging.getLogger("switchyard.comfyui")
 
@@ -68,12 +69,17 @@ class ComfyClient:
     # -- plain HTTP -------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        request = self.http.build_request(
-            method, self.base + path, headers=self.headers, timeout=self.timeout, **kw
-        )
         try:
-            with mapped_transport_errors(self.model):
+            with span("upstream", model=self.model) as traced, mapped_transport_errors(self.model):
+                request = self.http.build_request(
+                    method,
+                    self.base + path,
+                    headers=upstream_headers(self.headers),
+                    timeout=self.timeout,
+                    **kw,
+                )
                 response = await self.http.send(request)
+                traced.set("http.response.status_code", response.status_code)
                 await response.aread()
         except UpstreamError as error:
             self.health.failed(f"ComfyUI at {self.base} is not answering: {error.message}")
@@ -226,6 +232,7 @@ class ComfyClient:
         try:
             return await self._session.ws_connect(
                 url,
+                headers=upstream_headers({}),
                 timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 max_msg_size=64 * 1024 * 1024,
             )
@@ -265,7 +272,11 @@ class ComfyClient:
     def _view(self, ref: OutputFile) -> httpx.Request:
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         return self.http.build_request(
-            "GET", self.base + "/view", params=params, headers=self.headers, timeout=self.timeout
+            "GET",
+            self.base + "/view",
+            params=params,
+            headers=upstream_headers(self.headers),
+            timeout=self.timeout,
         )
 
     @contextlib.asynccontextmanager

@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, Resources
+from adapters.base import (
+    Adapter,
+    CallStats,
+    Capability,
+    DeploymentConfig,
+    LocalModel,
+    Resources,
+)
 from adapters.llamacpp import chat as chat_api
 from adapters.llamacpp import completions as completions_api
 from adapters.llamacpp import embeddings as embeddings_api
@@ -107,6 +114,17 @@ class LlamaCppAdapter(Adapter):
         if self.file_error is not None:
             return False, self.file_error
         return self.slot.readiness()
+
+    def local_models(self) -> list[LocalModel]:
+        slot = self.slot
+        return [
+            LocalModel(
+                name=self.config.name,
+                loaded=slot.llm is not None,
+                memory_bytes=slot.size_bytes,
+                queue_depth=slot.queue.waiting,
+            )
+        ]
 
     def check_file(self) -> None:
         if self.file_error is not None:

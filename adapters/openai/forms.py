@@ -24,6 +24,7 @@ from adapters.base import CallStats
 from adapters.openai.upstream import error_from_response
 from adapters.transport import Timeouts, mapped_transport_errors
 from proxy.media.uploads import FormEnvelope, Upload
+from proxy.telemetry import span, upstream_headers
 
 _READ_SIZE = 1024 * 1024
 
@@ -85,13 +86,18 @@ async def post_form(
     sent_headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     sent_headers["content-type"] = f"multipart/form-data; boundary={boundary}"
     sent_headers["content-length"] = str(length)
-    request = http.build_request(
-        "POST", url, content=body, headers=sent_headers, timeout=timeouts.for_httpx()
-    )
     started = time.perf_counter()
     try:
-        with mapped_transport_errors(model):
+        with span("upstream", model=model) as traced, mapped_transport_errors(model):
+            request = http.build_request(
+                "POST",
+                url,
+                content=body,
+                headers=upstream_headers(sent_headers),
+                timeout=timeouts.for_httpx(),
+            )
             response = await http.send(request)
+            traced.set("http.response.status_code", response.status_code)
             content = await response.aread()
     finally:
         stats.upstream_s += time.perf_counter() - started

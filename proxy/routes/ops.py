@@ -15,6 +15,7 @@ from typing import Any
 from litestar import Request, Response, Router, get
 
 from proxy.app_state import AppState
+from proxy.context import request_info
 from proxy.errors import AuthenticationFailed, PermissionDenied
 from proxy.gateway import json_response
 from proxy.keys import presented_key
@@ -52,8 +53,14 @@ async def _access(request: Request[Any, Any, Any], state: AppState) -> Access:
     return Access.DETAILS if state.settings.server.public_health_details else Access.STATUS_ONLY
 
 
+def _probe_route(request: Request[Any, Any, Any], route: str) -> None:
+    """Count a health probe under its own route label, apart from the API's routes."""
+    request_info(request.scope).route = route
+
+
 @get("/health", summary="Liveness", include_in_schema=True)
-async def health() -> Response[bytes]:
+async def health(request: Request[Any, Any, Any]) -> Response[bytes]:
+    _probe_route(request, "health")
     return json_response({"status": "ok"})
 
 
@@ -63,6 +70,7 @@ def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
 
     @get("/health/ready", summary="Readiness: whether this process can serve")
     async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _probe_route(request, "health_ready")
         state = _state(request)
         if state is None:
             return json_response(Readiness(status="not_ready"), status_code=503)
@@ -80,6 +88,7 @@ def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
 
     @get("/health/deployments", summary="Health of every deployment")
     async def deployments(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _probe_route(request, "health_deployments")
         state = _state(request)
         if state is None:
             return json_response(Readiness(status="not_ready"), status_code=503)
@@ -95,6 +104,7 @@ def ops_handlers(guard: Any, *, protect_metrics: bool) -> list[Any]:
 
     @get("/metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _probe_route(request, "metrics")
         state: AppState = request.app.state.switchyard
         report = readiness(
             state.router, draining=state.draining, unreachable=await state.tenancy.unreachable()

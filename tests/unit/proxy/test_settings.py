@@ -388,3 +388,26 @@ def test_check_config_shows_auth_and_state_without_secrets(
     assert "auth: master key, 1 static api key(s), virtual keys" in out
     assert "state: postgresql+asyncpg://u:***@db.internal/sy; limits counted redis" in out
     assert "secret" not in out
+
+
+def test_telemetry_is_off_by_default_and_typed() -> None:
+    assert settings_from_mapping({}).telemetry.otlp_endpoint is None
+    telemetry = settings_from_mapping(
+        {"telemetry": {"otlp_endpoint": "http://collector:4318", "sample_ratio": 0.25}}
+    ).telemetry
+    assert telemetry.traces_url == "http://collector:4318/v1/traces"
+    assert (telemetry.service_name, telemetry.sample_ratio) == ("switchyard", 0.25)
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "expected"),
+    [
+        ({"otlp_endpoint": "collector:4318"}, "otlp_endpoint must be an http:// or https:// URL"),
+        ({"sample_ratio": 1.5}, "Expected `float` <= 1.0 - at `$.telemetry.sample_ratio`"),
+        ({"endpoint": "http://x"}, "Object contains unknown field `endpoint` - at `$.telemetry`"),
+    ],
+)
+def test_bad_telemetry_settings_are_refused(telemetry: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"telemetry": telemetry})
+    assert expected.replace("$.", "") in str(caught.value)
