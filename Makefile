@@ -25,8 +25,11 @@ setup: system-deps $(STAMP)
 
 # Debian packages used by tests and benchmarks, installed only when missing (command:package).
 # PostgreSQL's binaries live in /usr/lib/postgresql/<version>/bin, off PATH: looked for there too.
-# The tests start their own throwaway PostgreSQL and Redis (tests/support/services.py).
-SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg initdb:postgresql redis-server:redis-server
+# The tests start their own throwaway PostgreSQL and Redis (tests/support/services.py), and
+# their own nginx in front of two replicas (tests/support/replicas.py): the service Debian's
+# package starts on port 80 is stopped and disabled right after installing it.
+SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg initdb:postgresql redis-server:redis-server \
+                nginx:nginx
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 \
@@ -35,6 +38,8 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  case "$$missing" in *nginx*) $$SUDO service nginx stop >/dev/null 2>&1; \
+	    $$SUDO update-rc.d nginx disable >/dev/null 2>&1; true;; esac; \
 	fi
 
 run: setup
