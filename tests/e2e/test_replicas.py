@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -23,10 +22,19 @@ import pytest
 
 from tests.conftest import fresh_database, fresh_redis_db
 from tests.support.fake_openai import Recorded
+from tests.support.replica_clients import (
+    LoadClient,
+    calls_for,
+    reply_to,
+    sent_for,
+    session_turn,
+    stored_history,
+    turn_pairs,
+    wait_for,
+)
 from tests.support.replicas import (
     CHAT_MODEL,
     PRICE,
-    SLOW_CHAT_MODEL,
     SLOW_CHAT_UPSTREAM,
     Cluster,
     start_replicas,
@@ -36,6 +44,9 @@ from tests.support.tenancy import Admin, ask, me, ok, refused_within, sdk
 
 STEP_SECONDS: dict[str, float] = {}
 FIGURES: dict[str, Any] = {}
+OVERLAY: dict[str, Any] = {}
+"""Laid over both replicas' config (``start_replicas(overlay=...)``): where a step added
+later puts the sections it needs (a model's ``cache``, ``media.store``, ...)."""
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,7 @@ def cluster(
     with (
         fresh_database(postgres_url) as database,
         fresh_redis_db(redis_url, _redis_dbs) as redis,
-        start_replicas(workdir, database=database, redis_url=redis) as running,
+        start_replicas(workdir, database=database, redis_url=redis, overlay=OVERLAY) as running,
     ):
         FIGURES["cluster start (s)"] = round(running.started_in_s, 2)
         yield running
@@ -94,61 +105,6 @@ def _hex() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def _reply_to(text: str) -> str:
-    """What the fake upstream answers to a last user message ``text``."""
-    return f"Hello! You said: {text}"
-
-
-def _calls_for(cluster: Cluster, text: str) -> list[Recorded]:
-    """Every chat request that reached the model with ``text`` as its last message."""
-    found = []
-    for record in cluster.upstream.received("/v1/chat/completions"):
-        messages = (record.body or {}).get("messages") or []
-        if messages and messages[-1].get("content") == text:
-            found.append(record)
-    return found
-
-
-def _sent_for(cluster: Cluster, text: str) -> list[list[dict[str, Any]]]:
-    """The messages of every chat request that reached the model with ``text`` last."""
-    return [record.body["messages"] for record in _calls_for(cluster, text)]
-
-
-def _turn(
-    client: openai.OpenAI, session: str, text: str, *, stream: bool, model: str = CHAT_MODEL
-) -> tuple[str, httpx.Headers]:
-    """One session turn; the reply text and the response headers."""
-    headers = {"X-Switchyard-Session": session}
-    messages: Any = [{"role": "user", "content": text}]
-    raw = client.chat.completions.with_raw_response.create(
-        model=model, messages=messages, stream=stream, extra_headers=headers
-    )
-    if not stream:
-        return raw.parse().choices[0].message.content or "", raw.headers
-    parts = [c.choices[0].delta.content or "" for c in raw.parse() if c.choices]
-    return "".join(parts), raw.headers
-
-
-def _stored(target: Addressable, key: str, session: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{target.url}/v1/switchyard/sessions/{session}",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=15,
-    )
-    return ok(response)["messages"]  # type: ignore[no-any-return]
-
-
-def _pairs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """A stored history as (user text, answer text) turns; each user message must be
-    followed by its answer."""
-    assert len(messages) % 2 == 0, messages
-    turns = []
-    for user, answer in zip(messages[::2], messages[1::2], strict=True):
-        assert (user["role"], answer["role"]) == ("user", "assistant"), (user, answer)
-        turns.append((user["content"], answer["content"]))
-    return turns
-
-
 # ------------------------------------------------------------------------------ sessions
 
 
@@ -163,24 +119,24 @@ def test_a_session_alternating_replicas_keeps_its_whole_history(
     served = []
     for (target, stream), text in zip(route, texts, strict=True):
         with sdk(target, user_key) as client:
-            reply, headers = _turn(client, session, text, stream=stream)
-        assert reply == _reply_to(text)
+            reply, headers = session_turn(client, session, text, stream=stream)
+        assert reply == reply_to(text)
         served.append(headers)
 
     calls = []
     for n, text in enumerate(texts):
-        (call,) = _calls_for(cluster, text)  # what the model saw at this turn
+        (call,) = calls_for(cluster, text)  # what the model saw at this turn
         calls.append(cluster.called_by(call))
         expected: list[tuple[str, str]] = []
         for earlier in texts[:n]:
-            expected += [("user", earlier), ("assistant", _reply_to(earlier))]
+            expected += [("user", earlier), ("assistant", reply_to(earlier))]
         sent = call.body["messages"]
         assert [(m["role"], m["content"]) for m in sent] == [*expected, ("user", text)]
     assert calls == ["a", "b", "a", "b", cluster.served_by(served[-1])]
 
-    whole = [(t, _reply_to(t)) for t in texts]
+    whole = [(t, reply_to(t)) for t in texts]
     for replica in cluster.replicas:
-        assert _pairs(_stored(replica, user_key, session)) == whole
+        assert turn_pairs(stored_history(replica, user_key, session)) == whole
 
 
 # ----------------------------------------------------------------------------------- rag
@@ -223,9 +179,10 @@ def test_a_rag_collection_made_on_a_is_searched_on_b(cluster: Cluster, user_key:
                 messages=[{"role": "user", "content": question}],
                 extra_headers={"X-Switchyard-RAG": name},
             )
-        assert reply.choices[0].message.content == _reply_to(question)
-        (sent,) = _sent_for(cluster, question)
-        assert sent[0]["role"] == "system"
+        assert reply.choices[0].message.content == reply_to(question)
+        (call,) = calls_for(cluster, question)
+        sent = call.body["messages"]
+        assert cluster.called_by(call) == "b" and sent[0]["role"] == "system"
         assert all(d["text"] in sent[0]["content"] for d in DOCS)  # retrieved on B
 
         deleted = on_b.post(f"/collections/{name}/documents/delete", json={"ids": ["bread"]})
@@ -244,7 +201,7 @@ def test_a_key_made_on_a_works_on_b_and_its_revocation_on_a_reaches_b_within_a_s
         team = admin.team(f"keys-{_hex()}")
         key = admin.key(team["id"])
     with sdk(cluster.b, key["key"]) as on_b:
-        assert ask(on_b, model=CHAT_MODEL).choices[0].message.content == _reply_to("hi")
+        assert ask(on_b, model=CHAT_MODEL).choices[0].message.content == reply_to("hi")
         assert me(cluster.b, key["key"])["key"]["id"] == key["id"]
         with Admin(cluster.a) as admin:
             admin.revoke(key["id"])
@@ -365,69 +322,6 @@ def test_usage_totals_equal_the_sum_of_what_both_replicas_served(cluster: Cluste
 # --------------------------------------------------------------------------------- kill -9
 
 
-@dataclass
-class Ack:
-    text: str
-    began: float
-    """When its successful attempt began (``time.time()``)."""
-    served_by: str
-
-
-@dataclass
-class LoadClient:
-    """One client taking turns on its own session through nginx, retrying a turn until
-    it is acknowledged (a 200 read whole): what a client of a fleet does."""
-
-    cluster: Cluster
-    session: str
-    stream: bool
-    acknowledged: list[Ack] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    """The turn of each failed (and retried) attempt."""
-    wrong: list[str] = field(default_factory=list)
-    """Answers that were not the reply to the turn, or 4xx: never acceptable."""
-
-    def run(self, key: str, stop: threading.Event) -> None:
-        with sdk(self.cluster.lb, key) as client:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                self._until_acknowledged(client, f"{self.session} turn {n}")
-
-    def _until_acknowledged(self, client: openai.OpenAI, text: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            began = time.time()
-            try:
-                reply, headers = _turn(
-                    client, self.session, text, stream=self.stream, model=SLOW_CHAT_MODEL
-                )
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500:
-                    self.wrong.append(f"{text}: {exc.status_code} {exc.message}")
-                    return
-                self.failed.append(text)
-            except (openai.APIConnectionError, httpx.HTTPError):
-                self.failed.append(text)
-            else:
-                if reply != _reply_to(text):
-                    self.wrong.append(f"{text}: answered {reply!r}")
-                    return
-                self.acknowledged.append(Ack(text, began, self.cluster.served_by(headers)))
-                return
-            time.sleep(0.05)
-        self.wrong.append(f"{text}: not acknowledged in 30 s")
-
-
-def _wait_for(predicate: Any, what: str, timeout_s: float = 30.0) -> Any:
-    """Poll ``predicate`` until it returns something true; that value."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-    return value
-
-
 def test_kill_9_under_load_loses_no_acknowledged_session_turn(
     cluster: Cluster, user_key: str
 ) -> None:
@@ -452,12 +346,12 @@ def test_kill_9_under_load_loses_no_acknowledged_session_turn(
         return all(len(c.acknowledged) >= n for c, n in zip(clients, counts, strict=True))
 
     try:
-        _wait_for(lambda: each_acknowledged([3] * len(clients)), "turns before the kill")
-        caught = _wait_for(in_flight_on_a, "a model call in flight on A")
+        wait_for(lambda: each_acknowledged([3] * len(clients)), "turns before the kill")
+        caught = wait_for(in_flight_on_a, "a model call in flight on A")
         killed_at = time.time()
         cluster.a.kill()
         after = [len(c.acknowledged) + 3 for c in clients]
-        _wait_for(lambda: each_acknowledged(after), "turns after the kill")
+        wait_for(lambda: each_acknowledged(after), "turns after the kill")
     finally:
         stop.set()
         for thread in threads:
@@ -481,21 +375,21 @@ def test_kill_9_under_load_loses_no_acknowledged_session_turn(
 
     histories = {}
     for client in clients:
-        histories[client.session] = _stored(cluster.b, user_key, client.session)
-        stored = [user for user, _ in _pairs(histories[client.session])]
+        histories[client.session] = stored_history(cluster.b, user_key, client.session)
+        stored = [user for user, _ in turn_pairs(histories[client.session])]
         acknowledged = [a.text for a in client.acknowledged]
         assert [t for t in acknowledged if t not in stored] == []  # no acknowledged turn lost
         positions = [stored.index(t) for t in acknowledged]
         assert positions == sorted(positions)
         for n, text in enumerate(acknowledged):
-            for sent in _sent_for(cluster, text):  # every attempt saw every earlier turn
+            for sent in sent_for(cluster, text):  # every attempt saw every earlier turn
                 users = [m["content"] for m in sent if m["role"] == "user"]
                 assert [t for t in acknowledged[:n] if t not in users] == [], text
-    stored_caught = [u for u, _ in _pairs(histories[owner.session]) if u == caught_text]
+    stored_caught = [u for u, _ in turn_pairs(histories[owner.session]) if u == caught_text]
     assert stored_caught == [caught_text]  # the killed attempt stored nothing
 
     began = time.monotonic()
     cluster.a.start()  # for the steps added after this one
     FIGURES["kill -9: restart of A (s)"] = round(time.monotonic() - began, 2)
     for client in clients:
-        assert _stored(cluster.a, user_key, client.session) == histories[client.session]
+        assert stored_history(cluster.a, user_key, client.session) == histories[client.session]
