@@ -333,7 +333,8 @@ def test_kill_9_under_load_loses_no_acknowledged_session_turn(
         thread.start()
 
     def in_flight_on_a() -> Recorded | None:
-        """A model call of A's that began under 0.1 s ago: it waits SLOW_CHAT_DELAY_S."""
+        """A model call of A's that began under 0.1 s ago: the model answers it only
+        SLOW_CHAT_DELAY_S (1 s) after it began, so A dies waiting for it."""
         now = time.monotonic()
         for record in cluster.upstream.received(model=SLOW_CHAT_UPSTREAM):
             recent = now - record.received_at < 0.1

@@ -62,7 +62,7 @@ SLOW_CHAT_MODEL = "chat-slow"
 """The same chat model, answered ``SLOW_CHAT_DELAY_S`` late: requests stay in flight long
 enough for a ``kill -9`` to catch some."""
 SLOW_CHAT_UPSTREAM = "upstream-chat-slow"
-SLOW_CHAT_DELAY_S = 0.5
+SLOW_CHAT_DELAY_S = 1.0
 REPLICA_UPSTREAM_HEADER = "x-test-replica"
 """Header each replica adds to its calls to the fake upstream: its name (``a``, ``b``)."""
 EMBED_MODEL = "embed"
