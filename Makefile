@@ -43,7 +43,9 @@ $(HELM):
 # Debian packages used by tests and benchmarks, installed only when missing (command:package).
 # PostgreSQL's binaries live in /usr/lib/postgresql/<version>/bin, off PATH: looked for there too.
 # The tests start their own throwaway PostgreSQL and Redis (tests/support/services.py), and
-# their own nginx (tests/deploy); promtool checks the shipped alert rules.
+# their own nginx (tests/deploy, and in front of two replicas in tests/support/replicas.py;
+# the services Debian starts for nginx and prometheus are stopped and disabled at once);
+# promtool checks the shipped alert rules.
 SYSTEM_TOOLS := wrk:wrk espeak-ng:espeak-ng ffmpeg:ffmpeg initdb:postgresql redis-server:redis-server \
                 promtool:prometheus nginx:nginx npm:npm
 system-deps:
@@ -54,6 +56,9 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  for service in nginx prometheus; do case "$$missing" in *$$service*) \
+	    $$SUDO service $$service stop >/dev/null 2>&1; \
+	    $$SUDO update-rc.d $$service disable >/dev/null 2>&1; true;; esac; done; \
 	fi
 
 run: setup

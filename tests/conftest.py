@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import cycle
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -56,9 +57,10 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + path, parts.query, ""))
 
 
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A database of this test's own, ``postgresql://postgres@127.0.0.1:PORT/<db>``."""
+@contextmanager
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new database on the server at ``postgres_url`` for the block, dropped afterwards;
+    for fixtures wider than a test (``fresh_postgres_url`` is the per-test one)."""
     import asyncpg
 
     name = f"t_{uuid.uuid4().hex[:16]}"
@@ -78,6 +80,13 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
         run_in_own_loop(lambda: execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of this test's own, ``postgresql://postgres@127.0.0.1:PORT/<db>``."""
+    with fresh_database(postgres_url) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def redis_url(test_services: TestServices) -> str:
     """``redis://127.0.0.1:PORT``: the session's server (db 0)."""
@@ -89,12 +98,13 @@ def _redis_dbs() -> Iterator[int]:
     return cycle(range(1, REDIS_DATABASES))
 
 
-@pytest.fixture
-def fresh_redis_url(redis_url: str, _redis_dbs: Iterator[int]) -> Iterator[str]:
-    """``redis://127.0.0.1:PORT/<db>``: a logical db (never 0) flushed before and after."""
+@contextmanager
+def fresh_redis_db(redis_url: str, dbs: Iterator[int]) -> Iterator[str]:
+    """The next logical db of ``dbs`` (``_redis_dbs``), flushed before and after the block;
+    for fixtures wider than a test (``fresh_redis_url`` is the per-test one)."""
     import redis.asyncio as aioredis
 
-    url = _with_path(redis_url, str(next(_redis_dbs)))
+    url = _with_path(redis_url, str(next(dbs)))
 
     async def flush() -> None:
         client = aioredis.Redis.from_url(url)
@@ -108,6 +118,13 @@ def fresh_redis_url(redis_url: str, _redis_dbs: Iterator[int]) -> Iterator[str]:
         yield url
     finally:
         run_in_own_loop(flush)
+
+
+@pytest.fixture
+def fresh_redis_url(redis_url: str, _redis_dbs: Iterator[int]) -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/<db>``: a logical db (never 0) flushed before and after."""
+    with fresh_redis_db(redis_url, _redis_dbs) as url:
+        yield url
 
 
 @pytest.fixture

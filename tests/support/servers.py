@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
@@ -58,6 +58,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Addressable(Protocol):
+    """Anything a client can be pointed at: a server in this process, a subprocess, a
+    load balancer."""
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``, no trailing slash."""
+        ...
 
 
 class RunningServer:
@@ -164,13 +174,18 @@ class ServedProcess:
 
 @contextmanager
 def serve_process(
-    config: dict[str, Any], workdir: Path, *, startup_timeout_s: float = 60.0
+    config: dict[str, Any],
+    workdir: Path,
+    *,
+    startup_timeout_s: float = 60.0,
+    port: int | None = None,
 ) -> Iterator[ServedProcess]:
     """``switchyard serve`` in a subprocess, running this checkout's code, with ``config``
-    (its ``server.port`` is set to a free port) and its output in ``workdir``; killed when
-    the block ends unless the test stopped it. For what needs a real process: signals,
-    ``kill -9``."""
-    port = free_port()
+    (its ``server.port`` is set to ``port``, else a free one) and its output in
+    ``workdir``; killed when the block ends unless the test stopped it. For what needs a
+    real process: signals, ``kill -9``. A given ``port`` lets a restarted process keep
+    the address a load balancer knows it by."""
+    port = port or free_port()
     config = {**config, "server": {**(config.get("server") or {}), "port": port}}
     config_path = workdir / "switchyard.yaml"
     config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML

@@ -210,7 +210,7 @@ class Service:
             return ""
 
 
-def _wait_ready(service: Service, ready: Callable[[], bool]) -> None:
+def wait_ready(service: Service, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not ready():
         if service.process.poll() is not None:
@@ -225,7 +225,9 @@ def _wait_ready(service: Service, ready: Callable[[], bool]) -> None:
         time.sleep(0.02)
 
 
-def _spawn(argv: list[str], account: RunAs, cwd: str, log_path: str) -> subprocess.Popen[bytes]:
+def spawn_logged(
+    argv: list[str], account: RunAs, cwd: str, log_path: str
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     with open(log_path, "ab") as log:
         if account.uid is not None:
@@ -254,7 +256,7 @@ def start_postgres() -> Service:
     data = os.path.join(directory, "data")
     log_path = os.path.join(directory, "server.log")
     init_log = os.path.join(directory, "initdb.log")
-    init = _spawn(
+    init = spawn_logged(
         [
             initdb,
             "-D",
@@ -291,10 +293,10 @@ def start_postgres() -> Service:
         ]  # fmt: skip
         service = Service(
             "postgres", f"postgresql://postgres@127.0.0.1:{port}",
-            _spawn(argv, account, directory, log_path), directory, log_path,
+            spawn_logged(argv, account, directory, log_path), directory, log_path,
         )  # fmt: skip
         try:
-            _wait_ready(service, functools.partial(_postmaster_ready, pid_file))
+            wait_ready(service, functools.partial(_postmaster_ready, pid_file))
         except ServiceUnavailableError as exc:
             last_error = exc
             service.process.kill()
@@ -340,11 +342,11 @@ def start_redis() -> Service:
             "--daemonize", "no", "--loglevel", "warning",
         ]  # fmt: skip
         service = Service(
-            "redis", f"redis://127.0.0.1:{port}", _spawn(argv, RunAs(), directory, log_path),
+            "redis", f"redis://127.0.0.1:{port}", spawn_logged(argv, RunAs(), directory, log_path),
             directory, log_path, stop_signal=signal.SIGTERM,
         )  # fmt: skip
         try:
-            _wait_ready(service, functools.partial(_redis_pongs, port))
+            wait_ready(service, functools.partial(_redis_pongs, port))
         except ServiceUnavailableError as exc:
             last_error = exc
             service.process.kill()

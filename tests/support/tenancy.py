@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 
-from tests.support.servers import RunningServer
+from tests.support.servers import Addressable
 
 MASTER_KEY = "sk-master-for-tenancy-tests"
 UPSTREAM_KEY = "sk-upstream-secret"
@@ -49,7 +49,7 @@ def tenancy_config(
     }
 
 
-def sdk(gateway: RunningServer, key: str, **options: Any) -> openai.OpenAI:
+def sdk(gateway: Addressable, key: str, **options: Any) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=15, **options
     )
@@ -63,7 +63,7 @@ def ok(response: httpx.Response) -> Any:
 class Admin:
     """The admin API (``/v1/switchyard/admin``) with some admin credential."""
 
-    def __init__(self, gateway: RunningServer, key: str = MASTER_KEY) -> None:
+    def __init__(self, gateway: Addressable, key: str = MASTER_KEY) -> None:
         self.http = httpx.Client(
             base_url=f"{gateway.url}/v1/switchyard/admin",
             headers={"Authorization": f"Bearer {key}"},
@@ -97,7 +97,7 @@ class Admin:
         return self.http.get("/audit")
 
 
-def me(gateway: RunningServer, key: str) -> dict[str, Any]:
+def me(gateway: Addressable, key: str) -> dict[str, Any]:
     response = httpx.get(
         f"{gateway.url}/v1/switchyard/me", headers={"Authorization": f"Bearer {key}"}, timeout=15
     )
