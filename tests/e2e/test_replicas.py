@@ -33,14 +33,20 @@ from tests.support.replica_clients import (
     wait_for,
 )
 from tests.support.replicas import (
+    CACHED_CHAT_MODEL,
     CHAT_MODEL,
+    IMAGE_MODEL,
+    JOB_STALE_AFTER_S,
     PRICE,
     SLOW_CHAT_UPSTREAM,
+    VIDEO_MODEL,
     Cluster,
     start_replicas,
 )
 from tests.support.servers import Addressable
 from tests.support.tenancy import Admin, ask, me, ok, refused_within, sdk
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks Sora APIs
 
 STEP_SECONDS: dict[str, float] = {}
 FIGURES: dict[str, Any] = {}
@@ -319,10 +325,75 @@ def test_usage_totals_equal_the_sum_of_what_both_replicas_served(cluster: Cluste
     assert sorted(r["request_id"] for r in page["data"]) == sorted(request_ids)
 
 
+# ------------------------------------------------------------------------- media, videos
+
+
+def _on(replica: Addressable, url: str) -> str:
+    """``url`` (a media link handed out by one replica) addressed to ``replica``."""
+    path = httpx.URL(url).raw_path.decode()
+    return f"{replica.url}{path}"
+
+
+def _video_until(client: openai.OpenAI, video_id: str, statuses: set[str]) -> Any:
+    deadline = time.monotonic() + 30
+    while True:
+        video = client.videos.retrieve(video_id)
+        if video.status in statuses or time.monotonic() > deadline:
+            return video
+        time.sleep(0.05)
+
+
+def test_media_made_on_a_is_served_by_b(cluster: Cluster, user_key: str) -> None:
+    with sdk(cluster.a, user_key) as on_a:
+        url = on_a.images.generate(model=IMAGE_MODEL, prompt="a fox", size="16x16").data[0].url
+    assert url is not None
+    from_a = httpx.get(_on(cluster.a, url), timeout=15)
+    from_b = httpx.get(_on(cluster.b, url), timeout=15)
+    assert from_a.status_code == 200 and from_b.status_code == 200
+    assert from_b.headers["content-type"] == "image/png"
+    assert from_b.content == from_a.content and from_b.content.startswith(b"\x89PNG")
+    with Admin(cluster.a) as admin:  # another team's key is told the file does not exist
+        other = admin.key(admin.team(f"other-{_hex()}")["id"])["key"]
+    refused = httpx.get(_on(cluster.b, url), headers={"Authorization": f"Bearer {other}"})
+    assert refused.status_code == 404
+
+
+def test_a_video_job_started_on_a_is_polled_to_completion_and_downloaded_on_b(
+    cluster: Cluster, user_key: str
+) -> None:
+    with sdk(cluster.a, user_key) as on_a, sdk(cluster.b, user_key) as on_b:
+        video = on_a.videos.create(model=VIDEO_MODEL, prompt="tide", size="32x32", seconds="1")
+        done = _video_until(on_b, video.id, {"completed", "failed"})
+        assert done.status == "completed", done
+        assert done.progress == 100
+        content = on_b.videos.download_content(video.id).read()
+        assert content == on_a.videos.download_content(video.id).read()
+    assert content[4:8] == b"ftyp"  # an MP4
+
+
+# ----------------------------------------------------------------------------------- cache
+
+
+def test_a_response_cached_through_a_is_a_hit_through_b(cluster: Cluster, user_key: str) -> None:
+    text = f"cache {_hex()}"
+    answers = []
+    for target in (cluster.a, cluster.b):
+        with sdk(target, user_key) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model=CACHED_CHAT_MODEL, messages=[{"role": "user", "content": text}]
+            )
+        answers.append((raw.headers.get("x-switchyard-cache"), raw.parse()))
+    (miss, first), (hit, second) = answers
+    assert (miss, hit) == ("miss", "hit")
+    assert second.choices[0].message.content == first.choices[0].message.content == reply_to(text)
+    assert second.choices[0].finish_reason == first.choices[0].finish_reason == "stop"
+    assert len(calls_for(cluster, text)) == 1  # B answered without calling the model
+
+
 # --------------------------------------------------------------------------------- kill -9
 
 
-def test_kill_9_under_load_loses_no_acknowledged_session_turn(
+def test_kill_9_under_load_loses_no_acknowledged_turn_and_fails_its_video_job(
     cluster: Cluster, user_key: str
 ) -> None:
     run = _hex()
@@ -346,17 +417,31 @@ def test_kill_9_under_load_loses_no_acknowledged_session_turn(
         assert [c.wrong for c in clients] == [[]] * len(clients)
         return all(len(c.acknowledged) >= n for c, n in zip(clients, counts, strict=True))
 
+    assert cluster.comfy is not None
+    cluster.comfy.mode = "hang"  # A's video job stays in progress until A dies
+    on_b = sdk(cluster.b, user_key)
     try:
+        with sdk(cluster.a, user_key) as on_a:
+            video = on_a.videos.create(model=VIDEO_MODEL, prompt="tide", size="16x16", seconds="1")
+        assert _video_until(on_b, video.id, {"in_progress"}).status == "in_progress"
         wait_for(lambda: each_acknowledged([3] * len(clients)), "turns before the kill")
         caught = wait_for(in_flight_on_a, "a model call in flight on A")
         killed_at = time.time()
         cluster.a.kill()
         after = [len(c.acknowledged) + 3 for c in clients]
         wait_for(lambda: each_acknowledged(after), "turns after the kill")
+        lost = _video_until(on_b, video.id, {"completed", "failed"})
+        FIGURES["kill -9: video job failed after (s)"] = round(time.time() - killed_at, 2)
     finally:
         stop.set()
         for thread in threads:
             thread.join(60)
+        cluster.comfy.reset()
+        httpx.post(f"{cluster.comfy.url}/interrupt", json={})
+        on_b.close()
+    assert lost.status == "failed" and lost.error is not None
+    assert lost.error.code == "runner_lost"
+    assert f"{JOB_STALE_AFTER_S:g} s" in lost.error.message
     assert [c.wrong for c in clients] == [[]] * len(clients)
     assert not caught.completed  # A died while waiting for the model
     caught_text = caught.body["messages"][-1]["content"]

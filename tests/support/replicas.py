@@ -68,8 +68,11 @@ REPLICA_UPSTREAM_HEADER = "x-test-replica"
 EMBED_MODEL = "embed"
 """The RAG embedding model (upstream id ``EMBED_UPSTREAM``)."""
 EMBED_UPSTREAM = "upstream-embed"
+CACHED_CHAT_MODEL = "chat-cached"
+"""The chat model with the response cache on (Redis-backed, so shared by the replicas)."""
 IMAGE_MODEL = "sd"
 VIDEO_MODEL = "wan"
+JOB_HEARTBEAT_S, JOB_STALE_AFTER_S = 0.2, 1.5
 PRICE = {"input_per_1m": 1000.0, "output_per_1m": 3000.0}
 """The chat models' price, so usage totals carry a cost that tests can recompute."""
 
@@ -117,6 +120,7 @@ def replica_config(
     models = [
         openai_model(CHAT_MODEL, CHAT_UPSTREAM, price=PRICE),
         openai_model(SLOW_CHAT_MODEL, SLOW_CHAT_UPSTREAM, price=PRICE),
+        openai_model(CACHED_CHAT_MODEL, CHAT_UPSTREAM, price=PRICE, cache={"ttl_s": 300}),
         openai_model(EMBED_MODEL, EMBED_UPSTREAM),
     ]
     if comfy_url is not None:
@@ -135,6 +139,12 @@ def replica_config(
             "database": database,
             "redis_url": redis_url,
             "usage_flush_interval_s": 0.2,
+        },
+        # A video job whose replica died is failed by the others within a few seconds.
+        "media": {
+            "job_heartbeat_s": JOB_HEARTBEAT_S,
+            "job_stale_after_s": JOB_STALE_AFTER_S,
+            "job_progress_write_s": 0.1,
         },
         "models": [*models, *(extra_models or [])],
         "rag": {"chroma_url": chroma_url, "embedding_model": EMBED_MODEL, "top_k": 3},
