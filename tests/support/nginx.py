@@ -38,9 +38,17 @@ def nginx_binary() -> str:
     return found
 
 
-def config_copy(upstream_ports: list[int], listen_port: int) -> str:
-    """The shipped config with its listen port and replica addresses replaced."""
+_PROXIED = "        proxy_pass http://switchyard;\n"
+
+
+def config_copy(upstream_ports: list[int], listen_port: int, *, add_headers: str = "") -> str:
+    """The shipped config with its listen port and replica addresses replaced, and
+    ``add_headers`` (``add_header`` lines a test reads) in the proxied location."""
     text = SHIPPED.read_text(encoding="utf-8")
+    if add_headers:
+        if text.count(_PROXIED) != 1:
+            raise AssertionError("deploy/nginx.conf: expected one `proxy_pass http://switchyard;`")
+        text = text.replace(_PROXIED, _PROXIED + f"        {add_headers}\n")
     servers = _UPSTREAM_SERVER.findall(text)
     if len(servers) != 2:
         raise AssertionError(f"deploy/nginx.conf: expected 2 upstream servers, found {servers}")
@@ -66,15 +74,18 @@ class RunningNginx:
 
 @contextmanager
 def serve_nginx(
-    upstream_ports: list[int], *, startup_timeout_s: float = 20.0
+    upstream_ports: list[int], *, add_headers: str = "", startup_timeout_s: float = 20.0
 ) -> Iterator[RunningNginx]:
-    """nginx with the shipped config in front of ``upstream_ports``, until the block ends."""
+    """nginx with the shipped config in front of ``upstream_ports``, until the block ends
+    (``add_headers``: see ``config_copy``)."""
     binary = nginx_binary()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="switchyard-nginx-") as scratch:
         prefix = Path(scratch)
         prefix.chmod(0o777)  # nginx may run as nobody: its logs and temp files go here
-        (prefix / "switchyard.conf").write_text(config_copy(upstream_ports, port))
+        (prefix / "switchyard.conf").write_text(
+            config_copy(upstream_ports, port, add_headers=add_headers)
+        )
         temp = "\n".join(
             f"    {kind}_temp_path {prefix / kind};"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

@@ -11,8 +11,8 @@
   ``server.data_dir`` (the media volume). Each names itself to the fake upstream
   (``REPLICA_UPSTREAM_HEADER``), so a test sees which process called the model. They
   start at the same time, as a rollout does;
-- real nginx (the Debian package, run from a config of its own in a temporary
-  directory) with a round-robin ``upstream`` over both.
+- real nginx (the Debian package) running the shipped deploy/nginx.conf (tests/support/nginx.py)
+  with its round-robin ``upstream`` over both.
 
 A test reaches the load balancer through ``cluster.lb`` and each replica directly
 through ``cluster.a`` / ``cluster.b`` (each has ``.url``, which is all the tenancy
@@ -45,6 +45,7 @@ import httpx
 
 from tests.support.fake_comfyui import FakeComfyUI, comfy_model, serve_comfyui
 from tests.support.fake_openai import FakeOpenAI, Fault, Recorded, running_fake
+from tests.support.nginx import RunningNginx, serve_nginx
 from tests.support.servers import ServedProcess, free_port, serve_process
 from tests.support.services import (
     RunAs,
@@ -248,110 +249,17 @@ def serve_chroma(directory: Path, port: int | None = None) -> Iterator[str]:
 
 # --------------------------------------------------------------------------------- nginx
 
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if found is None:
-        raise ServiceUnavailableError(
-            "nginx not found: install the Debian package 'nginx' (`make system-deps`)"
-        )
-    return found
-
-
 REPLICA_HEADER = "x-test-upstream"
-"""Response header nginx adds: the replica address(es) it tried (``$upstream_addr``)."""
-
-
-def nginx_conf(directory: Path, port: int, upstreams: list[str]) -> str:
-    """Round robin over ``upstreams`` (``host:port``); every path inside ``directory``.
-
-    A refused connection moves the request on to the other replica (nginx does that for
-    POST too, since nothing was sent); one that fails once is left alone for a second.
-    Under root the workers stay root: the pytest temp folders are private to it."""
-    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=1s;" for u in upstreams)
-    temp = "\n".join(
-        f"    {kind}_temp_path {directory / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    return f"""{user}worker_processes 1;
-pid {directory / "nginx.pid"};
-error_log {directory / "error.log"} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {directory / "access.log"};
-{temp}
-    upstream switchyard {{
-{servers}
-        keepalive 32;
-    }}
-    map $http_x_request_id $keep_request_id {{
-        default $http_x_request_id;
-        "" $request_id;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        client_max_body_size 30m;
-        location / {{
-            proxy_pass http://switchyard;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Request-Id $keep_request_id;
-            proxy_buffering off;
-            proxy_read_timeout 120s;
-            add_header {REPLICA_HEADER} $upstream_addr always;
-        }}
-    }}
-}}
-"""
-
-
-@dataclass
-class Balancer:
-    url: str
-    directory: Path
-
-
-def _listening(url: str) -> bool:
-    try:
-        httpx.get(f"{url}/health", timeout=1)
-    except httpx.HTTPError:
-        return False
-    return True
-
-
-@contextmanager
-def serve_nginx(directory: Path, upstreams: list[str]) -> Iterator[Balancer]:
-    """nginx in the foreground (``daemon off``), its config, pid, logs and temp files in
-    ``directory``; yields once it accepts connections."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = directory / "nginx.conf"
-    conf.write_text(nginx_conf(directory, port, upstreams), encoding="utf-8")
-    argv = [nginx_binary(), "-p", str(directory), "-e", str(directory / "error.log")]
-    argv += ["-c", str(conf), "-g", "daemon off;"]
-    log_path = str(directory / "nginx.out")
-    url = f"http://127.0.0.1:{port}"
-    process = spawn_logged(argv, RunAs(), str(directory), log_path)
-    service = Service("nginx", url, process, str(directory), log_path, signal.SIGQUIT)
-    try:
-        wait_ready(service, lambda: _listening(url))
-        yield Balancer(url, directory)
-    finally:
-        service.stop()
-
-
-# ------------------------------------------------------------------------------- cluster
+"""Response header the test copy of the shipped nginx config adds: the replica
+address(es) nginx tried for the request (``$upstream_addr``)."""
+BALANCER_HEADERS = f"add_header {REPLICA_HEADER} $upstream_addr always;"
 
 
 @dataclass
 class Cluster:
     a: Replica
     b: Replica
-    lb: Balancer
+    lb: RunningNginx
     upstream: FakeOpenAI
     """The fake OpenAI upstream behind the chat and embedding models (its requests are
     recorded: find a turn by its text)."""
@@ -431,7 +339,8 @@ def start_replicas(
             stack.enter_context(serve_chroma(workdir / "chroma", chroma_port))
             for started in starting:
                 started.result()
-        lb = stack.enter_context(serve_nginx(workdir / "nginx", [a.address, b.address]))
+        ports = [a.port, b.port]
+        lb = stack.enter_context(serve_nginx(ports, add_headers=BALANCER_HEADERS))
         yield Cluster(
             a, b, lb, upstream, upstream_url, chroma_url, data_dir, comfy,
             time.monotonic() - began,
