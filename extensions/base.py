@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
     from proxy.metrics import Metrics
+    from proxy.replicas import ReplicaPlan
     from proxy.router import Router
     from proxy.settings import Settings
 
@@ -155,6 +156,14 @@ class Extension:
     def routes(cls, settings: Settings) -> list[Any]:
         """Litestar route handlers (or routers) this extension adds under /v1, guarded
         like /v1; ``settings`` for limits such as an upload size."""
+        return []
+
+    @classmethod
+    def replica_problems(cls, settings: Settings, plan: ReplicaPlan) -> list[str]:
+        """Why this extension cannot run ``settings`` as ``plan`` says (several worker
+        processes, or replicas sharing a PostgreSQL state database), each in words an
+        operator can act on. ``switchyard check-config`` and ``serve`` refuse the
+        configuration when any is given."""
         return []
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
@@ -24,6 +24,9 @@ from extensions.rag.store import RagStore
 from extensions.services import make_embedder
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from proxy.replicas import ReplicaPlan
 
 _HEADER_LIMIT = 4000
 _INSTRUCTION = (
@@ -95,6 +98,10 @@ class RagExtension(Extension):
         store, self.store = self.store, None
         if store is not None:
             await store.aclose()
+
+    @classmethod
+    def replica_problems(cls, settings: Settings, plan: ReplicaPlan) -> list[str]:
+        return settings.section("rag", RagConfig).replica_problems(plan)
 
     @classmethod
     def routes(cls, settings: Settings) -> list[Any]:

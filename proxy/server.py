@@ -34,7 +34,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from types import FrameType
 from typing import Any
@@ -177,14 +177,28 @@ def protocol_for(settings: Settings) -> type[GatewayHttpProtocol]:
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        drain_timeout_s: float,
+        app: RequestContextMiddleware | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.drain_timeout_s = drain_timeout_s
+        self.app = app
+        self.on_started: Callable[[], object] | None = None
+        """Called once the server listens (``proxy.workers`` tells its parent)."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.drain.begin()
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def _hangup(self, sig: int, frame: FrameType | None) -> None:
         log.warning("SIGHUP received and ignored: configuration reload is not supported yet")
@@ -253,4 +267,4 @@ def build_server(
         lifespan="on",
         timeout_graceful_shutdown=_ENDING_GRACE_S,
     )
-    return GatewayServer(config, app.drain, settings.server.drain_timeout_s)
+    return GatewayServer(config, app.drain, settings.server.drain_timeout_s, app)

@@ -20,7 +20,13 @@ from proxy.settings import (
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"
 NOT_A_CONFIG = "<!-- not a switchyard config -->"
-SECRETS = ("SWITCHYARD_API_KEY", "SWITCHYARD_MASTER_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
+SECRETS = (
+    "SWITCHYARD_API_KEY",
+    "SWITCHYARD_MASTER_KEY",
+    "SWITCHYARD_ENGINE_KEY",
+    "OPENAI_API_KEY",
+    "OPENROUTER_API_KEY",
+)
 
 
 @pytest.fixture
