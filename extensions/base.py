@@ -111,6 +111,14 @@ class Extension:
     async def aclose(self) -> None:
         """Release it."""
 
+    def keep_on_reload(self, settings: Settings) -> bool:
+        """Whether this instance may serve a reloaded configuration as it is (lent the
+        new generation's ``services``) instead of being built and started again. The
+        default builds it again, which is right for what is cheap to read (personas,
+        tools); an extension that holds something costly (a vector store client, jobs)
+        keeps itself while its own section is unchanged."""
+        return False
+
     def active(self, activation: Activation) -> bool:
         raise NotImplementedError
 

@@ -85,7 +85,9 @@ class RagExtension(Extension):
         store = RagStore(
             self.config,
             data_dir=Path(self.services.settings.server.data_dir),
-            embed=make_embedder(self.services.router, model),
+            # Through ``self.services`` at each call: a reload lends this extension the
+            # next generation's router (see ``keep_on_reload``).
+            embed=lambda texts: make_embedder(self.services.router, model)(texts),
             query_window=QueryWindow(
                 count_tokens=lambda text: self.services.count_tokens(model, text),
                 context_window=lambda: self.services.context_window(model),
@@ -98,6 +100,9 @@ class RagExtension(Extension):
         store, self.store = self.store, None
         if store is not None:
             await store.aclose()
+
+    def keep_on_reload(self, settings: Settings) -> bool:
+        return settings.section("rag", RagConfig) == self.config
 
     @classmethod
     def replica_problems(cls, settings: Settings, plan: ReplicaPlan) -> list[str]:

@@ -2,13 +2,14 @@
 
 A remote-only configuration (the fake OpenAI upstream) served by two workers: both
 answer requests (a request id starts with its process's random prefix, see
-``proxy.context``), a worker killed with ``kill -9`` is replaced, and SIGTERM to the
-parent drains and stops them all.
+``proxy.context``), a worker killed with ``kill -9`` is replaced, SIGHUP makes every
+worker reload its configuration, and SIGTERM to the parent drains and stops them all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -104,6 +105,28 @@ def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path: Path)
         replacement = (set(children(s.proc.pid)) - set(workers)).pop()
         assert wait_until(lambda: len(answering_prefixes(s.url)) == 2, timeout=30)
         assert alive(replacement) and alive(workers[1])
+
+
+def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
+    with (
+        running_fake() as (fake_a, url_a),
+        running_fake() as (fake_b, url_b),
+        two_workers(config(url_a, tmp_path), tmp_path) as served,
+    ):
+        path = tmp_path / "switchyard.yaml"
+        changed = json.loads(path.read_text())
+        changed["models"] = [model_entry("m", "upstream-b", url_b, timeout_s=60)]
+        path.write_text(json.dumps(changed))
+        served.proc.send_signal(signal.SIGHUP)
+        assert wait_until(
+            lambda: served.log.read_text().count('"configuration reloaded"') == 2, timeout=30
+        )
+        # Fresh connections, so both workers serve some of these.
+        for _ in range(20):
+            with sdk(served, http_client=httpx.Client(headers={"connection": "close"})) as c:  # type: ignore[arg-type]
+                c.chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
+        assert len(fake_b.received("/v1/chat/completions")) == 20
+        assert fake_a.received("/v1/chat/completions") == []
 
 
 def test_sigterm_drains_every_worker_and_stops_them_all(tmp_path: Path) -> None:
