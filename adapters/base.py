@@ -179,6 +179,10 @@ class Adapter:
     #: ``readiness()`` reports a real check of the backend (a model file inspected, a
     #: server watched): a deployment that has served nothing yet is healthy, not unknown.
     readiness_is_checked: ClassVar[bool] = False
+    #: The adapter holds its models in this process (weights in memory, a GPU), so a
+    #: configuration using it cannot run as several worker processes: each would load a
+    #: copy of its own (``proxy.replicas`` refuses it and shows the two-tier layout).
+    holds_models_in_process: ClassVar[bool] = False
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         self.config = config

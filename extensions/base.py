@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import httpx
 
     from proxy.metrics import Metrics
+    from proxy.replicas import ReplicaPlan
     from proxy.router import Router
     from proxy.settings import Settings
 
@@ -113,6 +114,14 @@ class Extension:
     async def aclose(self) -> None:
         """Release it."""
 
+    def keep_on_reload(self, settings: Settings) -> bool:
+        """Whether this instance may serve a reloaded configuration as it is (lent the
+        new generation's ``services``) instead of being built and started again. The
+        default builds it again, which is right for what is cheap to read (personas,
+        tools); an extension that holds something costly (a vector store client, jobs)
+        keeps itself while its own section is unchanged."""
+        return False
+
     def active(self, activation: Activation) -> bool:
         raise NotImplementedError
 
@@ -158,6 +167,14 @@ class Extension:
     def routes(cls, settings: Settings) -> list[Any]:
         """Litestar route handlers (or routers) this extension adds under /v1, guarded
         like /v1; ``settings`` for limits such as an upload size."""
+        return []
+
+    @classmethod
+    def replica_problems(cls, settings: Settings, plan: ReplicaPlan) -> list[str]:
+        """Why this extension cannot run ``settings`` as ``plan`` says (several worker
+        processes, or replicas sharing a PostgreSQL state database), each in words an
+        operator can act on. ``switchyard check-config`` and ``serve`` refuse the
+        configuration when any is given."""
         return []
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
@@ -25,6 +25,9 @@ from extensions.services import make_embedder
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
 from proxy.telemetry import span
+
+if TYPE_CHECKING:
+    from proxy.replicas import ReplicaPlan
 
 _HEADER_LIMIT = 4000
 _INSTRUCTION = (
@@ -83,7 +86,9 @@ class RagExtension(Extension):
         store = RagStore(
             self.config,
             data_dir=Path(self.services.settings.server.data_dir),
-            embed=make_embedder(self.services.router, model),
+            # Through ``self.services`` at each call: a reload lends this extension the
+            # next generation's router (see ``keep_on_reload``).
+            embed=lambda texts: make_embedder(self.services.router, model)(texts),
             query_window=QueryWindow(
                 count_tokens=lambda text: self.services.count_tokens(model, text),
                 context_window=lambda: self.services.context_window(model),
@@ -96,6 +101,13 @@ class RagExtension(Extension):
         store, self.store = self.store, None
         if store is not None:
             await store.aclose()
+
+    def keep_on_reload(self, settings: Settings) -> bool:
+        return settings.section("rag", RagConfig) == self.config
+
+    @classmethod
+    def replica_problems(cls, settings: Settings, plan: ReplicaPlan) -> list[str]:
+        return settings.section("rag", RagConfig).replica_problems(plan)
 
     @classmethod
     def routes(cls, settings: Settings) -> list[Any]:

@@ -32,6 +32,7 @@ from proxy.errors import (
 from proxy.lifespan import build_state
 from proxy.metrics import Metrics
 from proxy.openapi import docs_assets_router, document_request_bodies, openapi_config
+from proxy.reload import Reloader
 from proxy.routes.admin import admin_router
 from proxy.routes.audio import audio_router
 from proxy.routes.images import images_router
@@ -102,13 +103,20 @@ def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            app.state.switchyard = await build_state(settings, metrics, extension_classes, stack)
-            app.state.switchyard.drain = drain
+            state = await build_state(settings, metrics, extension_classes, stack)
+            state.drain = drain
             if tracing is not None:
                 stack.push_async_callback(tracing.aclose)
-            context.tenancy = app.state.switchyard.tenancy
+            state.reloader = Reloader(state)
+            await state.reloader.start(stack)
+            app.state.switchyard = state
+            context.tenancy = state.tenancy
+            context.generations = state.generations
+            context.reloader = state.reloader
             yield
             context.tenancy = None
+            context.generations = None
+            context.reloader = None
 
     app = Litestar(
         route_handlers=[

@@ -9,6 +9,7 @@ import httpx
 
 from proxy.drain import Drain
 from proxy.gateway import Gateway
+from proxy.generation import Generations
 from proxy.media import MediaServices
 from proxy.metrics import Metrics
 from proxy.router import Router
@@ -18,13 +19,17 @@ from proxy.settings import Settings
 
 @dataclass(slots=True)
 class AppState:
-    settings: Settings
+    """The app's state. ``settings``, ``router``, ``gateway``, ``model_cards`` and
+    ``extensions`` belong to the routing generation of the request being served (see
+    ``proxy.generation``): a configuration reload changes them for new requests only."""
+
     metrics: Metrics
     http: httpx.AsyncClient
-    router: Router
-    gateway: Gateway
-    model_cards: list[Model] = field(default_factory=list)
-    extensions: dict[str, Any] = field(default_factory=dict)
+    generations: Generations
+    started_settings: Settings
+    """The configuration the server started with (what a reload cannot change)."""
+    base: Any = None
+    """What every generation borrows (``proxy.lifespan.Base``), for reloads."""
     media: MediaServices | None = None
     store: Any = None
     """The state store (``proxy.state.StateStore``): teams, keys, usage, audit,
@@ -33,6 +38,28 @@ class AppState:
     """The tenancy layer (``proxy.tenancy.service.Tenancy``)."""
     drain: Drain = field(default_factory=Drain)
     """Shutdown state, shared with the request middleware and the server runner."""
+    reloader: Any = None
+    """Re-reads the config file (``proxy.reload.Reloader``), set by the lifespan."""
+
+    @property
+    def settings(self) -> Settings:
+        return self.generations.pinned().settings
+
+    @property
+    def router(self) -> Router:
+        return self.generations.pinned().router
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.generations.pinned().gateway
+
+    @property
+    def model_cards(self) -> list[Model]:
+        return self.generations.pinned().model_cards
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return self.generations.pinned().extensions
 
     @property
     def draining(self) -> bool:

@@ -96,12 +96,31 @@ def _changed_fields(section: msgspec.Struct) -> str:
     return " ".join(f"{k}={msgspec.to_builtins(v)}" for k, v in changed.items())
 
 
+def _refused(settings: Settings, workers: int) -> bool:
+    """Print why ``settings`` cannot run with ``workers`` (``proxy.replicas``), if so."""
+    from proxy.replicas import plan_for, replica_problems
+
+    problems = replica_problems(settings, plan_for(settings, workers))
+    for problem in problems:
+        print(f"switchyard: cannot run this configuration: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
-    from proxy.server import build_server
 
     settings = load_settings(args.config)
+    if _refused(settings, args.workers):
+        return 1
     configure_logging(args.log_level.upper())
+    if args.workers > 1:
+        from proxy.workers import WorkerSpec, serve_workers
+
+        spec = WorkerSpec(args.config, args.host, args.port, args.log_level)
+        host, port = args.host or settings.server.host, args.port or settings.server.port
+        return serve_workers(spec, args.workers, host, port)
+    from proxy.server import build_server
+
     server = build_server(settings, host=args.host, port=args.port, log_level=args.log_level)
     server.run()
     return 0
@@ -110,7 +129,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(_routing_table(settings))
+    if _refused(settings, args.workers):
+        return 1
     return 0
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="interface to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8080)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes sharing the port, for remote-only configurations (default 1)",
+    )
     serve.set_defaults(run=_serve)
     check = commands.add_parser(
         "check-config", help="validate a config file and print the routing table"
     )
     check.add_argument("file")
+    check.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="check the configuration for this many worker processes (as serve would)",
+    )
     check.set_defaults(run=_check)
     add_commands(commands)
     args = parser.parse_args(argv)

@@ -188,6 +188,11 @@ class RequestContextMiddleware:
         self.read_timeout_s = request_read_timeout_s
         self.tenancy: Any = None
         """Set by the app's lifespan (``proxy.tenancy.service.Tenancy``) once it is open."""
+        self.generations: Any = None
+        """Set by the app's lifespan (``proxy.generation.Generations``): each request is
+        pinned to the routing generation current when it arrived, until it has ended."""
+        self.reloader: Any = None
+        """Set by the app's lifespan (``proxy.reload.Reloader``), for SIGHUP."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -235,6 +240,8 @@ class RequestContextMiddleware:
             receive = self._with_read_deadline(scope, receive, lambda: responded)
         self.metrics.in_flight.inc()
         task = drain.track(info)
+        generations = self.generations
+        pinned = generations.enter() if generations is not None else None
         try:
             refused = await self._identify(scope, info)
             if refused is not None:
@@ -259,12 +266,16 @@ class RequestContextMiddleware:
             self.metrics.in_flight.dec()
             if aborted or (not complete and client_gone(receive)):
                 status = CLIENT_CLOSED
-            status, total, ttft = self._record(scope, info, status, overhead, first_body_at)
-            if span is not None:
-                tracing.finish_request(span, info, scope["method"], status)
-            if info.usage_model is not None and self.tenancy is not None:
-                await self._account(info, status, total, ttft)
-            unbind(bound)
+            try:
+                status, total, ttft = self._record(scope, info, status, overhead, first_body_at)
+                if span is not None:
+                    tracing.finish_request(span, info, scope["method"], status)
+                if info.usage_model is not None and self.tenancy is not None:
+                    await self._account(info, status, total, ttft)
+            finally:
+                unbind(bound)
+                if pinned is not None:
+                    generations.leave(*pinned)
 
     async def _identify(
         self, scope: dict[str, Any], info: RequestInfo

@@ -61,8 +61,7 @@ class SharedCooldowns:
         channel: str = CHANNEL,
     ) -> None:
         self._by_label: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._by_label.setdefault(deployment.label, []).append(deployment)
+        self.follow(deployments)
         self._redis = redis
         self._subscriber = subscriber
         self._prefix = prefix
@@ -70,6 +69,14 @@ class SharedCooldowns:
         self._origin = secrets.token_hex(8)
         self._listener: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+
+    def follow(self, deployments: Iterable[Deployment]) -> None:
+        """Apply the others' cooldowns to ``deployments`` from now on (those of the routing
+        generation a configuration reload made current)."""
+        by_label: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            by_label.setdefault(deployment.label, []).append(deployment)
+        self._by_label = by_label
 
     # -- this replica's cooldowns, out ------------------------------------------------
 

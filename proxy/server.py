@@ -13,8 +13,9 @@ read, the access log a 200). Here, on SIGTERM or SIGINT:
    event and a proper end of body, unanswered requests with a 503;
 5. uvicorn's own shutdown then closes the connections and runs the lifespan shutdown.
 
-SIGHUP is logged and ignored (reloading is not supported yet); by default it would end
-the process.
+SIGHUP re-reads the configuration file (``proxy.reload``): new requests use the new
+models, prices and plugin settings while those in flight finish on the old ones; an
+invalid file is logged and the running configuration stays.
 
 ``GatewayHttpProtocol`` is uvicorn's httptools protocol with a deadline on the request
 head. uvicorn arms no timer on a new connection, and between requests only an idle timer
@@ -34,7 +35,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from types import FrameType
 from typing import Any
@@ -177,17 +178,50 @@ def protocol_for(settings: Settings) -> type[GatewayHttpProtocol]:
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Drain,
+        drain_timeout_s: float,
+        app: RequestContextMiddleware | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.drain_timeout_s = drain_timeout_s
+        self.app = app
+        self.on_started: Callable[[], object] | None = None
+        """Called once the server listens (``proxy.workers`` tells its parent)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reload_pending = False
+        """A SIGHUP arrived during start-up: reload once the app is up (the file may have
+        changed after this process read it)."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.drain.begin()
         super().handle_exit(sig, frame)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        if not self.started:
+            return
+        if self._reload_pending and (reloader := getattr(self.app, "reloader", None)):
+            log.info("reloading the configuration for a SIGHUP received during start-up")
+            reloader.reload_soon()
+        if self.on_started is not None:
+            self.on_started()
+
     def _hangup(self, sig: int, frame: FrameType | None) -> None:
-        log.warning("SIGHUP received and ignored: configuration reload is not supported yet")
+        if self.drain.draining:
+            log.warning("SIGHUP received while stopping: ignored")
+            return
+        reloader = getattr(self.app, "reloader", None)
+        if reloader is None or self._loop is None or not self.started:
+            self._reload_pending = True
+            log.info("SIGHUP received during start-up: the configuration is reloaded after it")
+            return
+        log.info("SIGHUP received: reloading the configuration")
+        self._loop.call_soon_threadsafe(reloader.reload_soon)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -254,4 +288,4 @@ def build_server(
         lifespan="on",
         timeout_graceful_shutdown=_ENDING_GRACE_S,
     )
-    return GatewayServer(config, app.drain, settings.server.drain_timeout_s)
+    return GatewayServer(config, app.drain, settings.server.drain_timeout_s, app)

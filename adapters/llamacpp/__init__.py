@@ -62,6 +62,7 @@ class LlamaCppAdapter(Adapter):
     capabilities = _GENERATE | _EMBED
     cancel_on_disconnect = True
     readiness_is_checked = True
+    holds_models_in_process = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -61,6 +61,7 @@ class TTSAdapter(Adapter):
     Config = TTSConfig
     capabilities = frozenset({Capability.SPEECH})
     readiness_is_checked = True
+    holds_models_in_process = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

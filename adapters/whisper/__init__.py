@@ -122,6 +122,7 @@ class WhisperAdapter(Adapter):
     Config = WhisperConfig
     capabilities = frozenset({Capability.TRANSCRIPTION})
     readiness_is_checked = True
+    holds_models_in_process = True
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         super().__init__(config, resources)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
+
+if TYPE_CHECKING:
+    from proxy.replicas import ReplicaPlan
 
 
 class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,3 +61,16 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("chunk_overlap must be at most half of chunk_tokens")
         if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):
             raise ValueError("chroma_url must be an http:// or https:// URL")
+
+    def replica_problems(self, plan: ReplicaPlan) -> list[str]:
+        """Embedded Chroma is a directory one process may open: several processes on it
+        fail (``Error creating hnsw segment reader``), and replicas on other hosts each
+        see only their own collections."""
+        if self.chroma_url is not None or not plan.replicated:
+            return []
+        return [
+            f"{plan.reason}: RAG uses the embedded Chroma store (no `rag.chroma_url`), "
+            "which one process alone may open and other replicas cannot see. Run a Chroma "
+            "server (`chroma run --path /data/chroma --port 8000`) and set "
+            "`rag: {chroma_url: http://chroma:8000}`."
+        ]

@@ -48,6 +48,9 @@ class SessionExtension(Extension):
         super().__init__(services)
         self.config = services.settings.section("sessions", SessionsConfig)
 
+    def keep_on_reload(self, settings: Settings) -> bool:
+        return settings.section("sessions", SessionsConfig) == self.config
+
     @property
     def store(self) -> SessionRepository:
         """Conversations live in the state store (SQLite or PostgreSQL), owned by key."""

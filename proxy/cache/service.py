@@ -291,32 +291,41 @@ class BoundCache:
         return self.cache.storing(found, "chat", self.info.stats, items)
 
 
+def response_cache_backend(
+    settings: Any, *, redis_prefix: str = "switchyard:cache:"
+) -> Callable[[Any], CacheBackend]:
+    """How to make the app's one cache store, given the tenancy layer's Redis client (or
+    ``None``): in Redis when there is one, else in this process, bounded by
+    ``cache.max_bytes``. It outlives configuration reloads; only the models that use it
+    change (``open_cache``)."""
+
+    def backend(redis: Any) -> CacheBackend:
+        if redis is not None:
+            from proxy.cache.backends import RedisBackend
+
+            return RedisBackend(redis, redis_prefix)
+        from proxy.cache.backends import MemoryBackend
+
+        return MemoryBackend(settings.cache.max_bytes)
+
+    return backend
+
+
 def open_cache(
     settings: Any,
     router: Any,
     metrics: Metrics,
-    redis: Any,
+    backend: CacheBackend,
     make_embedder: Callable[[Any, str], Embedder],
-    *,
-    redis_prefix: str = "switchyard:cache:",
 ) -> ResponseCache | None:
-    """The cache for the models with ``cache:`` (``None`` when there are none): in Redis
-    when the tenancy layer has a Redis client, else in this process."""
+    """The cache of one routing generation: the models with ``cache:`` in ``settings``
+    over the app's ``backend``; ``None`` when no model has one."""
     models: dict[str, ModelCacheConfig] = {}
     for config in settings.models:
         if config.cache is not None:
             models.setdefault(config.name, config.cache)
     if not models:
         return None
-    backend: CacheBackend
-    if redis is not None:
-        from proxy.cache.backends import RedisBackend
-
-        backend = RedisBackend(redis, redis_prefix)
-    else:
-        from proxy.cache.backends import MemoryBackend
-
-        backend = MemoryBackend(settings.cache.max_bytes)
     wanted = {c.semantic.embedding_model for c in models.values() if c.semantic is not None}
     embedders = {name: make_embedder(router, name) for name in wanted}
     return ResponseCache(backend, metrics, models, embedders)

@@ -17,6 +17,7 @@ from litestar.handlers import BaseRouteHandler
 
 from proxy.errors import InvalidRequest, PermissionDenied, shown
 from proxy.gateway import json_response
+from proxy.reload import ReloadRequest
 from proxy.routes.tenancy import actor_of, admin_service, identity_of, me_handler, tenancy_of
 from proxy.schemas.admin import (
     AuditPage,
@@ -295,6 +296,24 @@ async def cache_flush(request: Req) -> Response[bytes]:
     return json_response(CacheFlushed(removed=removed, model=model, team=team))
 
 
+# Configuration
+
+
+@post(
+    "/reload",
+    summary="Re-read the config file: new requests use it, running ones finish as they began",
+    status_code=200,
+    opt={"request_body": ReloadRequest},
+)
+async def reload_config(request: Req) -> Response[bytes]:
+    query = _query(request, ("broadcast",))
+    raw = await request.body()
+    body = decode_admin(raw, ReloadRequest) if raw.strip() else ReloadRequest()
+    broadcast = body.broadcast or _flag(query, "broadcast")
+    reloader = request.app.state.switchyard.reloader
+    return json_response(await reloader.reload_for_request(broadcast=broadcast))
+
+
 def admin_router(guards: list[Any] | None = None) -> Router:
     """``/v1/switchyard``: ``/me`` for any caller and the admin API under ``/admin``.
 
@@ -318,6 +337,7 @@ def admin_router(guards: list[Any] | None = None) -> Router:
             audit,
             cache_summary,
             cache_flush,
+            reload_config,
         ],
         guards=[admin_guard],
         tags=["Switchyard admin"],

@@ -54,7 +54,7 @@ DEPENDENCY_CHECK_S = 1.0
 _encode = msgspec.json.Encoder().encode
 
 
-def _prices(router: Router) -> dict[str, Price]:
+def prices_of(router: Router) -> dict[str, Price]:
     """Price by deployment label (what ``CallStats.deployment`` names), and by model name
     (for a request that failed before a deployment was chosen)."""
     prices: dict[str, Price] = {}
@@ -98,6 +98,10 @@ class Tenancy:
         self._accounting: set[int] = set()
         """Tickets of ``finish`` calls still running (see ``settled``)."""
         self._progress = asyncio.Event()
+        self.routing: Any = None
+        """The routing generations (``proxy.generation.Generations``), once the app has
+        them: prices and token counts then come from the request's generation, so a
+        reload changes them for new requests only."""
 
     @classmethod
     async def open(
@@ -180,7 +184,7 @@ class Tenancy:
             spend=SpendTracker(stored_spend, redis=redis),
             usage=usage,
             metrics=metrics,
-            prices=_prices(router),
+            prices=prices_of(router),
             count_tokens=count_tokens,
             redis=redis,
         )
@@ -282,8 +286,11 @@ class Tenancy:
             if field in body:
                 text = _encode(body[field]).decode()
                 break
-        if self.count_tokens is not None:
-            prompt = await self.count_tokens(model, text)
+        count_tokens = (
+            self.routing.pinned().count_tokens if self.routing is not None else self.count_tokens
+        )
+        if count_tokens is not None:
+            prompt = await count_tokens(model, text)
         else:
             prompt = len(text) // 4 + 1
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
@@ -331,7 +338,8 @@ class Tenancy:
             and not cached
         ):
             prompt_tokens, completion_tokens = _estimated_usage(info)
-        price = self.prices.get(stats.deployment) or self.prices.get(info.model)
+        prices = self.routing.pinned().prices if self.routing is not None else self.prices
+        price = prices.get(stats.deployment) or prices.get(info.model)
         cost = price.cost(prompt_tokens, completion_tokens) if price and not cached else 0.0
         admission = info.admission
         if admission is not None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.settings import load_settings
 from tests.e2e.test_bad_input_sweep import BODIES, _deep, _is_error_object
 from tests.support.servers import RunningServer, serve_gateway
 
@@ -27,7 +28,10 @@ AUTH = {"Authorization": f"Bearer {MASTER}", "content-type": "application/json"}
 def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str, str]]:
     data: Path = tmp_path_factory.mktemp("admin-sweep")
     config = {"server": {"master_key": MASTER, "data_dir": str(data)}, "defaults": False}
-    with serve_gateway(config) as running:
+    # From a file, as ``switchyard serve`` runs: the reload route re-reads it.
+    file = data / "switchyard.yaml"
+    file.write_text(json.dumps(config), encoding="utf-8")
+    with serve_gateway(load_settings(file)) as running:
         base = f"{running.url}/v1/switchyard/admin"
         team = httpx.post(f"{base}/teams", headers=AUTH, json={"name": "kept", "rpm_limit": 5})
         key = httpx.post(
@@ -44,6 +48,7 @@ def _posts(team: str, key: str) -> list[tuple[str, str]]:
         ("PATCH", f"{base}/teams/{team}"),
         ("PATCH", f"{base}/keys/{key}"),
         ("POST", f"{base}/keys/{key}/rotate"),
+        ("POST", f"{base}/reload"),
     ]
 
 
@@ -146,6 +151,33 @@ def test_bad_query_parameters_are_400_naming_them(
     response = httpx.request(method or "GET", f"{admin[0].url}{path}", headers=AUTH)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "param"),
+    [
+        ("?broadcast=maybe", None, "broadcast"),
+        ("?broadcast=", None, "broadcast"),
+        ("?broadcst=true", None, "broadcst"),
+        ("", {"broadcast": "yes"}, "broadcast"),
+        ("", {"broadcast": True}, "broadcast"),  # no Redis to broadcast through
+        ("", {"broadcast": False, "models": []}, "models"),
+        ("", [], None),
+    ],
+)
+def test_bad_reload_requests_are_400_and_reload_nothing(
+    admin: tuple[RunningServer, str, str], query: str, body: Any, param: str | None
+) -> None:
+    server = admin[0]
+    generations = server.app.app.state.switchyard.generations
+    before = generations.current.number
+    content = b"" if body is None else json.dumps(body).encode()
+    url = f"{server.url}/v1/switchyard/admin/reload{query}"
+    response = httpx.post(url, headers=AUTH, content=content)
+    assert response.status_code == 400 and _is_error_object(response), response.text
+    if param is not None:
+        assert response.json()["error"]["param"] == param
+    assert generations.current.number == before
 
 
 @pytest.mark.parametrize(

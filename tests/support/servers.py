@@ -7,15 +7,17 @@ to them over real sockets, exactly as clients and upstreams do in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,12 +181,14 @@ def serve_process(
     *,
     startup_timeout_s: float = 60.0,
     port: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[ServedProcess]:
     """``switchyard serve`` in a subprocess, running this checkout's code, with ``config``
-    (its ``server.port`` is set to ``port``, else a free one) and its output in
-    ``workdir``; killed when the block ends unless the test stopped it. For what needs a
-    real process: signals, ``kill -9``. A given ``port`` lets a restarted process keep
-    the address a load balancer knows it by."""
+    (its ``server.port`` is set to ``port``, else a free one), the extra command-line
+    ``args`` (``--workers 2``) and its output in ``workdir``; killed when the block ends
+    unless the test stopped it, with every process it started (its own process group).
+    For what needs a real process: signals, ``kill -9``, worker processes. A given
+    ``port`` lets a restarted process keep the address a load balancer knows it by."""
     port = port or free_port()
     config = {**config, "server": {**(config.get("server") or {}), "port": port}}
     config_path = workdir / "switchyard.yaml"
@@ -193,20 +197,21 @@ def serve_process(
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_path)],
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config_path), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
             env={**os.environ, "PYTHONPATH": pythonpath},
+            start_new_session=True,
         )
     served = ServedProcess(proc, f"http://127.0.0.1:{port}", log)
     try:
         _wait_healthy(served, startup_timeout_s)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the process and any worker it started
         proc.wait()
 
 

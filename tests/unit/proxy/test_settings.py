@@ -382,6 +382,7 @@ def test_check_config_shows_auth_and_state_without_secrets(
     config.write_text(
         "server: {master_key: sk-master-secret, api_keys: [sk-static-secret]}\n"
         "state: {database: 'postgresql://u:pw-secret@db.internal/sy', redis_url: 'redis://r:6379/0'}\n"
+        "rag: {chroma_url: 'http://chroma:8000'}\n"  # replicas on PostgreSQL need a server
     )
     assert main(["check-config", str(config)]) == 0
     out = capsys.readouterr().out

@@ -23,16 +23,24 @@ NOT_A_CONFIG = "<!-- not a switchyard config -->"
 SECRETS = (
     "SWITCHYARD_API_KEY",
     "SWITCHYARD_MASTER_KEY",
+    "SWITCHYARD_ENGINE_KEY",
     "OPENAI_API_KEY",
     "OPENROUTER_API_KEY",
     "COLLECTOR_KEY",
 )
+URLS = {
+    "SWITCHYARD_DATABASE_URL": "postgresql://switchyard:secret@postgres:5432/switchyard",
+    "SWITCHYARD_REDIS_URL": "redis://redis:6379/0",
+}
+"""Variables the shipped configs read that must be well-formed URLs."""
 
 
 @pytest.fixture
 def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SECRETS:
         monkeypatch.setenv(name, f"test-{name.lower()}")
+    for name, value in URLS.items():
+        monkeypatch.setenv(name, value)
 
 
 def test_example_config_loads_with_its_secrets_from_the_environment(secrets: None) -> None:
