@@ -112,6 +112,8 @@ class IndexJobs:
             created_at=int(now),
         )
         with contextlib.suppress(Exception):  # retention is best effort
+            # Jobs nobody polls end too: a lost one is failed, then forgotten in time.
+            await self.jobs.fail_stale(KIND, now - self.stale_after_s, self._lost_reason(), now)
             await self.jobs.forget_finished(KIND, now - self.keep_finished_s)
         await self.jobs.create(
             ExtensionJobRecord(
@@ -232,6 +234,7 @@ class IndexJobs:
                 alive = await self.jobs.update(KIND, local.owner, job.id, self.runner_id, change)
             except Exception:
                 log.warning("index job %s: heartbeat not written", job.id, exc_info=True)
+                local.urgent = local.urgent or urgent  # the status is still to be written
                 continue
             written_progress, written_at = progress, time.monotonic()
             if not alive and local.task is not None:  # ended elsewhere (taken as lost)
@@ -247,12 +250,14 @@ class IndexJobs:
         active = ACTIVE_EXTENSION_JOB_STATUSES
         if not any(r.status in active and r.heartbeat_at < before for r in records):
             return False
-        reason = (
+        await self.jobs.fail_stale(KIND, before, self._lost_reason(), now)
+        return True
+
+    def _lost_reason(self) -> str:
+        return (
             "The replica running this index job stopped before it finished (no heartbeat "
             f"for {self.stale_after_s:g} s)."
         )
-        await self.jobs.fail_stale(KIND, before, reason, now)
-        return True
 
     def _wire(self, record: ExtensionJobRecord) -> IndexJob | None:
         """The wire job of ``record``: its document, with the record's status (and, for a

@@ -226,3 +226,11 @@ async def test_closing_the_store_cancels_an_index_job_mid_embedding(
     await store.aclose()
     other = IndexJobs(state_store.extension_jobs)
     assert (await other.get(OWNER, "notes", job.id)).status == "cancelled"
+
+
+def test_the_stale_limit_must_exceed_the_heartbeat() -> None:
+    assert (
+        RagConfig(index_job_heartbeat_s=1, index_job_stale_after_s=3).index_job_stale_after_s == 3
+    )
+    with pytest.raises(ValueError, match="index_job_stale_after_s must be more than"):
+        RagConfig(index_job_heartbeat_s=5, index_job_stale_after_s=5)
