@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices
 from extensions.rag.config import RagConfig
+from extensions.rag.jobs import IndexJobs
 from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
 from extensions.services import make_embedder
@@ -83,6 +84,12 @@ class RagExtension(Extension):
 
     async def start(self) -> None:
         model = self.config.embedding_model
+        config = self.config
+        jobs = IndexJobs(
+            self.services.store.extension_jobs,
+            heartbeat_s=config.index_job_heartbeat_s,
+            stale_after_s=config.index_job_stale_after_s,
+        )
         store = RagStore(
             self.config,
             data_dir=Path(self.services.settings.server.data_dir),
@@ -93,6 +100,7 @@ class RagExtension(Extension):
                 count_tokens=lambda text: self.services.count_tokens(model, text),
                 context_window=lambda: self.services.context_window(model),
             ),
+            jobs=jobs,
         )
         await store.start()
         self.store = store

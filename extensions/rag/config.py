@@ -51,6 +51,13 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     index_job_threshold_files: Annotated[int, msgspec.Meta(ge=0)] = 200
     """A directory index matching more files than this runs as a background job: the
     request answers 202 with the job, polled at ``.../collections/{name}/jobs/{id}``."""
+    index_job_heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How often the replica running an index job records that it is alive (and its
+    progress, at most once a second), in the shared state store."""
+    index_job_stale_after_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    """An index job whose replica has not recorded itself alive for this long is
+    reported ``failed`` (``runner_lost``) by any replica: its replica stopped. Must be
+    more than ``index_job_heartbeat_s``."""
     shared_collections: list[str] = []
     """Collections every API key may read (list, get, search, chat, ``rag_search``) and
     none may change through the API (403). Other collections are visible only to the
@@ -59,6 +66,8 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.chunk_overlap * 2 > self.chunk_tokens:
             raise ValueError("chunk_overlap must be at most half of chunk_tokens")
+        if self.index_job_stale_after_s <= self.index_job_heartbeat_s:
+            raise ValueError("index_job_stale_after_s must be more than index_job_heartbeat_s")
         if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):
             raise ValueError("chroma_url must be an http:// or https:// URL")
 

@@ -192,7 +192,7 @@ async def index_directory(request: Request[Any, Any, Any], name: str) -> Respons
     plan = await until_disconnected(request.receive, ingest.plan_index(store, owner, name, body))
     if len(plan.files) > store.config.index_job_threshold_files:
         work = functools.partial(ingest.run_index, store, owner, name, plan)
-        job = store.jobs.start(owner, name, len(plan.files), work)
+        job = await store.jobs.start(owner, name, len(plan.files), work)
         return json_response(job, status_code=202)
     report = await until_disconnected(request.receive, ingest.run_index(store, owner, name, plan))
     return json_response(report)
@@ -201,7 +201,7 @@ async def index_directory(request: Request[Any, Any, Any], name: str) -> Respons
 @get("/collections/{name:str}/jobs/{job_id:str}", summary="Retrieve an index job")
 async def get_index_job(request: Request[Any, Any, Any], name: str, job_id: str) -> Response[bytes]:
     store = _store(request)
-    return json_response(store.jobs.get(_owner(request), _collection(name), job_id))
+    return json_response(await store.jobs.get(_owner(request), _collection(name), job_id))
 
 
 @post(

@@ -92,6 +92,7 @@ class RagStore:
         embed: Embedder,
         count_tokens: TokenCounter | None = None,
         query_window: QueryWindow | None = None,
+        jobs: IndexJobs | None = None,
     ) -> None:
         self.config = config
         self.query_window = query_window
@@ -103,8 +104,15 @@ class RagStore:
         self._opening = asyncio.Lock()
         self._write_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.writers = writer.Writers()
-        self.jobs = IndexJobs()
+        self._jobs = jobs
         self._dimensions: dict[str, int] = {}
+
+    @property
+    def jobs(self) -> IndexJobs:
+        """The directory-index jobs (kept in the state store, which the extension lends)."""
+        if self._jobs is None:
+            raise ServiceUnavailable("Directory index jobs need the state store.")
+        return self._jobs
 
     @property
     def location(self) -> str:
@@ -114,7 +122,8 @@ class RagStore:
         """Nothing to do eagerly: the client opens on first use (see the module doc)."""
 
     async def aclose(self) -> None:
-        await self.jobs.aclose()
+        if self._jobs is not None:
+            await self._jobs.aclose()
         client, self._client = self._client, None
         if client is not None:
             try:

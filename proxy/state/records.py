@@ -195,3 +195,37 @@ class JobOutcome(msgspec.Struct, kw_only=True):
     size: str | None = None
     """Replaces the requested size when given (what the engine produced)."""
     seconds: str | None = None
+
+
+ExtensionJobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ACTIVE_EXTENSION_JOB_STATUSES: tuple[ExtensionJobStatus, ...] = ("queued", "running")
+
+
+class ExtensionJobRecord(msgspec.Struct, kw_only=True):
+    """A background job an extension runs (a directory index...), as every replica sees
+    it. The state layer knows its bookkeeping, never its meaning: ``document`` is the
+    extension's own encoding of it (msgspec JSON), opaque here."""
+
+    kind: str
+    """Whose jobs these are (an extension's name for them); ids are unique per kind."""
+    id: str
+    owner: str
+    status: ExtensionJobStatus = "queued"
+    document: bytes
+    runner_id: str
+    """The process running it (random per process)."""
+    heartbeat_at: float
+    """Refreshed by the runner while the job is queued or running."""
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    """Why the state layer failed it (``fail_stale``); the extension's own errors are in
+    its document."""
+
+
+class ExtensionJobChange(msgspec.Struct, kw_only=True):
+    """What a runner writes: always a heartbeat (``now``), and what changed."""
+
+    now: float
+    status: ExtensionJobStatus | None = None
+    document: bytes | None = None

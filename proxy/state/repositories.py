@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from proxy.state.records import (
     ApiKey,
     AuditEntry,
+    ExtensionJobChange,
+    ExtensionJobRecord,
     JobOutcome,
     JobProgress,
     MediaRecord,
@@ -239,3 +241,33 @@ class LeaseRepository(Protocol):
         ...
 
     async def release(self, name: str, holder: str) -> None: ...
+
+
+class ExtensionJobRepository(Protocol):
+    """Background jobs of extensions, by ``kind`` (the extension's name for them). Reads
+    take the owner; writes a runner makes name the runner and change nothing once the
+    job has ended (finished, or failed by another replica as stale)."""
+
+    async def create(self, job: ExtensionJobRecord) -> None: ...
+
+    async def get(self, kind: str, owner: str, job_id: str) -> ExtensionJobRecord | None: ...
+
+    async def list(self, kind: str, owner: str) -> builtins.list[ExtensionJobRecord]:
+        """Newest first."""
+        ...
+
+    async def update(
+        self, kind: str, owner: str, job_id: str, runner_id: str, change: ExtensionJobChange
+    ) -> bool:
+        """Heartbeat (and status, document) of a job still queued or running and run by
+        ``runner_id``; False when it is not (gone, ended, or failed as stale)."""
+        ...
+
+    async def fail_stale(self, kind: str, stale_before: float, reason: str, now: float) -> int:
+        """Mark ``failed`` (with ``error = reason``) the jobs of ``kind`` still queued or
+        running whose heartbeat is older than ``stale_before``: their runner is gone."""
+        ...
+
+    async def forget_finished(self, kind: str, before: float) -> int:
+        """Retention (all owners): delete the jobs of ``kind`` that ended before ``before``."""
+        ...

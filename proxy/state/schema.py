@@ -203,3 +203,23 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Double, nullable=False),
 )
 """Work that one replica does for all (the media retention sweep): who holds it, until when."""
+
+extension_jobs = sa.Table(
+    "extension_jobs",
+    metadata,
+    sa.Column("kind", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("document", sa.LargeBinary, nullable=False),
+    sa.Column("runner_id", sa.String(64), nullable=False),
+    sa.Column("heartbeat_at", sa.Double, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_extension_jobs_kind_owner_created_at", "kind", "owner", "created_at"),
+    sa.Index("ix_extension_jobs_kind_status_heartbeat_at", "kind", "status", "heartbeat_at"),
+    sa.Index("ix_extension_jobs_kind_updated_at", "kind", "updated_at"),
+)
+"""Jobs that extensions run in the background: run by one replica (``runner_id``, alive
+while ``heartbeat_at`` is fresh), read by any; ``document`` is the extension's own."""

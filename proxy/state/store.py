@@ -12,6 +12,7 @@ from proxy.state.legacy import import_legacy_sessions
 from proxy.state.migrate import migrate
 from proxy.state.repositories import (
     AuditRepository,
+    ExtensionJobRepository,
     KeyRepository,
     LeaseRepository,
     MediaRepository,
@@ -21,6 +22,7 @@ from proxy.state.repositories import (
     VideoJobRepository,
 )
 from proxy.state.sql.audit import SqlAudit
+from proxy.state.sql.extension_jobs import SqlExtensionJobs
 from proxy.state.sql.jobs import SqlVideoJobs
 from proxy.state.sql.keys import SqlKeys
 from proxy.state.sql.media import SqlLeases, SqlMedia
@@ -45,6 +47,7 @@ class StateStore:
         self.media: MediaRepository = SqlMedia(database)
         self.video_jobs: VideoJobRepository = SqlVideoJobs(database)
         self.leases: LeaseRepository = SqlLeases(database)
+        self.extension_jobs: ExtensionJobRepository = SqlExtensionJobs(database)
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query (``/health/ready``)."""

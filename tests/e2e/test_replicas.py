@@ -38,9 +38,11 @@ from tests.support.replicas import (
     IMAGE_MODEL,
     JOB_STALE_AFTER_S,
     PRICE,
+    RAG_JOB_THRESHOLD,
     SLOW_CHAT_UPSTREAM,
     VIDEO_MODEL,
     Cluster,
+    rag_index_dir,
     start_replicas,
 )
 from tests.support.servers import Addressable
@@ -388,6 +390,71 @@ def test_a_response_cached_through_a_is_a_hit_through_b(cluster: Cluster, user_k
     assert second.choices[0].message.content == first.choices[0].message.content == reply_to(text)
     assert second.choices[0].finish_reason == first.choices[0].finish_reason == "stop"
     assert len(calls_for(cluster, text)) == 1  # B answered without calling the model
+
+
+# ------------------------------------------------------------------------------ rag jobs
+
+
+def _embedded_texts(cluster: Cluster, token: str) -> dict[str, set[str]]:
+    """The replicas that asked the model to embed a text containing ``token``, per text."""
+    found: dict[str, set[str]] = {}
+    for record in cluster.upstream.received("/v1/embeddings"):
+        inputs = (record.body or {}).get("input")
+        for text in inputs if isinstance(inputs, list) else [inputs]:
+            if isinstance(text, str) and token in text:
+                found.setdefault(text, set()).add(cluster.called_by(record))
+    return found
+
+
+def test_a_directory_index_job_started_on_a_is_polled_to_completion_on_b(
+    cluster: Cluster, user_key: str
+) -> None:
+    token = _hex()
+    name = f"indexed-{token}"
+    docs = rag_index_dir(cluster.data_dir) / name  # the volume both replicas mount
+    docs.mkdir()
+    files = RAG_JOB_THRESHOLD + 3
+    texts = [
+        f"Page {i} of the {token} handbook: the tide tables for harbour {i}." for i in range(files)
+    ]
+    for i, text in enumerate(texts):
+        (docs / f"page-{i}.md").write_text(text)
+    with _rag(cluster.a, user_key) as on_a, _rag(cluster.b, user_key) as on_b:
+        assert on_a.post("/collections", json={"name": name}).status_code == 201
+        started = on_a.post(f"/collections/{name}/index", json={"path": str(docs)})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert (job["object"], job["status"]) == ("rag.index_job", "queued")
+        path = f"/collections/{name}/jobs/{job['id']}"
+
+        seen: list[str] = []
+
+        def finished() -> bool:
+            polled = on_b.get(path)
+            assert polled.status_code == 200, polled.text  # B knows A's job from the first poll
+            seen.append(polled.json()["status"])
+            return seen[-1] not in ("queued", "running")
+
+        wait_for(finished, "the index job, polled on B")
+        done = ok(on_b.get(path))
+        assert done["status"] == "succeeded", done
+        assert done["id"] == job["id"] and done["collection"] == name
+        assert done["progress"] == {"files_done": files, "files_total": files, "chunks": files}
+        assert (done["result"]["added"], done["result"]["chunks"]) == (files, files)
+        assert ok(on_a.get(path)) == done
+        assert set(seen) <= {"queued", "running", "succeeded"}
+
+        # A did the work (every page embedded by A, once); B serves what A stored.
+        assert _embedded_texts(cluster, token) == {text: {"a"} for text in texts}
+        assert ok(on_b.get(f"/collections/{name}"))["chunks"] == files
+        hits = ok(on_b.post(f"/collections/{name}/search", json={"query": texts[3]}))
+        assert hits["data"][0]["text"] == texts[3]
+
+    with Admin(cluster.a) as admin:  # another team's key is told the job does not exist
+        other = admin.key(admin.team(f"other-{_hex()}")["id"])["key"]
+    with _rag(cluster.b, other) as stranger:
+        missing = stranger.get(path)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "id"
 
 
 # --------------------------------------------------------------------------------- kill -9

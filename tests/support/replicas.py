@@ -74,6 +74,8 @@ CACHED_CHAT_MODEL = "chat-cached"
 IMAGE_MODEL = "sd"
 VIDEO_MODEL = "wan"
 JOB_HEARTBEAT_S, JOB_STALE_AFTER_S = 0.2, 1.5
+RAG_JOB_THRESHOLD = 2
+"""A directory index of more files than this runs as a job (``rag.index_job_threshold_files``)."""
 PRICE = {"input_per_1m": 1000.0, "output_per_1m": 3000.0}
 """The chat models' price, so usage totals carry a cost that tests can recompute."""
 
@@ -88,6 +90,11 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
         else:
             merged[key] = value
     return merged
+
+
+def rag_index_dir(data_dir: Path) -> Path:
+    """The folder below the shared ``data_dir`` that RAG may index (``rag.allowed_dirs``)."""
+    return data_dir / "rag-index"
 
 
 def replica_config(
@@ -148,7 +155,17 @@ def replica_config(
             "job_progress_write_s": 0.1,
         },
         "models": [*models, *(extra_models or [])],
-        "rag": {"chroma_url": chroma_url, "embedding_model": EMBED_MODEL, "top_k": 3},
+        # Directory indexing reads the shared volume; past RAG_JOB_THRESHOLD files it is a
+        # job, whose replica's death the other notices as quickly as a video job's.
+        "rag": {
+            "chroma_url": chroma_url,
+            "embedding_model": EMBED_MODEL,
+            "top_k": 3,
+            "allowed_dirs": [str(rag_index_dir(data_dir))],
+            "index_job_threshold_files": RAG_JOB_THRESHOLD,
+            "index_job_heartbeat_s": JOB_HEARTBEAT_S,
+            "index_job_stale_after_s": JOB_STALE_AFTER_S,
+        },
         "sessions": {},
     }
     return deep_merge(config, overlay or {})
@@ -315,6 +332,7 @@ def start_replicas(
         chroma_url = f"http://127.0.0.1:{chroma_port}"
         data_dir = workdir / "shared-data"
         data_dir.mkdir()
+        rag_index_dir(data_dir).mkdir()
         replicas = []
         for name in "ab":
             config = replica_config(

@@ -1,5 +1,5 @@
 """Ingestion that bad input cannot pin: the chunk bound, batch-sized write locking,
-cancellation that leaves the collection as it was, and directory-index jobs.
+cancellation that leaves the collection as it was (directory-index jobs: ``test_rag_jobs``).
 
 The store is the real embedded Chroma; embeddings come from ``bow_embed`` behind a
 ``GatedEmbedder`` that can hold the embedding of marked texts, so a test can look at the
@@ -9,18 +9,16 @@ collection while a write is in the middle of embedding.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from extensions.rag import ingest
 from extensions.rag.config import RagConfig
-from extensions.rag.jobs import IndexJobs
-from extensions.rag.schemas import DocumentIn, IndexProgress, IndexReport, IndexRequest
+from extensions.rag.schemas import DocumentIn, IndexRequest
 from extensions.rag.store import RagStore
-from proxy.errors import InvalidRequest, NotFound, PayloadTooLarge
+from proxy.errors import InvalidRequest, PayloadTooLarge
 from tests.support.rag_fakes import bow_embed
 
 MARK = "heldword"
@@ -186,83 +184,3 @@ async def test_a_failed_request_leaves_every_source_as_it_was(tmp_path: Path) ->
         await ingest.add_documents(store, OWNER, "notes", docs)  # "a" was stored whole before
     assert await chunks(store) == 0
     await store.aclose()
-
-
-# -- jobs --------------------------------------------------------------------------------
-
-
-async def test_a_job_runs_reports_progress_and_belongs_to_its_owner() -> None:
-    jobs = IndexJobs()
-    step = asyncio.Event()
-
-    async def work(progress: IndexProgress) -> IndexReport:
-        progress.files_done, progress.chunks = 1, 5
-        await step.wait()
-        progress.files_done = 2
-        return IndexReport(collection="notes", path="/docs", added=2, chunks=9)
-
-    job = jobs.start("key-a", "notes", 2, work)
-    assert (job.status, job.progress.files_total) == ("queued", 2)
-    assert msgspec.json.decode(msgspec.json.encode(job))["object"] == "rag.index_job"
-    await asyncio.sleep(0)
-    running = jobs.get("key-a", "notes", job.id)
-    assert running.status == "running" and running.progress.files_done == 1
-    for owner, collection in [("key-b", "notes"), ("key-a", "other")]:
-        with pytest.raises(NotFound):
-            jobs.get(owner, collection, job.id)
-    step.set()
-    for _ in range(3):  # the job resumes, returns and is marked done
-        await asyncio.sleep(0)
-    done = jobs.get("key-a", "notes", job.id)
-    assert done.status == "succeeded" and done.result is not None and done.result.added == 2
-    assert done.progress.files_done == 2 and done.error is None
-
-
-async def test_a_failed_job_carries_the_error_and_closing_cancels_running_jobs() -> None:
-    jobs = IndexJobs(running_at_once=1)
-    forever = asyncio.Event()
-
-    async def failing(progress: IndexProgress) -> IndexReport:
-        raise PayloadTooLarge("too many chunks (rag.max_chunks_per_request)", param="path")
-
-    async def stuck(progress: IndexProgress) -> IndexReport:
-        await forever.wait()
-        raise AssertionError("unreachable")
-
-    failed = jobs.start("k", "notes", 1, failing)
-    first = jobs.start("k", "notes", 1, stuck)
-    queued = jobs.start("k", "notes", 1, stuck)  # waits for the one running slot
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert jobs.get("k", "notes", failed.id).error == {
-        "message": "too many chunks (rag.max_chunks_per_request)",
-        "type": "invalid_request_error",
-        "param": "path",
-        "code": "payload_too_large",
-    }
-    assert jobs.get("k", "notes", failed.id).status == "failed"
-    assert jobs.get("k", "notes", first.id).status == "running"
-    assert jobs.get("k", "notes", queued.id).status == "queued"
-    await jobs.aclose()
-    assert jobs.get("k", "notes", first.id).status == "cancelled"
-    assert jobs.get("k", "notes", queued.id).status == "cancelled"
-
-
-async def test_closing_the_store_cancels_an_index_job_mid_embedding(
-    tmp_path: Path, gate: GatedEmbedder
-) -> None:
-    store = make_store(tmp_path, gate)
-    gate.pass_marked = 0
-    await store.create_collection(OWNER, "notes")
-    docs = tmp_path / "allowed" / "docs"
-    docs.mkdir(parents=True)
-    (docs / "a.md").write_text(LONG)
-    plan = await ingest.plan_index(store, OWNER, "notes", IndexRequest(path=str(docs)))
-
-    def work(progress: IndexProgress) -> Awaitable[IndexReport]:
-        return ingest.run_index(store, OWNER, "notes", plan, progress)
-
-    job = store.jobs.start(OWNER, "notes", len(plan.files), work)
-    await gate.holding.wait()
-    await store.aclose()
-    assert store.jobs.get(OWNER, "notes", job.id).status == "cancelled"
