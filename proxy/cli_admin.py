@@ -24,6 +24,7 @@ from proxy.schemas.admin import KeyCreate, TeamCreate
 from proxy.schemas.base import validated
 from proxy.settings import Settings, load_settings
 from proxy.state import migrate, open_state, resolve_url
+from proxy.state.channels import scoped_channel
 from proxy.state.config import StateConfig
 from proxy.state.records import DEFAULT_TEAM_ID, ApiKey
 from proxy.tenancy.admin import AdminService
@@ -56,7 +57,7 @@ async def _broadcaster(settings: Settings) -> Any:
     client = redis_asyncio.from_url(settings.state.redis_url)
 
     async def announce(what: str) -> None:
-        await client.publish(CHANNEL, what)
+        await client.publish(scoped_channel(CHANNEL, client), what)
 
     try:
         yield announce

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from proxy.router import Deployment, Router
+from proxy.state.channels import scoped_channel
 
 log = logging.getLogger("switchyard.cooldowns")
 
@@ -58,14 +59,14 @@ class SharedCooldowns:
         redis: Any,
         subscriber: Any,
         prefix: str = PREFIX,
-        channel: str = CHANNEL,
+        channel: str | None = None,
     ) -> None:
         self._by_label: dict[str, list[Deployment]] = {}
         self.follow(deployments)
         self._redis = redis
         self._subscriber = subscriber
         self._prefix = prefix
-        self._channel = channel
+        self._channel = channel or scoped_channel(CHANNEL, subscriber)
         self._origin = secrets.token_hex(8)
         self._listener: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()

@@ -39,6 +39,7 @@ from proxy.lifespan import build_generation, build_router, fingerprint
 from proxy.schemas.admin import AdminRequest
 from proxy.schemas.base import WireResponse
 from proxy.settings import ConfigError, Settings, load_settings
+from proxy.state.channels import scoped_channel
 
 if TYPE_CHECKING:
     from proxy.app_state import AppState
@@ -114,6 +115,8 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._origin = secrets.token_hex(8)
         self._redis: Any = None
+        self._channel = CHANNEL
+        """Set to the database-scoped name (``proxy.state.channels``) once subscribed."""
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -200,7 +203,8 @@ class Reloader:
         subscriber = redis_asyncio.Redis.from_url(url, socket_connect_timeout=2.0)
         stack.push_async_callback(subscriber.aclose)
         pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CHANNEL)
+        self._channel = scoped_channel(CHANNEL, subscriber)
+        await pubsub.subscribe(self._channel)
         self._listener = asyncio.get_running_loop().create_task(
             self._follow(pubsub), name="config-reloads"
         )
@@ -208,7 +212,7 @@ class Reloader:
 
     async def _publish(self) -> bool:
         try:
-            await self._redis.publish(CHANNEL, self._origin)
+            await self._redis.publish(self._channel, self._origin)
         except Exception:
             log.exception("broadcasting a configuration reload failed")
             return False
@@ -228,7 +232,7 @@ class Reloader:
                     log.warning("lost the config-reload channel; retrying in 1 s", exc_info=True)
                     await asyncio.sleep(1)
                     with contextlib.suppress(Exception):
-                        await pubsub.subscribe(CHANNEL)
+                        await pubsub.subscribe(self._channel)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.state.channels import scoped_channel
 from proxy.state.records import ApiKey, Team
 from proxy.state.repositories import KeyRepository, TeamRepository
 
@@ -156,7 +157,7 @@ class KeyCache:
         self.forget_all()
         if self._redis is not None:
             try:
-                await self._redis.publish(CHANNEL, what)
+                await self._redis.publish(scoped_channel(CHANNEL, self._redis), what)
             except Exception:
                 log.exception("broadcasting a key change failed; other replicas wait for TTL")
 
@@ -166,13 +167,14 @@ class KeyCache:
         published through ``publisher`` (default: ``redis``)."""
         self._redis = publisher if publisher is not None else redis
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CHANNEL)
+        channel = scoped_channel(CHANNEL, redis)
+        await pubsub.subscribe(channel)
         self.ttl_s = ttl_s
         self._listener = asyncio.get_running_loop().create_task(
-            self._follow(pubsub), name="key-changes"
+            self._follow(pubsub, channel), name="key-changes"
         )
 
-    async def _follow(self, pubsub: Any) -> None:
+    async def _follow(self, pubsub: Any, channel: str) -> None:
         try:
             while True:
                 try:
@@ -185,7 +187,7 @@ class KeyCache:
                     self.forget_all()
                     await asyncio.sleep(1)
                     with contextlib.suppress(Exception):
-                        await pubsub.subscribe(CHANNEL)
+                        await pubsub.subscribe(channel)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -133,6 +133,7 @@ def test_with_redis_a_revocation_is_broadcast_to_running_servers(
 ) -> None:
     import redis as redis_sync
 
+    from proxy.state.channels import scoped_channel
     from proxy.tenancy.keys import CHANNEL
 
     path = tmp_path / "redis.yaml"
@@ -143,8 +144,9 @@ def test_with_redis_a_revocation_is_broadcast_to_running_servers(
     path.write_text(yaml.safe_dump(body))
     _, out, _ = run(capsys, "admin", "create-key", "--name", "temp", "--config", str(path))
     key_id = KEY_LINE.search(out)[1]  # type: ignore[index]
-    listener = redis_sync.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(CHANNEL)
+    client = redis_sync.Redis.from_url(redis_url)
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(scoped_channel(CHANNEL, client))
     assert listener.get_message(timeout=1) is None  # the subscription is in place
     try:
         assert run(capsys, "admin", "revoke-key", key_id, "--config", str(path))[0] == 0
