@@ -39,19 +39,28 @@ def question(route: str, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]] 
     for position in range(len(messages) - 1, -1, -1):
         message = messages[position]
         if isinstance(message, dict) and message.get("role") == "user":
-            text = _text(message.get("content"))
+            content = message.get("content")
+            text = _text(content)
             if not text:
                 return None
-            rest = [*messages[:position], {**message, "content": None}, *messages[position + 1 :]]
+            # Only the text is compared by similarity; images, audio and files stay in
+            # the context, which must match exactly (another picture is another question).
+            others = [p for p in content if not _is_text(p)] if isinstance(content, list) else []
+            kept = {**message, "content": others or None}
+            rest = [*messages[:position], kept, *messages[position + 1 :]]
             return text, {**body, "messages": rest}
     return None
+
+
+def _is_text(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text"
 
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        parts = [p.get("text") for p in content if _is_text(p)]
         return "\n".join(p for p in parts if isinstance(p, str))
     return ""
 
