@@ -158,11 +158,12 @@ async def build_generation(
     )
     extensions = services.extensions
     fresh: list[Extension] = []
+    kept: list[Extension] = []
     ordered = sorted(base.extension_classes.items(), key=lambda item: item[1].order)
     for name, cls in ordered:
         old = previous.extensions.get(name) if previous else None
         if old is not None and old.keep_on_reload(settings):
-            old.services = services
+            kept.append(old)
             extensions[name] = old
         else:
             extensions[name] = cls(services)
@@ -175,9 +176,6 @@ async def build_generation(
             await _closing(f"extension {extension.name}", extension.aclose)
         raise
     pipeline = ExtensionPipeline(list(extensions.values()), router)
-    if base.cooldowns is not None:
-        base.cooldowns.follow(d for found in router.deployments.values() for d in found)
-        router.shared = base.cooldowns
     gateway = Gateway(
         router,
         log_prompts=settings.server.log_prompts,
@@ -185,6 +183,13 @@ async def build_generation(
         extensions=pipeline,
         cache=open_cache(settings, router, base.metrics, base.cache_backend, make_embedder),
     )
+    # Nothing below can fail: only now are the running parts pointed at this generation
+    # (a reload that failed above left the kept extensions on their own router).
+    for extension in kept:
+        extension.services = services
+    if base.cooldowns is not None:
+        base.cooldowns.follow(d for found in router.deployments.values() for d in found)
+        router.shared = base.cooldowns
     return Generation(
         number=number,
         settings=settings,

@@ -328,3 +328,30 @@ def test_cooldowns_shared_through_redis_reach_the_deployments_of_a_new_generatio
                 client.chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
             assert refused.value.status_code == 429
     assert len(fake.received("/v1/chat/completions")) == 1  # only one's request went out
+
+
+def test_a_reload_that_fails_halfway_leaves_the_kept_extensions_on_the_running_router(
+    tmp_path: Path,
+) -> None:
+    """The new file changes m (a new adapter) and names a search provider that is not
+    installed, which fails only when the tools extension is built, after the sessions
+    extension (unchanged, so kept) was lent the new generation's services. It must still
+    serve the running router: a session turn afterwards reaches the running upstream."""
+    with running_fake() as (fake_a, url_a), running_fake() as (fake_b, url_b):
+        write(tmp_path, config(tmp_path, [model_entry("m", "upstream-a", url_a)]))
+        with gateway_from_file(tmp_path / "switchyard.yaml") as server, sdk(server) as client:
+            sessions = state_of(server).generations.current.extensions["session"]
+            running_router = sessions.services.router
+            tools = {"web_search": {"provider": "no-such-provider", "url": "http://127.0.0.1:9"}}
+            write(tmp_path, config(tmp_path, [model_entry("m", "upstream-b", url_b)], tools=tools))
+            answer = reload(server)
+            assert answer.status_code == 400, answer.text
+            assert "no-such-provider" in answer.json()["error"]["message"]
+            assert sessions.services.router is running_router
+            client.chat.completions.create(
+                model="m",
+                messages=ASK,  # type: ignore[arg-type]
+                extra_headers={"X-Switchyard-Session": "after-a-failed-reload"},
+            )
+    assert upstream_models(fake_a) == ["upstream-a"]
+    assert fake_b.received("/v1/chat/completions") == []
