@@ -114,6 +114,12 @@ class Extension:
     async def aclose(self) -> None:
         """Release it."""
 
+    def busy(self) -> bool:
+        """Whether work this instance started outlives the requests that started it and
+        is still running (a directory index). A configuration reload that replaces the
+        instance closes it only once this is false."""
+        return False
+
     def keep_on_reload(self, settings: Settings) -> bool:
         """Whether this instance may serve a reloaded configuration as it is (lent the
         new generation's ``services``) instead of being built and started again. The

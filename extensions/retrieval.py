@@ -110,6 +110,9 @@ class RagExtension(Extension):
         if store is not None:
             await store.aclose()
 
+    def busy(self) -> bool:
+        return self.store is not None and self.store.busy()
+
     def keep_on_reload(self, settings: Settings) -> bool:
         return settings.section("rag", RagConfig) == self.config
 

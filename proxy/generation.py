@@ -130,8 +130,11 @@ class Generations:
         log.info("configuration generation %d retired", old.number)
 
     def _busy(self, old: Generation) -> bool:
-        """Whether work is in flight on a deployment that releasing ``old`` closes."""
-        return any(d.in_flight for d in old.deployments() if self._only_user(old, d.adapter))
+        """Whether work is in flight on a deployment, or in an extension (an index job),
+        that releasing ``old`` closes."""
+        if any(d.in_flight for d in old.deployments() if self._only_user(old, d.adapter)):
+            return True
+        return any(e.busy() for e in old.extensions.values() if self._only_user(old, e))
 
     def _only_user(self, generation: Generation, part: Any) -> bool:
         """Whether ``part`` is closed when ``generation`` is released (no other user)."""

@@ -154,6 +154,10 @@ class IndexJobs:
         wire = (self._wire(r) for r in records)
         return [job for job in wire if job is not None and job.collection == collection]
 
+    def running(self) -> int:
+        """How many jobs this process is running or has queued."""
+        return len(self._running)
+
     async def aclose(self) -> None:
         """Cancel the jobs running here; each is recorded ``cancelled`` (``shutdown``)."""
         self._closing = True

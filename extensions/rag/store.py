@@ -107,6 +107,10 @@ class RagStore:
         self._jobs = jobs
         self._dimensions: dict[str, int] = {}
 
+    def busy(self) -> bool:
+        """Whether a directory index of this process is still running."""
+        return self._jobs is not None and self._jobs.running() > 0
+
     @property
     def jobs(self) -> IndexJobs:
         """The directory-index jobs (kept in the state store, which the extension lends)."""

@@ -27,6 +27,10 @@ class Recorded(Adapter):
 class Ext:
     def __init__(self) -> None:
         self.closed = 0
+        self.working = False
+
+    def busy(self) -> bool:
+        return self.working
 
     async def aclose(self) -> None:
         self.closed += 1
@@ -97,6 +101,19 @@ async def test_a_retired_generation_waits_for_work_in_flight_on_what_it_closes()
     busy.in_flight = 0
     await generations.retired()
     assert dropped.closed == 1
+    await generations.aclose()
+
+
+async def test_a_retired_generation_waits_for_an_extension_still_at_work() -> None:
+    indexing = Ext()
+    indexing.working = True  # a directory index that outlives its request
+    generations = Generations(generation(1, [], rag=indexing))
+    generations.swap(generation(2, [], rag=Ext()))
+    await settle()
+    assert indexing.closed == 0
+    indexing.working = False
+    await generations.retired()
+    assert indexing.closed == 1
     await generations.aclose()
 
 
