@@ -60,9 +60,13 @@ class SharedCooldowns:
         subscriber: Any,
         prefix: str = PREFIX,
         channel: str | None = None,
+        longest_s: float = 3600.0,
     ) -> None:
         self._by_label: dict[str, list[Deployment]] = {}
         self.follow(deployments)
+        self._longest_s = longest_s
+        """No cooldown that arrives is longer: a message on the channel (or a key) with
+        an absurd time must not take a deployment out of every replica for good."""
         self._redis = redis
         self._subscriber = subscriber
         self._prefix = prefix
@@ -120,7 +124,7 @@ class SharedCooldowns:
             for deployment in found:
                 deployment.cooldown_until, deployment.binding = 0.0, False
             return
-        until = time.monotonic() + seconds
+        until = time.monotonic() + min(seconds, self._longest_s)
         for deployment in found:
             if until > deployment.cooldown_until:
                 deployment.cooldown_until, deployment.binding = until, binding
@@ -198,7 +202,8 @@ async def share_cooldowns(
     subscriber = redis_asyncio.Redis.from_url(redis_url, socket_connect_timeout=_CONNECT_S)
     stack.push_async_callback(subscriber.aclose)
     every = [d for found in router.deployments.values() for d in found]
-    shared = SharedCooldowns(every, redis=publisher, subscriber=subscriber)
+    longest = max(router.cooldown_s, router.max_retry_after_s)
+    shared = SharedCooldowns(every, redis=publisher, subscriber=subscriber, longest_s=longest)
     await shared.start()
     stack.push_async_callback(shared.aclose)
     router.shared = shared

@@ -10,6 +10,7 @@ a duration.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -133,3 +134,15 @@ async def test_without_redis_cooldowns_stay_local_and_requests_still_work(
     finally:
         await publisher.aclose()
     assert "stays local to this replica" in caplog.text
+
+
+def test_a_cooldown_that_arrives_is_never_longer_than_this_router_would_set() -> None:
+    """A message on the channel (anyone with access to Redis can publish one) saying
+    1e18 s must not take the deployment out of every replica for good."""
+    router, _ = build_router(Upstream(a=ok), {"m": ["a"]})
+    (deployment,) = router.deployments["m"]
+    shared = SharedCooldowns([deployment], redis=None, subscriber=None, longest_s=60)
+    event = {"deployment": deployment.label, "seconds": 1e18, "binding": True, "origin": "x"}
+    before = time.monotonic()
+    shared._received(json.dumps(event).encode())
+    assert before + 59 < deployment.cooldown_until <= time.monotonic() + 60
