@@ -141,7 +141,9 @@ def test_a_cooldown_that_arrives_is_never_longer_than_this_router_would_set() ->
     1e18 s must not take the deployment out of every replica for good."""
     router, _ = build_router(Upstream(a=ok), {"m": ["a"]})
     (deployment,) = router.deployments["m"]
-    shared = SharedCooldowns([deployment], redis=None, subscriber=None, longest_s=60)
+    shared = SharedCooldowns(
+        [deployment], redis=None, subscriber=None, channel="test", longest_s=60
+    )
     event = {"deployment": deployment.label, "seconds": 1e18, "binding": True, "origin": "x"}
     before = time.monotonic()
     shared._received(json.dumps(event).encode())
