@@ -12,11 +12,13 @@ The parent supervises:
   parent waits for all of them and exits 0.
 - SIGHUP: forwarded to every worker, each of which reloads its configuration
   (``proxy.reload``).
-- A worker that dies after it had started serving is replaced (logged with its exit
-  code), so one crash does not take capacity away for good. A worker that dies before
-  it ever served (the config cannot start: the state database unreachable, a port
-  problem) stops them all and the parent exits 1: restarting would fail the same way,
-  for ever.
+- A worker that dies is replaced (logged with its exit code), so one crash does not
+  take capacity away for good. A replacement that dies before it served (the state
+  database is down for a while) is tried again after a back-off that doubles up to
+  ``_MOST_BACKOFF_S`` and starts over once one serves; the healthy workers go on
+  serving meanwhile. Only at start-up does a worker that dies before it served stop
+  them all, and the parent exit 1: the configuration cannot start, and restarting
+  would fail the same way for ever.
 - Workers die with the parent (``PR_SET_PDEATHSIG`` on Linux): a ``kill -9`` of the
   parent leaves no orphan holding the port.
 
@@ -40,6 +42,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
@@ -48,6 +51,8 @@ from types import FrameType
 log = logging.getLogger("switchyard.workers")
 
 _POLL_S = 0.2
+_FIRST_BACKOFF_S = 0.5
+_MOST_BACKOFF_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 multiprocessing.allow_connection_pickling()  # sockets travel to spawned workers
@@ -105,7 +110,8 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, started: Event, parent: in
 
 
 class _Worker:
-    def __init__(self, spec: WorkerSpec, sock: socket.socket) -> None:
+    def __init__(self, spec: WorkerSpec, sock: socket.socket, *, replacement: bool = False) -> None:
+        self.replacement = replacement
         self.started = _spawn.Event()
         self.process: SpawnProcess = _spawn.Process(
             target=run_worker,
@@ -133,6 +139,10 @@ class Supervisor:
         self.host = host
         self.port = port
         self.workers: list[_Worker] = []
+        self._backoff: dict[int, float] = {}
+        """Slot -> the wait before the next replacement, after ones that did not start."""
+        self._restart_at: dict[int, float] = {}
+        """Slot -> when its replacement is started (the slot is empty meanwhile)."""
         self._stop = threading.Event()
         self._hangups = 0
         self.failed = False
@@ -167,18 +177,37 @@ class Supervisor:
         return 1 if self.failed else 0
 
     def _replace_dead(self, sock: socket.socket) -> None:
+        now = time.monotonic()
         for index, worker in enumerate(self.workers):
+            if index in self._restart_at:
+                if now >= self._restart_at[index]:
+                    del self._restart_at[index]
+                    self.workers[index] = _Worker(self.spec, sock, replacement=True)
+                continue
             if worker.process.is_alive():
+                if worker.started.is_set():
+                    self._backoff.pop(index, None)
                 continue
             worker.process.join()
             code = worker.process.exitcode
-            if not worker.started.is_set():
+            if worker.started.is_set():
+                log.warning("worker %s died (exit code %s); starting another", worker.pid, code)
+                self.workers[index] = _Worker(self.spec, sock, replacement=True)
+                continue
+            if not worker.replacement:
                 log.error("worker %s exited (code %s) before it served; stopping", worker.pid, code)
                 self.failed = True
                 self._stop.set()
                 return
-            log.warning("worker %s died (exit code %s); starting another", worker.pid, code)
-            self.workers[index] = _Worker(self.spec, sock)
+            wait = self._backoff.get(index, _FIRST_BACKOFF_S)
+            self._backoff[index] = min(wait * 2, _MOST_BACKOFF_S)
+            self._restart_at[index] = now + wait
+            log.warning(
+                "replacement worker %s exited (code %s) before it served; next try in %g s",
+                worker.pid,
+                code,
+                wait,
+            )
 
     def _stop_all(self) -> None:
         for worker in self.workers:
