@@ -65,16 +65,21 @@ def chat_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[str, A
     head = _head(answer, "chat.completion.chunk")
     chunks: list[dict[str, Any]] = []
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> None:
-        choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> None:
+        choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         chunks.append({**head, "choices": [choice]})
 
     for choice in answer.get("choices") or ():
         index = choice.get("index", 0)
         message = choice.get("message") or {}
         chunk(index, {"role": "assistant", "content": ""})
+        # The whole text in one delta, with the log probabilities of all its tokens.
         if message.get("content"):
-            chunk(index, {"content": message["content"]})
+            chunk(index, {"content": message["content"]}, logprobs=choice.get("logprobs"))
+        elif message.get("refusal"):
+            chunk(index, {"refusal": message["refusal"]}, logprobs=choice.get("logprobs"))
         for position, call in enumerate(message.get("tool_calls") or ()):
             chunk(index, {"tool_calls": [{"index": position, **call}]})
         chunk(index, {}, choice.get("finish_reason"))
@@ -88,8 +93,14 @@ def completion_chunks(answer: dict[str, Any], include_usage: bool) -> list[dict[
     chunks: list[dict[str, Any]] = []
     for choice in answer.get("choices") or ():
         index = choice.get("index", 0)
-        for text, finish in ((choice.get("text") or "", None), ("", choice.get("finish_reason"))):
-            choices = [{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]
+        pieces = (
+            (choice.get("text") or "", None, choice.get("logprobs")),
+            ("", choice.get("finish_reason"), None),
+        )
+        for text, finish, logprobs in pieces:
+            choices = [
+                {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
+            ]
             chunks.append({**head, "choices": choices})
     if include_usage and answer.get("usage"):
         chunks.append({**head, "choices": [], "usage": answer["usage"]})
@@ -173,13 +184,21 @@ class Assembler:
 
 def _slot(index: int, chat: bool) -> dict[str, Any]:
     if chat:
-        return {"index": index, "content": [], "tool_calls": {}, "finish_reason": None}
-    return {"index": index, "text": [], "finish_reason": None}
+        return {
+            "index": index,
+            "content": [],
+            "refusal": [],
+            "tool_calls": {},
+            "logprobs": {},
+            "finish_reason": None,
+        }
+    return {"index": index, "text": [], "logprobs": {}, "finish_reason": None}
 
 
 def _merge(slot: dict[str, Any], choice: dict[str, Any], chat: bool) -> None:
     if choice.get("finish_reason"):
         slot["finish_reason"] = choice["finish_reason"]
+    _merge_logprobs(slot["logprobs"], choice.get("logprobs"))
     if not chat:
         if choice.get("text"):
             slot["text"].append(choice["text"])
@@ -187,6 +206,8 @@ def _merge(slot: dict[str, Any], choice: dict[str, Any], chat: bool) -> None:
     delta = choice.get("delta") or {}
     if delta.get("content"):
         slot["content"].append(delta["content"])
+    if delta.get("refusal"):
+        slot["refusal"].append(delta["refusal"])
     for call in delta.get("tool_calls") or ():
         found = slot["tool_calls"].setdefault(
             call.get("index", 0),
@@ -198,20 +219,34 @@ def _merge(slot: dict[str, Any], choice: dict[str, Any], chat: bool) -> None:
         found["function"]["arguments"] += function.get("arguments") or ""
 
 
+def _merge_logprobs(merged: dict[str, Any], piece: Any) -> None:
+    """Append a chunk's log probabilities: each list field (chat's ``content`` and
+    ``refusal``, completions' ``tokens``, ``token_logprobs``, ``top_logprobs``,
+    ``text_offset``) continues where the previous chunk's ended."""
+    if not isinstance(piece, dict):
+        return
+    for field, values in piece.items():
+        if isinstance(values, list):
+            merged.setdefault(field, []).extend(values)
+
+
 def _finished(slot: dict[str, Any], chat: bool) -> dict[str, Any]:
+    logprobs = slot["logprobs"] or None
     if not chat:
         return {
             "index": slot["index"],
             "text": "".join(slot["text"]),
             "finish_reason": slot["finish_reason"],
-            "logprobs": None,
+            "logprobs": logprobs,
         }
     message: dict[str, Any] = {"role": "assistant", "content": "".join(slot["content"]) or None}
+    if slot["refusal"]:
+        message["refusal"] = "".join(slot["refusal"])
     if slot["tool_calls"]:
         message["tool_calls"] = [slot["tool_calls"][i] for i in sorted(slot["tool_calls"])]
     return {
         "index": slot["index"],
         "message": message,
         "finish_reason": slot["finish_reason"],
-        "logprobs": None,
+        "logprobs": logprobs,
     }

@@ -163,3 +163,73 @@ def test_incomplete_or_failed_answers_are_not_cached() -> None:
     assert cacheable(b'{"object": "list", "data": [{"embedding": [0.5]}]}')
     assert not cacheable(b'{"error": {"message": "x"}}')
     assert not cacheable(b"not json")
+
+
+def _token(text: str, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": []}
+
+
+def test_logprobs_and_refusals_survive_a_stream_into_the_cache_and_back() -> None:
+    """A streamed miss with ``logprobs: true`` is stored with every token's log
+    probability (the key has ``logprobs`` in it: a whole request is served from it), and a
+    streamed hit carries them again; a refusal is kept in both directions too."""
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    tokens = [_token("Hel", -0.1), _token("lo", -0.2)]
+
+    def chunk(index: int, delta: dict[str, Any], logprobs: Any = None, finish: Any = None) -> Any:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return {**head, "choices": [choice]}
+
+    events = [
+        chunk(0, {"role": "assistant", "content": ""}),
+        chunk(0, {"content": "Hel"}, {"content": tokens[:1], "refusal": None}),
+        chunk(0, {"content": "lo"}, {"content": tokens[1:], "refusal": None}),
+        chunk(0, {}, finish="stop"),
+        chunk(1, {"role": "assistant", "refusal": ""}),
+        chunk(1, {"refusal": "I can't "}),
+        chunk(1, {"refusal": "help with that."}),
+        chunk(1, {}, finish="stop"),
+    ]
+    assembler = Assembler("chat")
+    assembler.items.append(sse(events))
+    content = assembler.answer(CallStats())
+    assert content is not None
+    whole = ChatCompletion.model_validate_json(content)
+    assert whole.choices[0].logprobs is not None
+    assert [(t.token, t.logprob) for t in whole.choices[0].logprobs.content or []] == [
+        ("Hel", -0.1),
+        ("lo", -0.2),
+    ]
+    assert whole.choices[1].message.refusal == "I can't help with that."
+
+    replayed = [
+        ChatCompletionChunk.model_validate(c) for c in chat_chunks(json.loads(content), False)
+    ]
+    with_tokens = [c for c in replayed if c.choices[0].logprobs is not None]
+    assert [c.choices[0].delta.content for c in with_tokens] == ["Hello"]
+    assert [t.token for t in with_tokens[0].choices[0].logprobs.content or []] == ["Hel", "lo"]  # type: ignore[union-attr]
+    refusals = [c.choices[0].delta.refusal for c in replayed if c.choices[0].index == 1]
+    assert "".join(r for r in refusals if r) == "I can't help with that."
+
+
+def test_completion_logprobs_are_joined_across_a_stream() -> None:
+    head = {"id": "c", "object": "text_completion", "created": 1, "model": "m"}
+
+    def piece(text: str, offset: int, finish: Any = None) -> dict[str, Any]:
+        logprobs = {
+            "tokens": [text],
+            "token_logprobs": [-0.5],
+            "top_logprobs": [{text: -0.5}],
+            "text_offset": [offset],
+        }
+        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        return {**head, "choices": [choice]}
+
+    assembler = Assembler("completions")
+    assembler.items.append(sse([piece("Hi", 0), piece(" there", 2, "length")]))
+    content = assembler.answer(CallStats())
+    assert content is not None
+    choice = Completion.model_validate_json(content).choices[0]
+    assert choice.text == "Hi there" and choice.logprobs is not None
+    assert choice.logprobs.tokens == ["Hi", " there"]
+    assert choice.logprobs.text_offset == [0, 2]
