@@ -45,10 +45,11 @@ def _telemetry_summary(settings: Settings) -> str:
     telemetry = settings.telemetry
     if telemetry.traces_url is None:
         return "tracing off"
-    return (
-        f"traces to {telemetry.traces_url} as {telemetry.service_name}, "
-        f"sampling {telemetry.sample_ratio:g}"
-    )
+    shown = telemetry.traces_url
+    if "@" in shown:  # credentials in the URL's user part are never printed
+        scheme, _, rest = shown.partition("://")
+        shown = f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return f"traces to {shown} as {telemetry.service_name}, sampling {telemetry.sample_ratio:g}"
 
 
 def _routing_table(settings: Settings) -> str:
@@ -98,11 +99,15 @@ def _changed_fields(section: msgspec.Struct) -> str:
 
 def _refused(settings: Settings, workers: int) -> bool:
     """Print why ``settings`` cannot run with ``workers`` (``proxy.replicas``), if so."""
-    from proxy.replicas import plan_for, replica_problems
+    from proxy.replicas import plan_for, replica_problems, replica_warnings
 
-    problems = replica_problems(settings, plan_for(settings, workers))
+    plan = plan_for(settings, workers)
+    problems = replica_problems(settings, plan)
     for problem in problems:
         print(f"switchyard: cannot run this configuration: {problem}", file=sys.stderr)
+    if not problems:
+        for warning in replica_warnings(settings, plan):
+            print(f"switchyard: warning: {warning}", file=sys.stderr)
     return bool(problems)
 
 

@@ -70,6 +70,22 @@ def local_models(settings: Settings) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+PER_PROCESS_WITHOUT_REDIS = (
+    "without state.redis_url, each process counts on its own: rate limits (an RPM of 10 "
+    "admits 10 per process), the parallel-request gate, the response cache and key "
+    "revocations (seen elsewhere only after key_cache_ttl_s); POST /admin/reload reaches "
+    "only the process that took it (send SIGHUP to the parent instead). Set "
+    "state.redis_url to share them."
+)
+
+
+def replica_warnings(settings: Settings, plan: ReplicaPlan) -> list[str]:
+    """What works but differs per process when ``settings`` runs as ``plan``."""
+    if plan.replicated and not settings.state.redis_url:
+        return [f"{plan.reason}: {PER_PROCESS_WITHOUT_REDIS}"]
+    return []
+
+
 def replica_problems(settings: Settings, plan: ReplicaPlan) -> list[str]:
     """Why ``settings`` cannot run as ``plan`` says; empty when it can."""
     problems: list[str] = []

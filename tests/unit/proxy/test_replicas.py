@@ -114,3 +114,32 @@ def test_the_shipped_two_tier_configs_pass_as_documented(
     settings = load_settings(gateway)
     assert local_models(settings) == []
     assert {m.name for m in settings.models} == {m["name"] for m in DEFAULT_MODELS}
+
+
+def test_several_workers_without_redis_run_but_are_warned_what_stays_per_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote = {"defaults": False, "models": [REMOTE], "rag": CHROMA}
+    assert main(["check-config", write(tmp_path, remote), "--workers", "4"]) == 0
+    warned = capsys.readouterr().err
+    assert "warning: --workers 4: without state.redis_url" in warned
+    assert "an RPM of 10 admits 10 per process" in warned
+    shared = {**remote, "state": {"redis_url": "redis://redis:6379/0"}}
+    assert main(["check-config", write(tmp_path, shared), "--workers", "4"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["check-config", write(tmp_path, remote)]) == 0  # one process: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_check_config_never_prints_credentials_in_the_collector_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = {
+        "defaults": False,
+        "models": [REMOTE],
+        "telemetry": {"otlp_endpoint": "https://tenant:s3cret@collector.example:4318"},
+    }
+    assert main(["check-config", write(tmp_path, config)]) == 0
+    out = capsys.readouterr().out
+    assert "telemetry: traces to https://***@collector.example:4318/v1/traces" in out
+    assert "s3cret" not in out and "tenant" not in out
