@@ -108,6 +108,14 @@ def test_media_urls_made_through_nginx_carry_its_port(stack: Stack) -> None:
         assert response.headers["content-type"] == "image/png"
 
 
+def test_a_client_cannot_choose_the_prefix_of_its_media_urls(stack: Stack) -> None:
+    """The replicas trust X-Forwarded-*; nginx drops a client's X-Forwarded-Prefix."""
+    with stack.client(default_headers={"X-Forwarded-Prefix": "/phish"}) as client:
+        result = client.images.generate(model="sd", prompt="a lighthouse", n=1, size="64x48")
+    url = result.data[0].url
+    assert url is not None and url.startswith(f"http://127.0.0.1:{stack.nginx.port}/v1/media/")
+
+
 def test_nginx_answers_an_over_limit_body_with_an_openai_error(stack: Stack) -> None:
     stack.fake.clear()
     big = "x" * ((NGINX_LIMIT_MIB + 1) * 1024 * 1024)
