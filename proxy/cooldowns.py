@@ -129,6 +129,17 @@ class SharedCooldowns:
             if until > deployment.cooldown_until:
                 deployment.cooldown_until, deployment.binding = until, binding
 
+    async def catch_up(self) -> None:
+        """``sync``, for deployments a reload just made: cooldowns other replicas set
+        before they existed apply to them too. Redis down: logged, they start warm."""
+        try:
+            await self.sync()
+        except Exception as exc:
+            log.warning(
+                "reading shared cooldowns failed (%s); new deployments start without",
+                type(exc).__name__,
+            )
+
     async def sync(self) -> None:
         """Copy the cooldowns stored in Redis onto this replica's deployments."""
         labels = list(self._by_label)

@@ -190,6 +190,7 @@ async def build_generation(
     if base.cooldowns is not None:
         base.cooldowns.follow(d for found in router.deployments.values() for d in found)
         router.shared = base.cooldowns
+        await base.cooldowns.catch_up()
     return Generation(
         number=number,
         settings=settings,

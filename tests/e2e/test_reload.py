@@ -355,3 +355,30 @@ def test_a_reload_that_fails_halfway_leaves_the_kept_extensions_on_the_running_r
             )
     assert upstream_models(fake_a) == ["upstream-a"]
     assert fake_b.received("/v1/chat/completions") == []
+
+
+def test_a_deployment_made_by_a_reload_starts_with_the_cooldown_already_shared(
+    tmp_path: Path, fresh_redis_url: str
+) -> None:
+    """One sees a 429 first; two then reloads with a changed entry for m. Its new
+    deployment reads the cooldown stored in Redis instead of starting warm."""
+    with running_fake({"u": rate_limited(retry_after="30")}) as (fake, url):
+        files = []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            cfg = config(
+                tmp_path / name, [model_entry("m", "u", url)], state={"redis_url": fresh_redis_url}
+            )
+            files.append(write(tmp_path / name, cfg))
+        with gateway_from_file(files[0]) as one, gateway_from_file(files[1]) as two:
+            with sdk(one) as client, pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
+            (old,) = state_of(two).generations.current.router.deployments["m"]
+            assert wait_until(lambda: old.cooldown_until > 0, 5)
+            changed = json.loads(files[1].read_text())
+            changed["models"] = [model_entry("m", "u", url, timeout_s=20)]
+            files[1].write_text(json.dumps(changed))
+            assert reload(two).json()["models"]["changed"] == ["m"]
+            (new,) = state_of(two).generations.current.router.deployments["m"]
+            assert new is not old and new.cooldown_until > 0
+    assert len(fake.received("/v1/chat/completions")) == 1
