@@ -16,6 +16,8 @@ class Traced(Protocol):
     """What ``proxy.context.RequestInfo`` offers to telemetry."""
 
     request_id: str
+    headers: list[tuple[bytes, bytes]]
+    """The client request's raw ASGI headers (lower-case names)."""
     tracing: Any
     """The app's ``Tracing`` when tracing is on, else None."""
 
@@ -70,13 +72,23 @@ def span(name: str, **attributes: Any) -> Any:
     return tracing.child(name, attributes)
 
 
+_TRACE_CONTEXT = (b"traceparent", b"tracestate")
+
+
 def upstream_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """``headers`` plus the request's ``x-request-id`` and, when tracing, its W3C
-    ``traceparent``: for every request sent upstream on a client's behalf."""
+    """``headers`` plus the request's ``x-request-id`` and its W3C trace context: when
+    tracing, the current span's ``traceparent``; otherwise the client's own, passed on
+    unchanged (W3C Trace Context asks a hop that does not trace to forward it), so a
+    trace across the gateway stays whole either way. For every request sent upstream
+    on a client's behalf."""
     info = _current.get()
     if info is None:
         return headers
     sent = {**headers, "x-request-id": info.request_id}
     if info.tracing is not None:
         info.tracing.inject(sent)
+        return sent
+    for name, value in info.headers:
+        if name in _TRACE_CONTEXT:
+            sent[name.decode()] = value.decode("latin-1")
     return sent

@@ -121,6 +121,25 @@ def test_a_client_request_id_is_kept_and_forwarded(
     assert fake.last("/v1/chat/completions").headers["x-request-id"] == "client-chosen-17"
 
 
+def test_without_tracing_a_clients_trace_context_is_passed_on_unchanged(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt-test", "messages": USER},
+        headers={
+            "Authorization": f"Bearer {CLIENT_KEY}",
+            "traceparent": parent,
+            "tracestate": "vendor=abc",
+        },
+        timeout=15,
+    )
+    assert response.status_code == 200
+    sent = fake.last("/v1/chat/completions").headers
+    assert (sent["traceparent"], sent["tracestate"]) == (parent, "vendor=abc")
+
+
 # ------------------------------------------------------------------- tracing on
 
 
