@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
@@ -293,7 +294,10 @@ async def cache_flush(request: Req) -> Response[bytes]:
             raise InvalidRequest(f"{name} must not be empty.", param=name)
     cache = _response_cache(request)
     removed = 0 if cache is None else await cache.flush(team=team, model=model)
-    return json_response(CacheFlushed(removed=removed, model=model, team=team))
+    flushed = CacheFlushed(removed=removed, model=model, team=team)
+    details = {"removed": removed, "model": model, "team": team}
+    await admin_service(request).record(actor_of(request.scope), "cache.flush", "cache", details)
+    return json_response(flushed)
 
 
 # Configuration
@@ -311,7 +315,11 @@ async def reload_config(request: Req) -> Response[bytes]:
     body = decode_admin(raw, ReloadRequest) if raw.strip() else ReloadRequest()
     broadcast = body.broadcast or _flag(query, "broadcast")
     reloader = request.app.state.switchyard.reloader
-    return json_response(await reloader.reload_for_request(broadcast=broadcast))
+    report = await reloader.reload_for_request(broadcast=broadcast)
+    details = {"generation": report.generation, "models": msgspec.to_builtins(report.models)}
+    details["broadcast"] = report.broadcast
+    await admin_service(request).record(actor_of(request.scope), "config.reload", "config", details)
+    return json_response(report)
 
 
 def admin_router(guards: list[Any] | None = None) -> Router:

@@ -85,6 +85,11 @@ class AdminService:
         )
         await self.store.audit.add(entry)
 
+    async def record(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        """Audit an admin action that is not a change of teams or keys (a cache flush, a
+        configuration reload)."""
+        await self._audit(actor, action, target, _audited(details))
+
     async def _changed(self, key_ids: list[str]) -> None:
         """Tell the auth caches (here and, through Redis, on every replica): one message
         per change, whatever the number of keys it touched (each cache forgets all)."""

@@ -275,6 +275,12 @@ def test_the_admin_api_reports_and_flushes_the_cache(
         assert admin.http.delete("/cache", params={"model": "cached"}).json()["removed"] == 3
         assert whole(team_a, "one")[1]["x-switchyard-cache"] == "miss"
     assert admin.http.get("/cache").json()["entries"] == 1
+    audit = admin.http.get("/audit", params={"target": "cache"}).json()["data"]
+    assert [(e["action"], e["actor"], e["details"]) for e in reversed(audit)] == [
+        ("cache.flush", "master", {"removed": 1, "model": None, "team": team_b_id}),
+        ("cache.flush", "master", {"removed": 0, "model": "plain", "team": None}),
+        ("cache.flush", "master", {"removed": 3, "model": "cached", "team": None}),
+    ]
 
 
 def test_an_answer_cached_through_one_replica_is_a_hit_through_another(

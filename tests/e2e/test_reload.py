@@ -146,9 +146,19 @@ def test_a_price_change_is_what_new_requests_cost(tmp_path: Path) -> None:
             assert reload(server).json()["models"]["changed"] == ["m"]
             client.chat.completions.create(model="m", messages=ASK)  # type: ignore[arg-type]
             (p1, c1, cost1), (p2, c2, cost2) = _costs(server)
+            audit = httpx.get(
+                f"{server.url}/v1/switchyard/admin/audit",
+                params={"target": "config"},
+                headers=ADMIN,
+                timeout=30,
+            ).json()["data"]
     assert (p1, c1) == (p2, c2) and p1 > 0 and c1 > 0
     assert cost1 == pytest.approx((p1 * 1000 + c1 * 2000) / 1e6)
     assert cost2 == pytest.approx((p2 * 3000 + c2 * 7000) / 1e6)
+    (entry,) = audit
+    assert (entry["action"], entry["actor"]) == ("config.reload", "master")
+    assert entry["details"]["generation"] == 2
+    assert entry["details"]["models"]["changed"] == ["m"]
 
 
 def test_a_model_s_limits_change_for_new_requests(tmp_path: Path) -> None:
