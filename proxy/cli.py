@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import msgspec
@@ -97,16 +98,25 @@ def _changed_fields(section: msgspec.Struct) -> str:
     return " ".join(f"{k}={msgspec.to_builtins(v)}" for k, v in changed.items())
 
 
-def _refused(settings: Settings, workers: int) -> bool:
-    """Print why ``settings`` cannot run with ``workers`` (``proxy.replicas``), if so."""
+def _refused(settings: Settings, workers: int, *, logged: bool = False) -> bool:
+    """Say why ``settings`` cannot run with ``workers`` (``proxy.replicas``), if so, and
+    what differs per process: on stderr for ``check-config``, as JSON log lines for
+    ``serve`` (``logged``)."""
     from proxy.replicas import plan_for, replica_problems, replica_warnings
 
     plan = plan_for(settings, workers)
     problems = replica_problems(settings, plan)
-    for problem in problems:
-        print(f"switchyard: cannot run this configuration: {problem}", file=sys.stderr)
-    if not problems:
-        for warning in replica_warnings(settings, plan):
+    warnings = [] if problems else replica_warnings(settings, plan)
+    if logged:
+        log = logging.getLogger("switchyard.cli")
+        for problem in problems:
+            log.error("cannot run this configuration: %s", problem)
+        for warning in warnings:
+            log.warning("%s", warning)
+    else:
+        for problem in problems:
+            print(f"switchyard: cannot run this configuration: {problem}", file=sys.stderr)
+        for warning in warnings:
             print(f"switchyard: warning: {warning}", file=sys.stderr)
     return bool(problems)
 
@@ -115,9 +125,9 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.logs import configure_logging
 
     settings = load_settings(args.config)
-    if _refused(settings, args.workers):
-        return 1
     configure_logging(args.log_level.upper())
+    if _refused(settings, args.workers, logged=True):
+        return 1
     if args.workers > 1:
         from proxy.workers import WorkerSpec, serve_workers
 

@@ -50,6 +50,8 @@ class Fleet:
                 "job_stale_after_s": STALE_AFTER_S,
                 "job_progress_write_s": 0.1,
             },
+            # PostgreSQL state means replicas: RAG (unused here) needs a Chroma server.
+            "rag": {"chroma_url": "http://127.0.0.1:9"},
             "models": [
                 comfy_model("sd", comfy.url, {"generate": "text-to-image.yaml"}),
                 comfy_model("wan", comfy.url, {"video": "text-to-video.yaml"}),

@@ -89,6 +89,7 @@ def test_a_traceback_is_one_json_line(tmp_path: Path) -> None:
         "defaults": False,
         "server": {"port": free_port(), "data_dir": str(tmp_path / "data")},
         "state": {"database": f"postgresql://switchyard@127.0.0.1:{free_port()}/nothing"},
+        "rag": {"chroma_url": "http://127.0.0.1:9"},  # PostgreSQL state: replicas' RAG
     }
     path = tmp_path / "switchyard.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")

