@@ -65,7 +65,7 @@ run: setup
 	$(BIN)/switchyard serve $(if $(CONFIG),--config $(CONFIG)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 test: setup
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

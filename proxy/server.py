@@ -192,6 +192,9 @@ class GatewayServer(uvicorn.Server):
         self.on_started: Callable[[], object] | None = None
         """Called once the server listens (``proxy.workers`` tells its parent)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.hangup_before_start: Callable[[], bool] = lambda: False
+        """Whether a SIGHUP arrived before this server installed its handler (a worker
+        being spawned, ``proxy.workers``): treated as one during start-up."""
         self._reload_pending = False
         """A SIGHUP arrived during start-up: reload once the app is up (the file may have
         changed after this process read it)."""
@@ -205,7 +208,8 @@ class GatewayServer(uvicorn.Server):
         await super().startup(sockets)
         if not self.started:
             return
-        if self._reload_pending and (reloader := getattr(self.app, "reloader", None)):
+        pending = self._reload_pending or self.hangup_before_start()
+        if pending and (reloader := getattr(self.app, "reloader", None)):
             log.info("reloading the configuration for a SIGHUP received during start-up")
             reloader.reload_soon()
         if self.on_started is not None:

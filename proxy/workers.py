@@ -95,8 +95,10 @@ def _die_with_parent(parent: int) -> None:
 
 def run_worker(spec: WorkerSpec, sock: socket.socket, started: Event, parent: int) -> None:
     """One worker: load the config, build the server, serve ``sock`` until told to stop."""
-    # Until the server installs its own handlers: a SIGHUP now must not end the worker.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Until the server installs its own handlers, a SIGHUP must neither end the worker
+    # nor be lost: the file it asks to re-read may be newer than the one loaded here.
+    hangup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda sig, frame: hangup.set())
     _die_with_parent(parent)
     from proxy.logs import configure_logging
     from proxy.server import build_server
@@ -106,6 +108,7 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, started: Event, parent: in
     settings = load_settings(spec.config)
     server = build_server(settings, host=spec.host, port=spec.port, log_level=spec.log_level)
     server.on_started = started.set
+    server.hangup_before_start = hangup.is_set
     server.run(sockets=[sock])
 
 
