@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from proxy.router import Deployment, Router
-from proxy.state.channels import scoped_channel
+from proxy.state.channels import follow_channel, scoped_channel
 
 log = logging.getLogger("switchyard.cooldowns")
 
@@ -166,22 +166,12 @@ class SharedCooldowns:
         )
 
     async def _follow(self, pubsub: Any) -> None:
-        try:
-            while True:
-                try:
-                    async for message in pubsub.listen():
-                        self._received(message.get("data"))
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("lost the cooldown channel; retrying in 1 s", exc_info=True)
-                await asyncio.sleep(1)
-                with contextlib.suppress(Exception):
-                    await pubsub.subscribe(self._channel)
-                    await self.sync()
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        async def received(data: Any) -> None:
+            self._received(data)
+
+        await follow_channel(
+            pubsub, self._channel, received, what="cooldown", on_resubscribed=self.sync
+        )
 
     def _received(self, data: Any) -> None:
         try:

@@ -39,7 +39,7 @@ from proxy.lifespan import build_generation, build_router, fingerprint
 from proxy.schemas.admin import AdminRequest
 from proxy.schemas.base import WireResponse
 from proxy.settings import ConfigError, Settings, load_settings
-from proxy.state.channels import scoped_channel
+from proxy.state.channels import follow_channel, scoped_channel
 
 if TYPE_CHECKING:
     from proxy.app_state import AppState
@@ -219,23 +219,11 @@ class Reloader:
         return True
 
     async def _follow(self, pubsub: Any) -> None:
-        try:
-            while True:
-                try:
-                    async for message in pubsub.listen():
-                        origin = message.get("data")
-                        if origin not in (self._origin, self._origin.encode()):
-                            await self.reload_logged()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("lost the config-reload channel; retrying in 1 s", exc_info=True)
-                    await asyncio.sleep(1)
-                    with contextlib.suppress(Exception):
-                        await pubsub.subscribe(self._channel)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        async def asked(origin: Any) -> None:
+            if origin not in (self._origin, self._origin.encode()):
+                await self.reload_logged()
+
+        await follow_channel(pubsub, self._channel, asked, what="config-reload")
 
     async def aclose(self) -> None:
         tasks = [*self._background, *([self._listener] if self._listener else [])]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.state.channels import scoped_channel
+from proxy.state.channels import follow_channel, scoped_channel
 from proxy.state.records import ApiKey, Team
 from proxy.state.repositories import KeyRepository, TeamRepository
 
@@ -175,22 +175,11 @@ class KeyCache:
         )
 
     async def _follow(self, pubsub: Any, channel: str) -> None:
-        try:
-            while True:
-                try:
-                    async for _message in pubsub.listen():
-                        self.forget_all()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("lost the key-change channel; retrying in 1 s", exc_info=True)
-                    self.forget_all()
-                    await asyncio.sleep(1)
-                    with contextlib.suppress(Exception):
-                        await pubsub.subscribe(channel)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        async def changed(_data: Any) -> None:
+            self.forget_all()
+
+        # While the channel is lost, changes may be missed: forget everything then too.
+        await follow_channel(pubsub, channel, changed, what="key-change", on_lost=self.forget_all)
 
     async def aclose(self) -> None:
         if self._listener is not None:
