@@ -9,7 +9,6 @@ began with; an invalid file changes nothing; what cannot change live is reported
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from proxy.settings import load_settings
 from tests.e2e.conftest import CLIENT_KEY, model_entry, sdk
 from tests.support.fake_openai import FakeOpenAI, Fault, rate_limited, running_fake, wait_until
 from tests.support.servers import RunningServer, serve_gateway
+from tests.support.streams import BackgroundStream
 
 MASTER = "sk-reload-master"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -68,20 +68,8 @@ def test_new_requests_use_the_new_upstream_while_a_running_stream_ends_on_the_ol
         write(tmp_path, config(tmp_path, [model_entry("m", "upstream-a", url_a), kept]))
         with gateway_from_file(tmp_path / "switchyard.yaml") as server, sdk(server) as client:
             kept_adapter = state_of(server).router.deployments["kept"][0].adapter
-            pieces: list[str] = []
-
-            def stream() -> None:
-                for chunk in client.chat.completions.create(
-                    model="m",
-                    messages=ASK,  # type: ignore[arg-type]
-                    stream=True,
-                ):
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        pieces.append(chunk.choices[0].delta.content)
-
-            reader = threading.Thread(target=stream)
-            reader.start()
-            assert wait_until(lambda: bool(pieces), timeout=15)
+            reader = BackgroundStream(client, "m", ASK)
+            assert wait_until(lambda: bool(reader.pieces), timeout=15)
 
             moved = model_entry("m", "upstream-b", url_b)
             added = model_entry("new", "upstream-n", url_b)
@@ -100,8 +88,7 @@ def test_new_requests_use_the_new_upstream_while_a_running_stream_ends_on_the_ol
             assert state_of(server).router.deployments["kept"][0].adapter is kept_adapter
 
             hold.release.set()
-            reader.join(timeout=30)
-            assert "".join(pieces) == "Hello! You said: hi"
+            assert reader.join() == "Hello! You said: hi"
             assert upstream_models(fake_a) == ["upstream-a"]
 
 

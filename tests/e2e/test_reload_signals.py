@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from pathlib import Path
 
 from tests.e2e.conftest import CLIENT_KEY, model_entry, sdk
 from tests.support.fake_openai import Fault, running_fake, wait_until
 from tests.support.servers import serve_process
+from tests.support.streams import BackgroundStream
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -29,20 +29,8 @@ def test_sighup_moves_new_requests_while_a_stream_in_flight_ends_where_it_began(
             "models": [model_entry("m", "upstream-a", url_a, timeout_s=60)],
         }
         with serve_process(config, tmp_path) as served, sdk(served) as client:  # type: ignore[arg-type]
-            pieces: list[str] = []
-
-            def stream() -> None:
-                for chunk in client.chat.completions.create(
-                    model="m",
-                    messages=ASK,  # type: ignore[arg-type]
-                    stream=True,
-                ):
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        pieces.append(chunk.choices[0].delta.content)
-
-            reader = threading.Thread(target=stream)
-            reader.start()
-            assert wait_until(lambda: bool(pieces), timeout=15)
+            reader = BackgroundStream(client, "m", ASK)
+            assert wait_until(lambda: bool(reader.pieces), timeout=15)
 
             path = tmp_path / "switchyard.yaml"
             written = json.loads(path.read_text())
@@ -66,6 +54,5 @@ def test_sighup_moves_new_requests_while_a_stream_in_flight_ends_where_it_began(
             assert served.proc.poll() is None
 
             hold.release.set()
-            reader.join(timeout=30)
-            assert "".join(pieces) == "Hello! You said: hi"
+            assert reader.join() == "Hello! You said: hi"
             assert len(fake_a.received("/v1/chat/completions")) == 1

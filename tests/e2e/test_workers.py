@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 from tests.e2e.conftest import CLIENT_KEY, model_entry, sdk
 from tests.support.fake_openai import Fault, running_fake, wait_until
 from tests.support.servers import ServedProcess, free_port, serve_process
+from tests.support.streams import BackgroundStream
 
 ASK = [{"role": "user", "content": "hi"}]
 PREFIX_CHARS = 12
@@ -136,27 +136,15 @@ def test_sigterm_drains_every_worker_and_stops_them_all(tmp_path: Path) -> None:
         two_workers(config(fake_url, tmp_path), tmp_path) as served,
     ):
         workers = children(served.proc.pid)
-        chunks: list[str] = []
-
-        def stream() -> None:
-            with sdk(served) as client:  # type: ignore[arg-type]
-                for chunk in client.chat.completions.create(
-                    model="m",
-                    messages=ASK,  # type: ignore[arg-type]
-                    stream=True,
-                ):
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        chunks.append(chunk.choices[0].delta.content)
-
-        reader = threading.Thread(target=stream)
-        reader.start()
+        client = sdk(served)  # type: ignore[arg-type]
+        reader = BackgroundStream(client, "m", ASK)
         assert wait_until(lambda: bool(fake.received("/v1/chat/completions")), timeout=15)
         served.proc.send_signal(signal.SIGTERM)
         # The workers drain: the stream in flight is still served, to its end.
         assert wait_until(lambda: "draining" in served.log.read_text(), timeout=15)
         hold.release.set()
-        reader.join(timeout=30)
-        assert "".join(chunks) == "Hello! You said: hi"
+        assert reader.join() == "Hello! You said: hi"
+        client.close()
         assert served.proc.wait(timeout=30) == 0
         assert not any(alive(pid) for pid in workers)
         assert children(served.proc.pid) == []
