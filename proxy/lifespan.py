@@ -190,7 +190,8 @@ async def build_generation(
     if base.cooldowns is not None:
         base.cooldowns.follow(d for found in router.deployments.values() for d in found)
         router.shared = base.cooldowns
-        await base.cooldowns.catch_up()
+        if previous is not None:  # the first generation's were read when sharing began
+            await base.cooldowns.catch_up()
     return Generation(
         number=number,
         settings=settings,
