@@ -231,10 +231,13 @@ class VideoJobs:
     def _overlay(self, record: VideoJobRecord) -> VideoJobRecord:
         """``record`` with the unwritten progress of a job that runs here."""
         local = self._running.get(record.id)
-        active = record.status in ACTIVE_JOB_STATUSES
-        if local is None or not active or local.status not in ACTIVE_JOB_STATUSES:
+        if local is None or record.status not in ACTIVE_JOB_STATUSES:
             return record
-        return msgspec.structs.replace(record, status=local.status, progress=local.progress)
+        # While its outcome is being written the job has ended here but not yet in the
+        # store: keep the stored status, but never show less progress than reported.
+        status = local.status if local.status in ACTIVE_JOB_STATUSES else record.status
+        progress = max(record.progress, local.progress)
+        return msgspec.structs.replace(record, status=status, progress=progress)
 
     async def _lost_checked(self, owner: str, records: list[VideoJobRecord]) -> bool:
         """Fail the jobs of ``owner`` whose runner is gone; whether there were any."""
