@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         TranslationRequest,
         VerboseTranscription,
     )
-    from proxy.schemas.base import Envelope
+    from proxy.schemas.base import Envelope, NativeRequest
     from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
     from proxy.schemas.completions import Completion, CompletionRequest
     from proxy.schemas.embeddings import EmbeddingRequest, EmbeddingResponse
@@ -108,6 +108,11 @@ class DeploymentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     cache: ModelCacheConfig | None = None
     """Cache this model's answers per team (``{ttl_s: 3600}``, optionally ``semantic``);
     unset: never cached."""
+    native: list[str] = []
+    """Dialects this deployment's upstream speaks itself (``[responses]`` for OpenAI,
+    ``[messages]`` for Anthropic): a request in one of them is passed through instead
+    of translated into a chat request, when every deployment of the model says so. The
+    adapter must support it (``Adapter.native_dialects``)."""
 
     @property
     def upstream_model(self) -> str:
@@ -183,6 +188,9 @@ class Adapter:
     #: configuration using it cannot run as several worker processes: each would load a
     #: copy of its own (``proxy.replicas`` refuses it and shows the two-tier layout).
     holds_models_in_process: ClassVar[bool] = False
+    #: Dialects (``proxy.dialects``) whose requests this adapter can pass through to its
+    #: upstream unchanged (``native`` / ``native_stream``), when a deployment asks for it.
+    native_dialects: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: DeploymentConfig, resources: Resources) -> None:
         self.config = config
@@ -275,6 +283,20 @@ class Adapter:
     ) -> TokenCountResponse | RawJSON:
         """How many tokens ``tokenize`` would return, without the ids."""
         raise self._unsupported(Capability.TOKENIZE)
+
+    async def native(
+        self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
+    ) -> RawJSON:
+        """A request in ``dialect``'s own wire format, passed to the upstream's own
+        endpoint for it (see ``native_dialects``); the upstream's answer, as is."""
+        raise self._unsupported(Capability.CHAT)
+
+    def native_stream(
+        self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
+    ) -> AsyncIterator[bytes]:
+        """The streaming form of ``native``: the upstream's event stream, re-framed into
+        complete events and otherwise unchanged."""
+        raise self._unsupported(Capability.CHAT)
 
     async def generate_images(
         self, request: Envelope[ImageGenerationRequest], stats: CallStats

@@ -20,13 +20,13 @@ from extensions.base import registered_extensions
 from proxy import __version__
 from proxy.app_state import AppState
 from proxy.context import RequestContextMiddleware, request_info
+from proxy.dialects import DialectMap, registered_dialects
 from proxy.drain import Drain
 from proxy.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
     SwitchyardError,
-    encode_error,
     shown,
 )
 from proxy.lifespan import build_state
@@ -69,19 +69,22 @@ def _as_switchyard_error(exc: Exception, request: Request[Any, Any, Any]) -> Swi
     return SwitchyardError("The server had an error while processing your request.")
 
 
-def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """The one place an exception becomes an HTTP response: an OpenAI error object."""
-    error = _as_switchyard_error(exc, request)
-    if is_outage(exc):
-        log.warning("%s on %s: %s", error.message, request.url.path, type(exc).__name__)
-    elif error is not exc and not isinstance(exc, HTTPException):
-        log.error("unhandled error on %s", request.url.path, exc_info=exc)
-    return Response(
-        content=encode_error(error),
-        status_code=error.http_status,
-        media_type="application/json",
-        headers=error.headers,
-    )
+def error_renderer(dialects: DialectMap) -> Any:
+    """The one place an exception becomes an HTTP response: an error object in the
+    dialect of the path (OpenAI's, unless a dialect owns the path)."""
+
+    def render_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+        error = _as_switchyard_error(exc, request)
+        if is_outage(exc):
+            log.warning("%s on %s: %s", error.message, request.url.path, type(exc).__name__)
+        elif error is not exc and not isinstance(exc, HTTPException):
+            log.error("unhandled error on %s", request.url.path, exc_info=exc)
+        status, body, headers = dialects.for_path(request.url.path).render_error(error)
+        return Response(
+            content=body, status_code=status, media_type="application/json", headers=headers
+        )
+
+    return render_error
 
 
 def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
@@ -94,6 +97,13 @@ def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
     # with 401) before the app runs; routes that need more have guards of their own.
     guards: list[Any] = []
     extension_classes = registered_extensions()
+    dialects = registered_dialects()
+    dialect_map = DialectMap.of(dialects)
+    dialect_routes = [
+        Router(path="/", route_handlers=handlers)
+        for cls in dialects.values()
+        if (handlers := cls.routes(settings))
+    ]
     extension_routes = [
         Router(path="/", route_handlers=handlers, guards=[extension_allowed(name)])
         for name, cls in extension_classes.items()
@@ -121,6 +131,7 @@ def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
     app = Litestar(
         route_handlers=[
             openai_router(guards, extension_routes),
+            *dialect_routes,
             audio_router(guards),
             images_router(guards),
             videos_router(guards),
@@ -130,7 +141,7 @@ def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
             docs_assets_router(),
         ],
         lifespan=[lifespan],
-        exception_handlers={Exception: render_error},
+        exception_handlers={Exception: error_renderer(dialect_map)},
         request_max_body_size=int(settings.server.max_body_mb * 1024 * 1024),
         openapi_config=openapi_config(
             "Switchyard", __version__, keys_required=auth_configured(settings)
@@ -146,6 +157,7 @@ def create_app(settings: Settings, *, span_exporter: Any = None) -> Any:
         drain=drain,
         request_read_timeout_s=settings.server.request_read_timeout_s,
         tracing=tracing,
+        dialects=dialect_map,
     )
     return context
 

@@ -26,6 +26,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -146,25 +147,33 @@ def raw_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
-def _shutdown_response() -> tuple[dict[str, Any], dict[str, Any]]:
+ErrorRenderer = Callable[[SwitchyardError], tuple[int, bytes, dict[str, str]]]
+"""Status, body and headers of an error in the dialect of a path (``proxy.dialects``)."""
+
+
+def _openai_error(error: SwitchyardError) -> tuple[int, bytes, dict[str, str]]:
+    return error.http_status, encode_error(error), error.headers
+
+
+def _shutdown_response(render: ErrorRenderer) -> tuple[dict[str, Any], dict[str, Any]]:
     error = ServerShuttingDown("The server shut down before the answer was ready.")
-    return _error_response(error, close=True)
+    return _error_response(error, render, close=True)
 
 
 def _error_response(
-    error: SwitchyardError, *, close: bool = False
+    error: SwitchyardError, render: ErrorRenderer, *, close: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """An error answered before the app ran, in the same shape the app renders."""
-    body = encode_error(error)
+    status, body, extra = render(error)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()),
     ]
     if close:
         headers.append(_CLOSE)
     return (
-        {"type": "http.response.start", "status": error.http_status, "headers": headers},
+        {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": body, "more_body": False},
     )
 
@@ -179,8 +188,13 @@ class RequestContextMiddleware:
         drain: Drain | None = None,
         request_read_timeout_s: float | None = None,
         tracing: Any = None,
+        dialects: Any = None,
     ) -> None:
         self.app = app
+        self.dialects = dialects
+        """``proxy.dialects.DialectMap``: who renders a path's errors, which paths outside
+        ``/v1/`` identify their callers; ``None``: OpenAI's errors, ``/v1/`` only."""
+        self._identified = ("/v1/", *(dialects.identified if dialects is not None else ()))
         self.tracing = tracing
         self.metrics = metrics
         self.log_prompts = log_prompts
@@ -253,7 +267,7 @@ class RequestContextMiddleware:
             if not info.ended_by_shutdown or responded or task is None:
                 raise
             task.uncancel()
-            start, body = _shutdown_response()
+            start, body = _shutdown_response(self._renderer(scope["path"]))
             await send_with_headers(start)
             await send_with_headers(body)
         except Exception:
@@ -287,17 +301,26 @@ class RequestContextMiddleware:
         per request, which was the largest cost tenancy added to the hot path."""
         tenancy = self.tenancy
         path: str = scope["path"]
-        if tenancy is None or not path.startswith("/v1/") or path.startswith("/v1/media/"):
+        if (
+            tenancy is None
+            or not path.startswith(self._identified)
+            or path.startswith("/v1/media/")
+        ):
             return None
         try:
             info.identity = await tenancy.authenticator.identify(info.presented_key())
         except SwitchyardError as refused:
-            return _error_response(refused)
+            return _error_response(refused, self._renderer(path))
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            return _error_response(outage_error(exc))
+            return _error_response(outage_error(exc), self._renderer(path))
         return None
+
+    def _renderer(self, path: str) -> ErrorRenderer:
+        if self.dialects is None:
+            return _openai_error
+        return self.dialects.for_path(path).render_error  # type: ignore[no-any-return]
 
     async def _account(
         self, info: RequestInfo, status: int, total: float, ttft: float | None

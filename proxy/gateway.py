@@ -83,10 +83,20 @@ class Gateway:
         self._cached = cache.models if cache is not None else {}
         """Cache-enabled models: a model not in it costs one dict lookup."""
 
-    async def serve(self, endpoint: Endpoint, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def serve(
+        self,
+        endpoint: Endpoint,
+        request: Request[Any, Any, Any],
+        body: bytes | None = None,
+        *,
+        route: str | None = None,
+    ) -> Response[Any]:
+        """Serve ``endpoint`` for ``request``; ``body`` (with ``route``, its metrics label)
+        replaces the request's own body: a dialect's request translated into this one."""
         info = request_info(request.scope)
-        info.route = endpoint.route
-        envelope = decode_request(await request.body(), endpoint.request_type)
+        info.route = route or endpoint.route
+        raw = await request.body() if body is None else body
+        envelope = decode_request(raw, endpoint.request_type)
         model = envelope.model
         if self.log_prompts:
             info.prompt = _prompt_text(envelope.body)
@@ -94,10 +104,10 @@ class Gateway:
         if endpoint is CHAT and self.extensions is not None:
             base, activation = read_activation(model, request.headers, envelope.body)
             if activation or base != model:
-                body = envelope.body
+                client_body = envelope.body
 
                 async def admit(model: str, extensions: Iterable[str]) -> None:
-                    await self.tenancy.admit(info, model, body=body, extensions=extensions)
+                    await self.tenancy.admit(info, model, body=client_body, extensions=extensions)
 
                 call = ChatCall(
                     envelope=envelope,  # type: ignore[arg-type]

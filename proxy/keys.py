@@ -12,11 +12,15 @@ def key_id(key: str) -> str:
 
 
 def presented_key(header: Callable[[str], str | None]) -> str | None:
-    """``Authorization: Bearer <key>``, else the ``api-key`` header (Azure clients)."""
+    """``Authorization: Bearer <key>``, else the ``x-api-key`` header (Anthropic's
+    clients), else the ``api-key`` header (Azure clients)."""
     authorization = header("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    api_key = header("api-key")
-    return api_key.strip() if api_key else None
+    for name in ("x-api-key", "api-key"):
+        value = header(name)
+        if value and value.strip():
+            return value.strip()
+    return None

@@ -68,7 +68,8 @@ async def _cancel_on_disconnect(receive: Any, streaming: asyncio.Task[Any]) -> N
 
 
 class EventStreamResponse(Response[bytes]):
-    """``text/event-stream`` from an async iterator of bytes, sent as they come."""
+    """``text/event-stream`` (or NDJSON) from an async iterator of bytes, sent as they
+    come; ``events_sent`` counts SSE events (blank-line separated)."""
 
     def __init__(
         self,
@@ -76,15 +77,21 @@ class EventStreamResponse(Response[bytes]):
         headers: dict[str, str],
         *,
         shutdown_frame: bytes | None = None,
+        media_type: str = "text/event-stream",
     ) -> None:
-        super().__init__(b"", media_type="text/event-stream", headers=headers)
+        super().__init__(b"", media_type=media_type, headers=headers)
         self._iterator = body
         self._shutdown_frame = shutdown_frame
         self._start = {
             "type": "http.response.start",
             "status": 200,
-            "headers": _raw_headers(b"text/event-stream", headers),
+            "headers": _raw_headers(media_type.encode("latin-1"), headers),
         }
+
+    @property
+    def body_iterator(self) -> AsyncIterator[bytes]:
+        """The events still to send (a dialect reads them to translate them)."""
+        return self._iterator
 
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
         return self

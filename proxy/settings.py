@@ -226,6 +226,13 @@ def _model_entry(
         config = msgspec.convert(entry, adapter_cls.Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(_located(exc, where)) from None
+    for dialect in config.native:
+        if dialect not in adapter_cls.native_dialects:
+            spoken = ", ".join(sorted(adapter_cls.native_dialects)) or "none"
+            raise ConfigError(
+                f"{where}.native: the {adapter_name} adapter cannot pass '{dialect}' "
+                f"requests through (it can: {spoken})"
+            )
     if config.health_probe_interval_s is not None and not adapter_cls.can_probe():
         raise ConfigError(
             f"{where}.health_probe_interval_s: the {adapter_name} adapter has no health probe"

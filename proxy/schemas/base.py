@@ -147,3 +147,11 @@ def validated(body: dict[str, Any], request_type: type[T], *, strict: bool = Tru
 
 def convert_request(body: dict[str, Any], request_type: type[T]) -> Envelope[T]:
     return Envelope(validated(body, request_type), body)
+
+
+class NativeRequest(WireRequest):
+    """A request in a dialect's own format, passed through to an upstream that speaks it
+    (``DeploymentConfig.native``): only the fields the gateway itself reads are typed."""
+
+    model: str
+    stream: bool | None = False

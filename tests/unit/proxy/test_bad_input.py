@@ -16,7 +16,8 @@ from litestar import Litestar, Request, post
 from litestar.datastructures import UploadFile
 from litestar.testing import TestClient
 
-from proxy.app import render_error
+from proxy.app import error_renderer
+from proxy.dialects import DialectMap
 from proxy.errors import (
     ECHO_LIMIT,
     MESSAGE_LIMIT,
@@ -132,7 +133,7 @@ async def echo_form(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client() -> Any:
-    app = Litestar([echo_form], exception_handlers={Exception: render_error})
+    app = Litestar([echo_form], exception_handlers={Exception: error_renderer(DialectMap([]))})
     with TestClient(app) as test_client:
         yield test_client
 
