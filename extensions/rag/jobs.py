@@ -136,10 +136,11 @@ class IndexJobs:
     async def get(self, owner: str, collection: str, job_id: str) -> IndexJob:
         """The job, or ``NotFound`` when it is not ``owner``'s in ``collection`` (or never
         existed, or was forgotten). A job whose runner is gone is failed first."""
+        running = self._running_now()
         record = await self.jobs.get(KIND, owner, job_id)
         if record is not None and await self._lost_checked([record]):
             record = await self.jobs.get(KIND, owner, job_id)
-        job = self._wire(record) if record is not None else None
+        job = self._wire(record, running) if record is not None else None
         if job is None or job.collection != collection:
             raise NotFound(
                 f"No index job '{shown(job_id)}' in collection '{collection}'.", param="id"
@@ -148,10 +149,11 @@ class IndexJobs:
 
     async def list(self, owner: str, collection: str) -> list[IndexJob]:
         """``owner``'s jobs in ``collection``, newest first."""
+        running = self._running_now()
         records = await self.jobs.list(KIND, owner)
         if await self._lost_checked(records):
             records = await self.jobs.list(KIND, owner)
-        wire = (self._wire(r) for r in records)
+        wire = (self._wire(r, running) for r in records)
         return [job for job in wire if job is not None and job.collection == collection]
 
     def running(self) -> int:
@@ -263,9 +265,18 @@ class IndexJobs:
             f"for {self.stale_after_s:g} s)."
         )
 
-    def _wire(self, record: ExtensionJobRecord) -> IndexJob | None:
+    def _running_now(self) -> dict[str, _Running]:
+        """The jobs running here, taken BEFORE a read of the store: a job that ends while
+        the read is under way has written its outcome before it leaves ``_running``, so
+        a record read as active is either still overlaid by its live state or was read
+        after the outcome; taken after the read, a stale active record could lose its
+        live state and go back from ``succeeded`` to ``running``."""
+        return dict(self._running)
+
+    def _wire(self, record: ExtensionJobRecord, running: dict[str, _Running]) -> IndexJob | None:
         """The wire job of ``record``: its document, with the record's status (and, for a
-        job failed as stale, the error), overlaid by the live state when it runs here."""
+        job failed as stale, the error), overlaid by the live state when it runs here
+        (``running``: see ``_running_now``)."""
         try:
             job = _decode(record.document)
         except msgspec.DecodeError:
@@ -274,7 +285,7 @@ class IndexJobs:
         job.status = record.status
         if record.status == "failed" and job.error is None:
             job.error = _error(record.error or "The index job failed.", "runner_lost")
-        local = self._running.get(record.id)
+        local = running.get(record.id)
         if local is not None and record.status in ACTIVE_EXTENSION_JOB_STATUSES:
             return _copy(local.job)
         return job

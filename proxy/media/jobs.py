@@ -142,7 +142,7 @@ class VideoJobs:
         if local.failure is not None:
             await self.jobs.delete(record.owner, record.id)
             raise local.failure
-        return self._overlay(record)
+        return self._overlay(record, self._running_now())
 
     async def _run(self, local: RunningJob, run: JobRunner) -> None:
         pump = asyncio.create_task(self._pump(local), name=f"video-pump-{local.record.id}")
@@ -228,9 +228,16 @@ class VideoJobs:
                 local.task.cancel()
                 return
 
-    def _overlay(self, record: VideoJobRecord) -> VideoJobRecord:
+    def _running_now(self) -> dict[str, RunningJob]:
+        """The jobs running here, taken BEFORE a read of the store: a job leaves
+        ``_running`` only after its outcome is written, so a record read as active is
+        either overlaid by its live state or was read after the outcome. Taken after the
+        read, a stale record could lose the overlay and show less progress than before."""
+        return dict(self._running)
+
+    def _overlay(self, record: VideoJobRecord, running: dict[str, RunningJob]) -> VideoJobRecord:
         """``record`` with the unwritten progress of a job that runs here."""
-        local = self._running.get(record.id)
+        local = running.get(record.id)
         if local is None or record.status not in ACTIVE_JOB_STATUSES:
             return record
         # While its outcome is being written the job has ended here but not yet in the
@@ -255,18 +262,20 @@ class VideoJobs:
         )
 
     async def get(self, video_id: str, owner: str) -> VideoJobRecord:
+        running = self._running_now()
         record = await self.jobs.get(owner, video_id)
         if record is not None and await self._lost_checked(owner, [record]):
             record = await self.jobs.get(owner, video_id)
         if record is None:
             raise NotFound(f"No video found with id '{shown(video_id)}'.", param="video_id")
-        return self._overlay(record)
+        return self._overlay(record, running)
 
     async def list(self, owner: str) -> list[VideoJobRecord]:
+        running = self._running_now()
         records = await self.jobs.list(owner)
         if await self._lost_checked(owner, records):
             records = await self.jobs.list(owner)
-        return [self._overlay(r) for r in records]
+        return [self._overlay(r, running) for r in records]
 
     async def delete(self, video_id: str, owner: str) -> None:
         record = await self.jobs.delete(owner, video_id)

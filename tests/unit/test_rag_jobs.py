@@ -234,3 +234,68 @@ def test_the_stale_limit_must_exceed_the_heartbeat() -> None:
     )
     with pytest.raises(ValueError, match="index_job_stale_after_s must be more than"):
         RagConfig(index_job_heartbeat_s=5, index_job_stale_after_s=5)
+
+
+class _Gated:
+    """The store's jobs, with the outcome's write held until ``write`` is set and a read
+    held after it read (before it returns) until ``read`` is set: the overlap of a poll
+    with the end of a job, made to happen every time."""
+
+    def __init__(self, jobs: object) -> None:
+        self._jobs = jobs
+        self.write, self.read = asyncio.Event(), asyncio.Event()
+        self.written, self.hold_reads = asyncio.Event(), False
+        self.reading, self.ending = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._jobs, name)
+
+    async def update(self, kind: str, owner: str, job_id: str, runner: str, change: object) -> bool:
+        if getattr(change, "status", None) == "succeeded":
+            self.ending.set()
+            await self.write.wait()
+            alive = await self._jobs.update(kind, owner, job_id, runner, change)  # type: ignore[attr-defined]
+            self.written.set()
+            return bool(alive)
+        return bool(await self._jobs.update(kind, owner, job_id, runner, change))  # type: ignore[attr-defined]
+
+    async def get(self, kind: str, owner: str, job_id: str) -> object:
+        record = await self._jobs.get(kind, owner, job_id)  # type: ignore[attr-defined]
+        if self.hold_reads:
+            self.reading.set()
+            await self.read.wait()
+        return record
+
+
+async def test_a_poll_overlapping_the_end_of_a_job_never_goes_back_to_running(
+    state_store: StateStore,
+) -> None:
+    gated = _Gated(state_store.extension_jobs)
+    jobs = IndexJobs(gated, heartbeat_s=5.0, progress_write_s=5.0)  # type: ignore[arg-type]
+
+    async def work(progress: IndexProgress) -> IndexReport:
+        progress.files_done = 1
+        return IndexReport(collection="notes", path="/docs", added=1, chunks=2)
+
+    job = await jobs.start(OWNER, "notes", 1, work)
+    runner = jobs._running[job.id].task
+    assert runner is not None
+    # The work is done and its outcome is being written: the poll shows it ended.
+    await gated.ending.wait()
+    assert (await jobs.get(OWNER, "notes", job.id)).status == "succeeded"
+    # A poll reads the record (still running in the store), then the outcome is written
+    # and the job leaves this process before the poll has made its answer.
+    gated.hold_reads = True
+    poll = asyncio.create_task(jobs.get(OWNER, "notes", job.id))
+    await gated.reading.wait()
+    gated.write.set()
+    await gated.written.wait()
+    await runner  # the job has left this process
+    assert job.id not in jobs._running
+    gated.read.set()
+    answered = await poll
+    assert (answered.status, answered.progress.files_done) == ("succeeded", 1)
+    gated.hold_reads = False
+    stored = await jobs.get(OWNER, "notes", job.id)
+    assert (stored.status, stored.result is not None) == ("succeeded", True)
+    await jobs.aclose()

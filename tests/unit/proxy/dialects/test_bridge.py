@@ -69,7 +69,10 @@ async def test_chunks_are_read_from_blocks_of_several_events_until_done() -> Non
 
 
 async def test_an_error_event_is_raised_with_its_type_code_and_message() -> None:
-    error = b'data: {"error":{"message":"upstream broke","type":"server_error","param":null,"code":"upstream_error"}}\n\n'
+    error = (
+        b'data: {"error":{"message":"upstream broke","type":"server_error",'
+        b'"param":null,"code":"upstream_error"}}\n\n'
+    )
     with pytest.raises(StreamFailed) as raised:
         await _read(b"data: " + CHUNK % b"a" + b"\n\n", error)
     assert raised.value.message == "upstream broke"
