@@ -309,7 +309,7 @@ def stream_events(body: dict[str, Any], ident: str, reply: Answer) -> list[dict[
     events: list[dict[str, Any]] = [{"type": "message_start", "message": message}]
     for index, block in enumerate(reply.blocks):
         if block["type"] == "text":
-            start = {"type": "text", "text": ""}
+            start: dict[str, Any] = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": t} for t in text_deltas(block["text"])]
         else:
             start = {**block, "input": {}}
@@ -367,9 +367,11 @@ class FakeAnthropic:
         self._counter = 0
 
     def clear(self) -> None:
+        """Forget requests and faults, and number messages from 1 again."""
         with self._lock:
             self.requests.clear()
             self.faults.clear()
+            self._counter = 0
 
     def received(self, path: str | None = None) -> list[Recorded]:
         with self._lock:
@@ -451,7 +453,7 @@ class FakeAnthropic:
     async def _start(self, send: Send, status: int, content_type: bytes, extra: Any = ()) -> None:
         head = [
             (b"content-type", content_type),
-            (b"request-id", b"req_" + self._next_id().encode()),
+            (b"request-id", b"req_fake"),
             (b"set-cookie", b"anthropic_session=fake; Path=/; Max-Age=3600"),
             *extra,
         ]
