@@ -7,14 +7,13 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 
 from adapters.anthropic import AnthropicAdapter
 from adapters.base import CallStats, Resources
-from adapters.transport import AiohttpTransport, HttpxTransport
 from proxy.errors import RateLimited, UpstreamError, UpstreamRejected
+from proxy.http_client import build_http_client, build_json_transport
 from proxy.schemas.base import NativeRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
 from proxy.settings import settings_from_mapping
@@ -61,18 +60,15 @@ async def adapter(
         "name": "claude",
         "adapter": "anthropic",
         "model": "claude-fake-1",
-        "base_url": served[1] + "/v1/",
+        "base_url": served[1].replace("127.0.0.1", "localhost") + "/v1/",
         "api_key": API_KEY,
         "headers": {"anthropic-beta": "fake-beta-1"},
         "timeout_s": 10,
     }
-    settings = settings_from_mapping({"models": [entry]})
-    async with httpx.AsyncClient() as http:
-        upstream = (
-            HttpxTransport(http)
-            if request.param == "httpx"
-            else AiohttpTransport(max_connections=4, keepalive_s=5)
-        )
+    settings = settings_from_mapping({"http": {"transport": request.param}, "models": [entry]})
+    # The lifespan's own builders: the shared client and the hot path's transport.
+    async with build_http_client(settings.http) as http:
+        upstream = build_json_transport(settings.http, http)
         resources = Resources(settings=settings, http=http, upstream=upstream)
         yield AnthropicAdapter(settings.models[0], resources)
         await upstream.aclose()
@@ -298,3 +294,16 @@ async def test_native_stream_raises_an_error_event(
     forwarded = b"".join(blocks)
     assert forwarded.startswith(b"event: message_start\n")
     assert b"event: error" not in forwarded
+
+
+async def test_no_cookie_is_kept_on_either_transport(
+    adapter: AnthropicAdapter, fake: FakeAnthropic
+) -> None:
+    # The fake sets a cookie on every answer; upstreams are addressed by name, not IP
+    # (aiohttp's jar would refuse cookies from a bare IP and hide a real jar).
+    await adapter.chat(chat(), CallStats())
+    async for _ in adapter.chat_stream(chat(stream=True), CallStats()):
+        pass
+    await adapter.native("messages", native(), CallStats())
+
+    assert [r.headers.get("cookie") for r in fake.received()] == [None, None, None]
