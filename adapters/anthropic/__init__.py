@@ -8,8 +8,9 @@ requests through instead (``native`` / ``native_stream``): the client's body wit
 ``model`` replaced, the upstream's answer and events unchanged.
 
 Requests carry ``x-api-key`` and ``anthropic-version`` (``2023-06-01`` unless
-configured), as Anthropic's API reference specifies; they go through the shared
-upstream transport, which keeps no cookies.
+configured), as Anthropic's API reference specifies, and the configured ``headers``; a
+passed-through request also carries its client's ``anthropic-beta``. They go through
+the shared upstream transport, which keeps no cookies.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJ
 from adapters.transport import StreamingReply, Timeouts, mapped_transport_errors
 from proxy.errors import UpstreamError
 from proxy.schemas.base import Envelope
+from proxy.telemetry.current import current
 
 _encode = msgspec.json.Encoder().encode
 #: Longest wait for a health probe's answer (or the model's own timeout, if shorter).
 _PROBE_TIMEOUT_S = 10.0
 MESSAGES_DIALECT = "messages"
+_BETA = b"anthropic-beta"
 
 
 class AnthropicConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
@@ -105,24 +108,26 @@ class AnthropicAdapter(Adapter):
 
     # -- the wire ----------------------------------------------------------------------
 
-    async def _post(self, body: dict[str, Any], stats: CallStats) -> bytes:
+    async def _post(
+        self, body: dict[str, Any], stats: CallStats, headers: dict[str, str] | None = None
+    ) -> bytes:
         started = time.perf_counter()
         try:
-            status, headers, content = await self.resources.upstream.post(
+            status, answered, content = await self.resources.upstream.post(
                 self._base + "/v1/messages",
                 _encode(body),
-                self._headers,
+                headers or self._headers,
                 self._timeouts,
                 self.config.name,
             )
         finally:
             stats.upstream_s += time.perf_counter() - started
         if status >= 400:
-            raise error_from_response(status, content, headers)
+            raise error_from_response(status, content, answered)
         return content
 
     async def _events(
-        self, body: dict[str, Any], stats: CallStats
+        self, body: dict[str, Any], stats: CallStats, headers: dict[str, str] | None = None
     ) -> AsyncIterator[list[tuple[bytes, StreamEvent | None]]]:
         """The upstream's events for ``body``, a batch at a time: each event's bytes and
         its decoded data (None for one without data). Ends after ``message_stop``; a
@@ -131,7 +136,7 @@ class AnthropicAdapter(Adapter):
         reply: StreamingReply = await self.resources.upstream.stream(
             self._base + "/v1/messages",
             _encode(body),
-            self._headers,
+            headers or self._headers,
             self._timeouts,
             self.config.name,
         )
@@ -218,8 +223,23 @@ class AnthropicAdapter(Adapter):
             raise self._unsupported(Capability.CHAT)
         return envelope.upstream_body(self.cfg.upstream_model)
 
+    def _native_headers(self) -> dict[str, str]:
+        """The headers, plus the client's own ``anthropic-beta`` (after the configured
+        ones): a Messages client (Claude Code) opts into the beta features its request
+        bodies use with it, and the body is passed on as it is."""
+        info = current()
+        asked = [v for k, v in info.headers if k == _BETA] if info is not None else []
+        if not asked:
+            return self._headers
+        betas = [self._headers[k] for k in self._headers if k.lower() == "anthropic-beta"]
+        betas += [value.decode("latin-1") for value in asked]
+        kept = {k: v for k, v in self._headers.items() if k.lower() != "anthropic-beta"}
+        return {**kept, "anthropic-beta": ",".join(betas)}
+
     async def native(self, dialect: str, request: Envelope[Any], stats: CallStats) -> RawJSON:
-        content = await self._post(self._native_body(dialect, request), stats)
+        content = await self._post(
+            self._native_body(dialect, request), stats, self._native_headers()
+        )
         try:
             usage = decode_usage(content).usage
         except (msgspec.MsgspecError, RecursionError):
@@ -240,7 +260,7 @@ class AnthropicAdapter(Adapter):
         body = self._native_body(dialect, request)
         prompt: int | None = None
         completion: int | None = None
-        async for batch in self._events(body, stats):
+        async for batch in self._events(body, stats, self._native_headers()):
             forward: list[bytes] = []
             for raw, event in batch:
                 if event is not None and event.type == "error":

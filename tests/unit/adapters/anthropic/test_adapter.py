@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from proxy.http_client import build_http_client, build_json_transport
 from proxy.schemas.base import NativeRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
 from proxy.settings import settings_from_mapping
+from proxy.telemetry.current import bind, unbind
 from tests.support.fake_anthropic import (
     API_KEY,
     TOOL_TRIGGER,
@@ -307,3 +309,31 @@ async def test_no_cookie_is_kept_on_either_transport(
     await adapter.native("messages", native(), CallStats())
 
     assert [r.headers.get("cookie") for r in fake.received()] == [None, None, None]
+
+
+@dataclass
+class _Request:
+    """The served request, as ``proxy.telemetry.current`` sees it."""
+
+    headers: list[tuple[bytes, bytes]]
+    request_id: str = "req-test"
+    tracing: Any = None
+    key_id: str | None = None
+    team_id: str = "default"
+
+
+async def test_native_passes_the_clients_anthropic_beta_after_the_configured_one(
+    adapter: AnthropicAdapter, fake: FakeAnthropic
+) -> None:
+    token = bind(_Request([(b"anthropic-beta", b"interleaved-thinking-2025-05-14")]))
+    try:
+        await adapter.native("messages", native(), CallStats())
+        async for _ in adapter.native_stream("messages", native(stream=True), CallStats()):
+            pass
+        await adapter.chat(chat(), CallStats())
+    finally:
+        unbind(token)
+
+    sent = [r.headers.get("anthropic-beta") for r in fake.received()]
+    assert sent == ["fake-beta-1,interleaved-thinking-2025-05-14"] * 2 + ["fake-beta-1"]
+    assert fake.received()[0].headers["x-request-id"] == "req-test"
