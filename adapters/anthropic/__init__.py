@@ -26,7 +26,13 @@ from adapters.anthropic.errors import error_from_event, error_from_response
 from adapters.anthropic.events import sse_events
 from adapters.anthropic.request import to_messages_body
 from adapters.anthropic.response import ChunkTranslator, to_chat_completion
-from adapters.anthropic.wire import StreamEvent, decode_event, decode_message, decode_usage
+from adapters.anthropic.wire import (
+    StreamEvent,
+    UsageTally,
+    decode_event,
+    decode_message,
+    decode_usage,
+)
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
 from adapters.transport import StreamingReply, Timeouts, mapped_transport_errors
 from proxy.errors import UpstreamError
@@ -59,10 +65,6 @@ class AnthropicConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True
     """Connect timeout; defaults to ``http.connect_timeout_s``."""
     headers: dict[str, str] = {}
     """Extra headers sent upstream (e.g. ``anthropic-beta``)."""
-
-
-def _record(stats: CallStats, prompt: int | None, completion: int | None) -> None:
-    stats.add_usage(prompt or 0, completion or 0)
 
 
 class AnthropicAdapter(Adapter):
@@ -210,7 +212,7 @@ class AnthropicAdapter(Adapter):
                     continue
                 out = chunks.feed(event)
                 if event.type in ("message_start", "message_delta"):
-                    stats.add_usage(chunks.prompt_tokens, chunks.completion_tokens)
+                    stats.add_usage(chunks.usage.prompt_tokens, chunks.usage.output)
                 if stats.first_token_s is None and event.type == "content_block_delta":
                     stats.first_token_s = time.perf_counter() - started
                 for chunk in out:
@@ -247,7 +249,7 @@ class AnthropicAdapter(Adapter):
                 f"The upstream for '{self.config.name}' answered something that is not a message."
             ) from None
         if usage is not None:
-            _record(stats, usage.prompt_tokens, usage.output_tokens)
+            stats.add_usage(usage.prompt_tokens or 0, usage.output_tokens or 0)
         return RawJSON(content)
 
     async def native_stream(
@@ -258,8 +260,7 @@ class AnthropicAdapter(Adapter):
         as its typed error (the dialect writes it as its own error event) rather than
         forwarded, so the router and the metrics see the failure."""
         body = self._native_body(dialect, request)
-        prompt: int | None = None
-        completion: int | None = None
+        usage = UsageTally()
         async for batch in self._events(body, stats, self._native_headers()):
             forward: list[bytes] = []
             for raw, event in batch:
@@ -267,17 +268,14 @@ class AnthropicAdapter(Adapter):
                     if forward:
                         yield b"".join(forward)
                     raise error_from_event(event.error)
-                usage = None
                 if event is not None and event.type == "message_start" and event.message:
-                    usage = event.message.usage
+                    reported = usage.update(event.message.usage)
                 elif event is not None and event.type == "message_delta":
-                    usage = event.usage
-                if usage is not None:
-                    prompt = usage.prompt_tokens if usage.prompt_tokens is not None else prompt
-                    completion = (
-                        usage.output_tokens if usage.output_tokens is not None else completion
-                    )
-                    _record(stats, prompt, completion)
+                    reported = usage.update(event.usage)
+                else:
+                    reported = False
+                if reported:
+                    stats.add_usage(usage.prompt_tokens, usage.output)
                 forward.append(raw)
             if forward:
                 yield b"".join(forward)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import msgspec
 
 from adapters.anthropic.errors import error_from_event
-from adapters.anthropic.wire import Block, Message, StreamEvent, Usage
+from adapters.anthropic.wire import Block, Message, StreamEvent, Usage, UsageTally
 from proxy.errors import UpstreamError
 from proxy.schemas.chat import (
     ChatCompletion,
@@ -98,21 +98,19 @@ class ChunkTranslator:
     """Turns one Anthropic event stream into chat completion chunks, event by event.
 
     ``feed`` returns the chunks an event produces (often none); ``done`` says whether
-    ``message_stop`` was seen. ``prompt_tokens`` / ``completion_tokens`` are the usage
-    reported so far (``message_start``'s input, ``message_delta``'s cumulative counts).
+    ``message_stop`` was seen; ``usage`` is the usage reported so far.
     """
 
     __slots__ = (
         "_arguments_seen",
         "_tools",
-        "completion_tokens",
         "created",
         "done",
         "id",
         "include_usage",
         "model",
-        "prompt_tokens",
         "stop_reason",
+        "usage",
     )
 
     def __init__(self, *, created: int, include_usage: bool) -> None:
@@ -120,8 +118,7 @@ class ChunkTranslator:
         self.include_usage = include_usage
         self.id = ""
         self.model = ""
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.usage = UsageTally()
         self.stop_reason: str | None = None
         self.done = False
         #: Content block index -> (tool call index, its start's input) of tool_use blocks.
@@ -140,14 +137,6 @@ class ChunkTranslator:
         call = ToolCallDelta(index=tool_index, function=ToolCallFunction(arguments=arguments))
         return self._chunk(Delta(tool_calls=[call]))
 
-    def _usage(self, usage: Usage | None) -> None:
-        if usage is None:
-            return
-        if (prompt := usage.prompt_tokens) is not None:
-            self.prompt_tokens = prompt
-        if usage.output_tokens is not None:
-            self.completion_tokens = usage.output_tokens
-
     def feed(self, event: StreamEvent) -> list[ChatCompletionChunk]:
         kind = event.type
         if kind == "content_block_delta":
@@ -157,7 +146,7 @@ class ChunkTranslator:
             if message is None:
                 raise UpstreamError("The Anthropic upstream sent message_start without a message.")
             self.id, self.model = message.id, message.model
-            self._usage(message.usage)
+            self.usage.update(message.usage)
             return [self._chunk(Delta(role="assistant", content=""))]
         if kind == "content_block_start":
             return self._block_start(event)
@@ -166,13 +155,13 @@ class ChunkTranslator:
         if kind == "message_delta":
             if event.delta is not None and event.delta.stop_reason is not None:
                 self.stop_reason = event.delta.stop_reason
-            self._usage(event.usage)
+            self.usage.update(event.usage)
             return []
         if kind == "message_stop":
             self.done = True
             chunks = [self._chunk(Delta(), finish_reason(self.stop_reason))]
             if self.include_usage:
-                usage = chat_usage(self.prompt_tokens, self.completion_tokens)
+                usage = chat_usage(self.usage.prompt_tokens, self.usage.output)
                 chunks.append(
                     ChatCompletionChunk(
                         id=self.id, created=self.created, model=self.model, choices=[], usage=usage

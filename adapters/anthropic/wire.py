@@ -32,6 +32,35 @@ class Usage(msgspec.Struct):
         return sum(part or 0 for part in parts)
 
 
+class UsageTally:
+    """A stream's usage so far: ``message_start`` reports the input, each
+    ``message_delta`` the cumulative counts of the fields it carries. Fields are kept
+    one by one, so a delta that leaves one out does not reset it."""
+
+    __slots__ = ("cache_creation", "cache_read", "input", "output")
+
+    def __init__(self) -> None:
+        self.input = self.cache_creation = self.cache_read = self.output = 0
+
+    def update(self, usage: Usage | None) -> bool:
+        """Take what ``usage`` reports; whether it reported anything."""
+        if usage is None:
+            return False
+        if usage.input_tokens is not None:
+            self.input = usage.input_tokens
+        if usage.cache_creation_input_tokens is not None:
+            self.cache_creation = usage.cache_creation_input_tokens
+        if usage.cache_read_input_tokens is not None:
+            self.cache_read = usage.cache_read_input_tokens
+        if usage.output_tokens is not None:
+            self.output = usage.output_tokens
+        return True
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input + self.cache_creation + self.cache_read
+
+
 class Block(msgspec.Struct):
     """A content block of a response (``text``, ``tool_use``, ``thinking``, ...)."""
 

@@ -474,3 +474,33 @@ def test_the_gateway_keeps_no_upstream_cookie(client: openai.OpenAI, fake: FakeA
     list(client.chat.completions.create(model="claude", messages=USER, stream=True))
 
     assert [r.headers.get("cookie") for r in fake.received()] == [None, None, None]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_side_tool_loop_runs_on_a_claude_model(
+    client: openai.OpenAI, fake: FakeAnthropic, stream: bool
+) -> None:
+    messages: Any = [{"role": "user", "content": f"Please {TOOL_TRIGGER} to read the page."}]
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="claude+tools:web_fetch", messages=messages, stream=True
+            )
+        )
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    else:
+        reply = client.chat.completions.create(model="claude+tools:web_fetch", messages=messages)
+        content, finish = reply.choices[0].message.content or "", reply.choices[0].finish_reason
+
+    # The fake calls web_fetch with a url that is not one: the tool's error went back to
+    # the model as a tool_result, and the model answered with it.
+    assert content.startswith("The tool said: error:")
+    assert finish == "stop"
+    first, second = fake.received()
+    assert [t["name"] for t in first.body["tools"]] == ["web_fetch"]
+    use = second.body["messages"][1]["content"][0]
+    assert (use["type"], use["id"], use["name"]) == ("tool_use", "toolu_fake1_0", "web_fetch")
+    result = second.body["messages"][2]["content"][0]
+    assert (result["type"], result["tool_use_id"]) == ("tool_result", "toolu_fake1_0")
+    assert [m["role"] for m in second.body["messages"]] == ["user", "assistant", "user"]

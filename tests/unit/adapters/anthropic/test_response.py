@@ -236,15 +236,16 @@ def test_usage_and_stop_reason_come_from_message_delta() -> None:
     delta = {
         "type": "message_delta",
         "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
-        "usage": {"output_tokens": 9},
+        # Newer API versions repeat input_tokens here; a field left out keeps its value.
+        "usage": {"input_tokens": 3, "output_tokens": 9},
     }
     translator.feed(decode_event(json.dumps(start).encode()))
-    assert (translator.prompt_tokens, translator.completion_tokens) == (23, 1)
+    assert (translator.usage.prompt_tokens, translator.usage.output) == (23, 1)
     assert translator.feed(decode_event(json.dumps(delta).encode())) == []
 
     finish = translator.feed(decode_event(b'{"type": "message_stop"}'))
 
-    assert (translator.prompt_tokens, translator.completion_tokens) == (23, 9)
+    assert (translator.usage.prompt_tokens, translator.usage.output) == (23, 9)
     assert [as_dict(c)["choices"][0]["finish_reason"] for c in finish] == ["length"]
 
 
