@@ -3,8 +3,9 @@
 It speaks what ``api.anthropic.com`` speaks (shapes from the official SDK's
 ``anthropic/types`` and the streaming and errors pages of Anthropic's API reference):
 
-- ``POST /v1/messages`` needs ``x-api-key`` (401 ``authentication_error`` otherwise)
-  and ``anthropic-version`` (400), ``model``, ``max_tokens`` and ``messages``. It checks
+- ``POST /v1/messages`` needs the key, as ``x-api-key`` or (as the SDK now sends it)
+  ``Authorization: Bearer`` (401 ``authentication_error`` otherwise), and
+  ``anthropic-version`` (400), ``model``, ``max_tokens`` and ``messages``. It checks
   what the real API refuses: roles other than user/assistant in ``messages``, a
   ``tool_result`` whose ``tool_use_id`` is not a ``tool_use`` of the assistant turn just
   before it, a ``tool_use`` left without its ``tool_result`` in the next user turn,
@@ -417,7 +418,8 @@ class FakeAnthropic:
         await self._handle(record, body, send)
 
     async def _handle(self, record: Recorded, body: Any, send: Send) -> None:
-        if record.headers.get("x-api-key") != self.api_key:
+        bearer = record.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.api_key not in (record.headers.get("x-api-key"), bearer):
             await self._error(send, 401, "invalid x-api-key")
             return
         if record.method == "GET" and record.path == "/v1/models":
