@@ -13,7 +13,8 @@ RULES (OpenAI chat request -> ``POST /v1/messages`` body):
 - ``assistant`` content becomes text blocks (refusal parts as text), followed by one
   ``tool_use`` block per ``tool_calls`` entry (``id``, ``name``, ``input`` = the parsed
   ``arguments`` JSON object; arguments that are not a JSON object are a 400).
-- ``tool`` messages become ``tool_result`` blocks (``tool_use_id`` = ``tool_call_id``)
+- ``tool`` messages become ``tool_result`` blocks (``tool_use_id`` = ``tool_call_id``;
+  in both, characters the API refuses in ids are replaced by ``_``)
   of a user message; consecutive messages of one role (tool results, then a user's
   text) are merged into one message, because the API alternates user and assistant
   turns and wants a turn's tool results first. Legacy ``function`` messages are a 400.
@@ -57,8 +58,16 @@ JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose and no code fences."
 )
 
+_NOT_IN_TOOL_IDS = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)((?:;[\w-]+=[^;,]*)*);base64,", re.IGNORECASE)
 _decode_arguments = msgspec.json.Decoder().decode
+
+
+def tool_id(ident: str) -> str:
+    """A tool call id as the API accepts one (``^[a-zA-Z0-9_-]+$``): ids made elsewhere
+    (another provider's, a client's) have their other characters replaced, the same
+    way in the ``tool_use`` and in its ``tool_result``, so the two still pair."""
+    return _NOT_IN_TOOL_IDS.sub("_", ident) or "_"
 
 
 def _unsupported(message: str, param: str) -> UnsupportedCapability:
@@ -184,13 +193,13 @@ def _tool_use(call: dict[str, Any], param: str) -> dict[str, Any]:
             "A tool call's arguments must be a JSON object (Anthropic's tool_use input).",
             param=f"{param}.function.arguments",
         )
-    return {"type": "tool_use", "id": ident, "name": name, "input": parsed}
+    return {"type": "tool_use", "id": tool_id(ident), "name": name, "input": parsed}
 
 
 def _tool_result(message: ChatMessage, param: str) -> dict[str, Any]:
     if not isinstance(message.tool_call_id, str):
         raise InvalidRequest("A tool message needs a tool_call_id.", param=f"{param}.tool_call_id")
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(message.tool_call_id)}
     content = message.content
     if isinstance(content, list):
         block["content"] = _blocks(content, f"{param}.content", role="tool")

@@ -442,3 +442,19 @@ def test_a_tool_message_without_its_call_id_is_a_400() -> None:
         )
 
     assert caught.value.param == "messages[1].tool_call_id"
+
+
+def test_foreign_tool_call_ids_are_made_acceptable_on_both_sides() -> None:
+    call = {"id": "call:1/a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    out = translate(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call:1/a", "content": "done"},
+            ]
+        }
+    )
+
+    assert out["messages"][1]["content"][0]["id"] == "call_1_a"
+    assert out["messages"][2]["content"][0]["tool_use_id"] == "call_1_a"
