@@ -3,7 +3,8 @@
 A chat request is translated into a ``POST /v1/messages`` body (``request``: the
 rules are written there), the answer or event stream back into a chat completion or
 chunk stream (``response``), and Anthropic's errors into the gateway's typed ones
-(``errors``). Deployments saying ``native: [messages]`` pass the Messages dialect's
+(``errors``). ``/v1/tokens/count`` asks Anthropic's ``/v1/messages/count_tokens`` (the
+adapter cannot tokenize: ``/v1/tokenize`` is a 400). Deployments saying ``native: [messages]`` pass the Messages dialect's
 requests through instead (``native`` / ``native_stream``): the client's body with only
 ``model`` replaced, the upstream's answer and events unchanged.
 
@@ -24,7 +25,7 @@ import msgspec
 
 from adapters.anthropic.errors import error_from_event, error_from_response
 from adapters.anthropic.events import sse_events
-from adapters.anthropic.request import to_messages_body
+from adapters.anthropic.request import to_count_tokens_body, to_messages_body
 from adapters.anthropic.response import ChunkTranslator, to_chat_completion
 from adapters.anthropic.wire import (
     StreamEvent,
@@ -35,8 +36,10 @@ from adapters.anthropic.wire import (
 )
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
 from adapters.transport import StreamingReply, Timeouts, mapped_transport_errors
-from proxy.errors import UpstreamError
-from proxy.schemas.base import Envelope
+from proxy.errors import InvalidRequest, UpstreamError
+from proxy.schemas.base import Envelope, validated
+from proxy.schemas.chat import ChatCompletionRequest
+from proxy.schemas.tokenize import TokenCountResponse
 from proxy.telemetry.current import current
 
 _encode = msgspec.json.Encoder().encode
@@ -67,10 +70,18 @@ class AnthropicConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True
     """Extra headers sent upstream (e.g. ``anthropic-beta``)."""
 
 
+class _InputTokens(msgspec.Struct):
+    input_tokens: int
+
+
+_decode_count = msgspec.json.Decoder(_InputTokens).decode
+
+
 class AnthropicAdapter(Adapter):
     name = "anthropic"
     Config = AnthropicConfig
-    capabilities = frozenset({Capability.CHAT})
+    #: TOKENIZE for ``/v1/tokens/count`` only (Anthropic counts, it does not tokenize).
+    capabilities = frozenset({Capability.CHAT, Capability.TOKENIZE})
     native_dialects = frozenset({MESSAGES_DIALECT})
 
     def __init__(self, config: DeploymentConfig, resources: Any) -> None:
@@ -111,12 +122,16 @@ class AnthropicAdapter(Adapter):
     # -- the wire ----------------------------------------------------------------------
 
     async def _post(
-        self, body: dict[str, Any], stats: CallStats, headers: dict[str, str] | None = None
+        self,
+        body: dict[str, Any],
+        stats: CallStats,
+        headers: dict[str, str] | None = None,
+        path: str = "/v1/messages",
     ) -> bytes:
         started = time.perf_counter()
         try:
             status, answered, content = await self.resources.upstream.post(
-                self._base + "/v1/messages",
+                self._base + path,
                 _encode(body),
                 headers or self._headers,
                 self._timeouts,
@@ -217,6 +232,29 @@ class AnthropicAdapter(Adapter):
                     stats.first_token_s = time.perf_counter() - started
                 for chunk in out:
                     yield chunk
+
+    async def count_tokens(self, request: Envelope[Any], stats: CallStats) -> TokenCountResponse:
+        """``/v1/tokens/count`` by Anthropic's ``POST /v1/messages/count_tokens``: the
+        exact input tokens of the prompt, or of the chat messages and tools."""
+        params = request.params
+        prompt = params.prompt if isinstance(params.prompt, str) else None
+        chat = None
+        if prompt is None:
+            if not isinstance(params.messages, list):
+                raise InvalidRequest("Send either prompt or messages.", param="messages")
+            fields = ("model", "messages", "tools", "tool_choice")
+            chat = validated(
+                {k: request.body[k] for k in fields if k in request.body}, ChatCompletionRequest
+            )
+        body = to_count_tokens_body(prompt, chat, request.body, model=self.cfg.upstream_model)
+        content = await self._post(body, stats, path="/v1/messages/count_tokens")
+        try:
+            counted = _decode_count(content).input_tokens
+        except (msgspec.MsgspecError, RecursionError):
+            raise UpstreamError(
+                f"The upstream for '{self.config.name}' answered no input_tokens count."
+            ) from None
+        return TokenCountResponse(count=counted)
 
     # -- the Messages dialect, passed through --------------------------------------------
 

@@ -313,6 +313,27 @@ def _response_format(params: ChatCompletionRequest) -> tuple[dict[str, Any] | No
     return {"format": {"type": "json_schema", "schema": schema}}, False
 
 
+COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+"""The fields of a messages body that ``POST /v1/messages/count_tokens`` takes."""
+
+
+def to_count_tokens_body(
+    prompt: str | None,
+    params: ChatCompletionRequest | None,
+    body: dict[str, Any],
+    *,
+    model: str,
+) -> dict[str, Any]:
+    """The ``/v1/messages/count_tokens`` body for a ``/v1/tokens/count`` request: its
+    ``prompt`` as one user message, or its chat ``messages`` (and ``tools``) translated
+    as a chat request would be."""
+    if prompt is not None:
+        return {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    assert params is not None
+    full = to_messages_body(params, body, model=model, default_max_tokens=1, stream=False)
+    return {name: full[name] for name in COUNTED if name in full}
+
+
 def _given(value: Any) -> bool:
     return value is not None and value is not msgspec.UNSET
 

@@ -504,3 +504,30 @@ def test_a_server_side_tool_loop_runs_on_a_claude_model(
     result = second.body["messages"][2]["content"][0]
     assert (result["type"], result["tool_use_id"]) == ("tool_result", "toolu_fake1_0")
     assert [m["role"] for m in second.body["messages"]] == ["user", "assistant", "user"]
+
+
+def test_tokens_count_is_anthropics_exact_count(
+    gateway: RunningServer, fake: FakeAnthropic
+) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=gateway.url, headers=auth, timeout=20) as http:
+        counted = http.post(
+            "/v1/tokens/count", json={"model": "claude", "messages": USER, "tools": [WEATHER]}
+        )
+        tokenized = http.post("/v1/tokenize", json={"model": "claude", "prompt": "Hi there"})
+
+    assert counted.status_code == 200
+    assert counted.json() == {"count": 3}  # two words and one tool, as the fake counts
+    assert fake.last("/v1/messages/count_tokens").body == {
+        "model": "claude-fake-1",
+        "messages": [{"role": "user", "content": "Hi there"}],
+        "tools": [
+            {
+                "name": "get_weather",
+                "input_schema": WEATHER["function"]["parameters"],
+                "description": "The weather in a city.",
+            }
+        ],
+    }
+    assert tokenized.status_code == 400
+    assert tokenized.json()["error"]["code"] == "unsupported_capability"

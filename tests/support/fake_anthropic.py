@@ -28,7 +28,8 @@ It speaks what ``api.anthropic.com`` speaks (shapes from the official SDK's
   word; ``input_json_delta`` starting with an empty fragment, then 6-character pieces),
   ``content_block_stop``, then ``message_delta`` (stop reason, cumulative
   ``output_tokens``) and ``message_stop``.
-- ``GET /v1/models`` lists models.
+- ``POST /v1/messages/count_tokens`` counts as above (plus one per tool offered);
+  ``GET /v1/models`` lists models.
 
 Every request is recorded (headers and JSON body). Faults are chosen per model id:
 a status with Anthropic's error body (``retry-after`` on 429), or, in a stream, an
@@ -430,6 +431,9 @@ class FakeAnthropic:
             page = {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
             await self._json(send, 200, page)
             return
+        if record.method == "POST" and record.path == "/v1/messages/count_tokens":
+            await self._count_tokens(record, body, send)
+            return
         if record.method != "POST" or record.path != "/v1/messages":
             await self._error(send, 404, f"Not found: {record.path}")
             return
@@ -451,6 +455,24 @@ class FakeAnthropic:
             await self._json(send, 200, message_of(body, ident, reply))
             return
         await self._stream(send, stream_events(body, ident, reply), fault)
+
+    async def _count_tokens(self, record: Recorded, body: Any, send: Send) -> None:
+        """``{"input_tokens": N}``: the words of the system prompt and messages, and one
+        per tool offered (the request is checked as a message request is, but needs no
+        ``max_tokens``, and refuses one)."""
+        if not record.headers.get("anthropic-version"):
+            await self._error(send, 400, "anthropic-version: header is required")
+            return
+        try:
+            if isinstance(body, dict) and "max_tokens" in body:
+                raise BadRequest("max_tokens: Extra inputs are not permitted")
+            check_request({**body, "max_tokens": 1} if isinstance(body, dict) else body)
+        except BadRequest as exc:
+            await self._error(send, 400, str(exc))
+            return
+        reply = answer({**body, "max_tokens": 1, "tool_choice": {"type": "none"}}, "count")
+        tools = len(body.get("tools") or [])
+        await self._json(send, 200, {"input_tokens": reply.input_tokens + reply.cache_read + tools})
 
     async def _start(self, send: Send, status: int, content_type: bytes, extra: Any = ()) -> None:
         head = [

@@ -17,6 +17,7 @@ from proxy.errors import RateLimited, UpstreamError, UpstreamRejected
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.schemas.base import NativeRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
+from proxy.schemas.tokenize import TokenizeRequest
 from proxy.settings import settings_from_mapping
 from proxy.telemetry.current import bind, unbind
 from tests.support.fake_anthropic import (
@@ -337,3 +338,29 @@ async def test_native_passes_the_clients_anthropic_beta_after_the_configured_one
     sent = [r.headers.get("anthropic-beta") for r in fake.received()]
     assert sent == ["fake-beta-1,interleaved-thinking-2025-05-14"] * 2 + ["fake-beta-1"]
     assert fake.received()[0].headers["x-request-id"] == "req-test"
+
+
+async def test_count_tokens_asks_anthropic(adapter: AnthropicAdapter, fake: FakeAnthropic) -> None:
+    counted = await adapter.count_tokens(
+        decode_request(b'{"model": "claude", "prompt": "three words here"}', TokenizeRequest),
+        CallStats(),
+    )
+    body = {
+        "model": "claude",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        "tools": [WEATHER],
+        "add_generation_prompt": True,
+    }
+    chat_counted = await adapter.count_tokens(
+        decode_request(json.dumps(body).encode(), TokenizeRequest), CallStats()
+    )
+
+    assert (counted.count, chat_counted.count) == (3, 4)
+    first, second = fake.received("/v1/messages/count_tokens")
+    assert first.body == {
+        "model": "claude-fake-1",
+        "messages": [{"role": "user", "content": "three words here"}],
+    }
+    assert second.body["system"] == "Be brief."
+    assert [t["name"] for t in second.body["tools"]] == ["get_weather"]
+    assert "max_tokens" not in second.body

@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from adapters.anthropic.request import JSON_OBJECT_INSTRUCTION, to_messages_body
+from adapters.anthropic.request import (
+    JSON_OBJECT_INSTRUCTION,
+    to_count_tokens_body,
+    to_messages_body,
+)
 from proxy.errors import InvalidRequest, UnsupportedCapability
 from proxy.schemas.base import validated
 from proxy.schemas.chat import ChatCompletionRequest
@@ -458,3 +462,31 @@ def test_foreign_tool_call_ids_are_made_acceptable_on_both_sides() -> None:
 
     assert out["messages"][1]["content"][0]["id"] == "call_1_a"
     assert out["messages"][2]["content"][0]["tool_use_id"] == "call_1_a"
+
+
+def test_a_token_count_body_has_only_what_count_tokens_takes() -> None:
+    body = {
+        "model": "claude",
+        "messages": [{"role": "system", "content": "Rules"}, {"role": "user", "content": "Hi"}],
+        "tools": [TOOL],
+        "tool_choice": "required",
+    }
+    params = validated(body, ChatCompletionRequest)
+
+    assert to_count_tokens_body(None, params, body, model="claude-upstream") == {
+        "model": "claude-upstream",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "system": "Rules",
+        "tools": [
+            {
+                "name": "get_weather",
+                "input_schema": TOOL["function"]["parameters"],  # type: ignore[index]
+                "description": "The weather in a city.",
+            }
+        ],
+        "tool_choice": {"type": "any"},
+    }
+    assert to_count_tokens_body("Some text", None, {}, model="c") == {
+        "model": "c",
+        "messages": [{"role": "user", "content": "Some text"}],
+    }
