@@ -4,9 +4,10 @@ A chat request is translated into a ``POST /v1/messages`` body (``request``: the
 rules are written there), the answer or event stream back into a chat completion or
 chunk stream (``response``), and Anthropic's errors into the gateway's typed ones
 (``errors``). ``/v1/tokens/count`` asks Anthropic's ``/v1/messages/count_tokens`` (the
-adapter cannot tokenize: ``/v1/tokenize`` is a 400). Deployments saying ``native: [messages]`` pass the Messages dialect's
-requests through instead (``native`` / ``native_stream``): the client's body with only
-``model`` replaced, the upstream's answer and events unchanged.
+adapter cannot tokenize: ``/v1/tokenize`` is a 400). Deployments saying
+``native: [messages]`` pass the Messages dialect's requests through instead (``native``
+/ ``native_stream``): the client's body with only ``model`` replaced, the upstream's
+answer and events unchanged.
 
 Requests carry ``x-api-key`` and ``anthropic-version`` (``2023-06-01`` unless
 configured), as Anthropic's API reference specifies, and the configured ``headers``; a
