@@ -25,7 +25,9 @@ RULES (OpenAI chat request -> ``POST /v1/messages`` body):
 - ``max_completion_tokens``, else ``max_tokens``, else the deployment's
   ``default_max_tokens`` (the API requires one) -> ``max_tokens``.
 - ``stop`` -> ``stop_sequences``; ``temperature`` and ``top_p`` as they are (the API
-  takes temperature in 0..1 and answers a 400 beyond); ``user`` -> ``metadata.user_id``.
+  takes temperature in 0..1 and answers a 400 beyond), except ``top_p: 1``, which
+  changes nothing and which recent models refuse next to a temperature;
+  ``user`` -> ``metadata.user_id``.
 - ``response_format``: ``json_schema`` -> ``output_config.format`` (``{"type":
   "json_schema", "schema"}``, Anthropic's structured outputs); ``json_object`` has no
   native equivalent: a system instruction asks for one JSON object, which is
@@ -378,10 +380,10 @@ def to_messages_body(
         stop = [params.stop] if isinstance(params.stop, str) else params.stop
         if stop:
             out["stop_sequences"] = stop
-    for name in ("temperature", "top_p"):
-        value = getattr(params, name)
-        if _given(value):
-            out[name] = value
+    if _given(params.temperature):
+        out["temperature"] = params.temperature
+    if _given(params.top_p) and params.top_p != 1:  # type: ignore[operator]
+        out["top_p"] = params.top_p
     if isinstance(params.user, str) and params.user:
         out["metadata"] = {"user_id": params.user}
     if output_config is not None:

@@ -133,6 +133,13 @@ def test_max_tokens_and_the_default() -> None:
     assert translate({"messages": user, "stop": ["a", "b"]})["stop_sequences"] == ["a", "b"]
 
 
+def test_a_neutral_top_p_is_left_out() -> None:
+    user = [{"role": "user", "content": "Hi"}]
+    out = translate({"messages": user, "temperature": 0.7, "top_p": 1})
+
+    assert (out["temperature"], "top_p" in out) == (0.7, False)
+
+
 def test_images_as_base64_and_url_sources() -> None:
     out = translate(
         {
