@@ -531,3 +531,41 @@ def test_tokens_count_is_anthropics_exact_count(
     }
     assert tokenized.status_code == 400
     assert tokenized.json()["error"]["code"] == "unsupported_capability"
+
+
+def test_langchains_chat_openai_talks_to_claude(
+    gateway: RunningServer, fake: FakeAnthropic
+) -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    llm = ChatOpenAI(
+        model="claude",
+        base_url=f"{gateway.url}/v1",
+        api_key=SecretStr(KEY),
+        max_retries=0,
+    )
+    reply = llm.invoke("Hi there")
+    streamed: Any = None
+    for chunk in llm.bind_tools([get_weather]).stream(f"Please {TOOL_TRIGGER} for Paris"):
+        streamed = chunk if streamed is None else streamed + chunk
+
+    assert reply.content == "Hello! You said: Hi there"
+    assert reply.response_metadata["finish_reason"] == "stop"
+    assert reply.usage_metadata is not None
+    assert (reply.usage_metadata["input_tokens"], reply.usage_metadata["output_tokens"]) == (2, 5)
+    assert streamed.tool_calls == [
+        {
+            "name": "get_weather",
+            "args": {"city": "value of city"},
+            "id": "toolu_fake2_0",
+            "type": "tool_call",
+        }
+    ]
+    assert fake.last().body["tools"][0]["input_schema"]["required"] == ["city"]
