@@ -11,8 +11,9 @@ answer and events unchanged.
 
 Requests carry ``x-api-key`` and ``anthropic-version`` (``2023-06-01`` unless
 configured), as Anthropic's API reference specifies, and the configured ``headers``; a
-passed-through request also carries its client's ``anthropic-beta``. They go through
-the shared upstream transport, which keeps no cookies.
+passed-through request carries its client's ``anthropic-version`` and
+``anthropic-beta`` instead. They go through the shared upstream transport, which keeps
+no cookies.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _encode = msgspec.json.Encoder().encode
 _PROBE_TIMEOUT_S = 10.0
 MESSAGES_DIALECT = "messages"
 _BETA = b"anthropic-beta"
+_VERSION = b"anthropic-version"
 
 
 class AnthropicConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
@@ -265,17 +267,25 @@ class AnthropicAdapter(Adapter):
         return envelope.upstream_body(self.cfg.upstream_model)
 
     def _native_headers(self) -> dict[str, str]:
-        """The headers, plus the client's own ``anthropic-beta`` (after the configured
-        ones): a Messages client (Claude Code) opts into the beta features its request
-        bodies use with it, and the body is passed on as it is."""
+        """The headers for a passed-through request: the body was written for its
+        client's API version and beta features, so the client's ``anthropic-version``
+        replaces the configured one and its ``anthropic-beta`` is added after the
+        configured betas (Claude Code opts into features its bodies use that way)."""
         info = current()
-        asked = [v for k, v in info.headers if k == _BETA] if info is not None else []
-        if not asked:
+        if info is None:
             return self._headers
-        betas = [self._headers[k] for k in self._headers if k.lower() == "anthropic-beta"]
-        betas += [value.decode("latin-1") for value in asked]
-        kept = {k: v for k, v in self._headers.items() if k.lower() != "anthropic-beta"}
-        return {**kept, "anthropic-beta": ",".join(betas)}
+        version = [v for k, v in info.headers if k == _VERSION]
+        betas = [v.decode("latin-1") for k, v in info.headers if k == _BETA]
+        if not version and not betas:
+            return self._headers
+        headers = dict(self._headers)
+        if version:
+            headers["anthropic-version"] = version[-1].decode("latin-1")
+        if betas:
+            configured = [v for k, v in self._headers.items() if k.lower() == "anthropic-beta"]
+            headers = {k: v for k, v in headers.items() if k.lower() != "anthropic-beta"}
+            headers["anthropic-beta"] = ",".join(configured + betas)
+        return headers
 
     async def native(self, dialect: str, request: Envelope[Any], stats: CallStats) -> RawJSON:
         content = await self._post(

@@ -323,10 +323,14 @@ class _Request:
     team_id: str = "default"
 
 
-async def test_native_passes_the_clients_anthropic_beta_after_the_configured_one(
+async def test_native_passes_the_clients_version_and_betas(
     adapter: AnthropicAdapter, fake: FakeAnthropic
 ) -> None:
-    token = bind(_Request([(b"anthropic-beta", b"interleaved-thinking-2025-05-14")]))
+    asked = [
+        (b"anthropic-version", b"2026-10-21"),
+        (b"anthropic-beta", b"interleaved-thinking-2025-05-14"),
+    ]
+    token = bind(_Request(asked))
     try:
         await adapter.native("messages", native(), CallStats())
         async for _ in adapter.native_stream("messages", native(stream=True), CallStats()):
@@ -334,9 +338,21 @@ async def test_native_passes_the_clients_anthropic_beta_after_the_configured_one
         await adapter.chat(chat(), CallStats())
     finally:
         unbind(token)
+    token = bind(_Request([]))
+    try:
+        await adapter.native("messages", native(), CallStats())
+    finally:
+        unbind(token)
 
-    sent = [r.headers.get("anthropic-beta") for r in fake.received()]
-    assert sent == ["fake-beta-1,interleaved-thinking-2025-05-14"] * 2 + ["fake-beta-1"]
+    sent = [
+        (r.headers["anthropic-version"], r.headers.get("anthropic-beta")) for r in fake.received()
+    ]
+    assert sent == [
+        ("2026-10-21", "fake-beta-1,interleaved-thinking-2025-05-14"),
+        ("2026-10-21", "fake-beta-1,interleaved-thinking-2025-05-14"),
+        ("2023-06-01", "fake-beta-1"),  # a translated request: the adapter's own
+        ("2023-06-01", "fake-beta-1"),  # a client that sent neither
+    ]
     assert fake.received()[0].headers["x-request-id"] == "req-test"
 
 
