@@ -2,9 +2,10 @@
 
 The Messages API streams named events (``event: content_block_delta`` then ``data:``
 with the JSON). The ``openai`` adapter's re-framer (``adapters.openai.upstream``) is
-written for OpenAI's streams (``data:``-only events, a ``[DONE]`` ending, OpenAI usage),
-and ``httpx-sse`` is no dependency (and reads httpx responses, while the hot path may
-run on aiohttp), so this module is the small parser both uses here need: it yields,
+written for OpenAI's streams (``data:``-only events, a ``[DONE]`` ending, OpenAI usage);
+``httpx-sse`` is no dependency (and reads httpx responses, while the hot path may run on
+aiohttp); the ``anthropic`` SDK's decoder is private API of a test-only dependency; so
+this module is the small parser both uses here need: it yields,
 for every batch of complete events that arrived, each event's bytes (to forward
 unchanged) with its name and data (to read).
 """
