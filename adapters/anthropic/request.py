@@ -13,11 +13,13 @@ RULES (OpenAI chat request -> ``POST /v1/messages`` body):
 - ``assistant`` content becomes text blocks (refusal parts as text), followed by one
   ``tool_use`` block per ``tool_calls`` entry (``id``, ``name``, ``input`` = the parsed
   ``arguments`` JSON object; arguments that are not a JSON object are a 400).
-- ``tool`` messages become ``tool_result`` blocks (``tool_use_id`` = ``tool_call_id``;
-  in both, characters the API refuses in ids are replaced by ``_``)
-  of a user message; consecutive messages of one role (tool results, then a user's
+- ``tool`` messages become ``tool_result`` blocks (``tool_use_id`` = ``tool_call_id``)
+  of a user message. Consecutive messages of one role (tool results, then a user's
   text) are merged into one message, because the API alternates user and assistant
-  turns and wants a turn's tool results first. Legacy ``function`` messages are a 400.
+  turns and wants a turn's tool results first. Characters the API refuses in tool ids
+  are replaced by ``_``, alike in ``tool_use`` and ``tool_result``. Legacy ``function``
+  messages are a 400.
+- An assistant message with nothing in it (no text, no tool calls) is left out.
 - ``tools`` (function tools only) -> ``{name, description, input_schema}`` (``strict``
   kept when true); ``tool_choice`` ``auto`` / ``none`` / ``required`` (-> ``any``) /
   a named function (-> ``{"type": "tool", "name"}``); ``parallel_tool_calls: false`` ->
