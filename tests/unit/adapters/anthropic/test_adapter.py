@@ -13,7 +13,7 @@ import pytest
 
 from adapters.anthropic import AnthropicAdapter
 from adapters.base import CallStats, Resources
-from proxy.errors import RateLimited, UpstreamError, UpstreamRejected
+from proxy.errors import RateLimited, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from proxy.http_client import build_http_client, build_json_transport
 from proxy.schemas.base import NativeRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
@@ -32,6 +32,7 @@ from tests.support.fake_anthropic import (
     status_fault,
     stream_events,
 )
+from tests.support.servers import free_port
 
 WEATHER = {
     "type": "function",
@@ -380,3 +381,29 @@ async def test_count_tokens_asks_anthropic(adapter: AnthropicAdapter, fake: Fake
     assert second.body["system"] == "Be brief."
     assert [t["name"] for t in second.body["tools"]] == ["get_weather"]
     assert "max_tokens" not in second.body
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_an_unreachable_upstream_is_upstream_unavailable(transport: str) -> None:
+    entry = {
+        "name": "claude",
+        "adapter": "anthropic",
+        "base_url": f"http://127.0.0.1:{free_port()}",
+        "api_key": API_KEY,
+    }
+    settings = settings_from_mapping({"http": {"transport": transport}, "models": [entry]})
+    async with build_http_client(settings.http) as http:
+        upstream = build_json_transport(settings.http, http)
+        adapter = AnthropicAdapter(
+            settings.models[0], Resources(settings=settings, http=http, upstream=upstream)
+        )
+        try:
+            with pytest.raises(UpstreamUnavailable):
+                await adapter.chat(chat(), CallStats())
+            with pytest.raises(UpstreamUnavailable):
+                async for _ in adapter.chat_stream(chat(stream=True), CallStats()):
+                    pass
+            with pytest.raises(UpstreamUnavailable):
+                await adapter.probe()
+        finally:
+            await upstream.aclose()
