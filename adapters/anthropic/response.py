@@ -6,6 +6,9 @@ RULES (Anthropic -> OpenAI):
   called tools); each ``tool_use`` block is a ``tool_calls`` entry with the block's
   ``id`` and ``name`` and ``arguments`` = the JSON of its ``input``. Blocks with no chat
   equivalent (``thinking``, ``redacted_thinking``, server tool blocks) are left out.
+  A known limit follows: with ``thinking`` on, the API wants an assistant turn's
+  thinking blocks back before its ``tool_use``, and a Chat Completions client has no way
+  to return them, so the turn after a tool call is refused (a 400 from Anthropic).
 - ``stop_reason``: ``end_turn``, ``stop_sequence`` and ``pause_turn`` -> ``stop``;
   ``max_tokens`` and ``model_context_window_exceeded`` -> ``length``; ``tool_use`` ->
   ``tool_calls``; ``refusal`` -> ``content_filter``.
