@@ -23,6 +23,7 @@ from tests.support.fake_anthropic import (
     API_KEY,
     TOOL_TRIGGER,
     FakeAnthropic,
+    Fault,
     rate_limited,
     running_fake_anthropic,
     status_fault,
@@ -394,8 +395,6 @@ def test_an_upstream_400_is_passed_on(client: openai.OpenAI, fake: FakeAnthropic
 def test_an_error_event_mid_stream_ends_it_with_an_error(
     client: openai.OpenAI, fake: FakeAnthropic
 ) -> None:
-    from tests.support.fake_anthropic import Fault
-
     fake.faults["claude-fake-1"] = Fault("error_event", message="Overloaded", after=5)
     seen: list[str] = []
 
