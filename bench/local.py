@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.llamacpp.config import LlamaCppConfig, physical_cores, resolve_model_path  # noqa: E402
+from adapters.llamacpp.native import load_model, repack_weights  # noqa: E402
 
 STORY = (
     "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n"
@@ -189,8 +190,9 @@ def main() -> None:
         "preload": True,
     }
     path = resolve_model_path(LlamaCppConfig(**{k: v for k, v in entry.items() if k != "preload"}))
-    llm = llama_cpp.Llama(
-        str(path),
+    llm = load_model(
+        repack_weights(None),
+        model_path=str(path),
         n_ctx=args.n_ctx,
         n_batch=512,
         n_threads=args.threads,
