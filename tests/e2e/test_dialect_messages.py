@@ -58,9 +58,7 @@ def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def client(gateway: RunningServer, fake: FakeOpenAI) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=gateway.url, api_key=KEY, max_retries=0, timeout=15
-    ) as sdk:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0, timeout=15) as sdk:
         yield sdk
 
 
@@ -313,9 +311,9 @@ def test_count_tokens_estimates_for_a_remote_model(gateway: RunningServer) -> No
 
 
 def test_a_bad_key_is_an_authentication_error(gateway: RunningServer) -> None:
-    with anthropic.Anthropic(base_url=gateway.url, api_key="sk-wrong", max_retries=0) as sdk:
-        with pytest.raises(anthropic.AuthenticationError) as raised:
-            sdk.messages.create(model="claude-fake", max_tokens=8, messages=ASK)
+    sdk = anthropic.Anthropic(base_url=gateway.url, api_key="sk-wrong", max_retries=0)
+    with sdk, pytest.raises(anthropic.AuthenticationError) as raised:
+        sdk.messages.create(model="claude-fake", max_tokens=8, messages=ASK)
     assert raised.value.status_code == 401
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["type"] == "error"
@@ -419,9 +417,10 @@ def test_bad_input_is_an_anthropic_400(
     assert response.status_code == 400
     error = response.json()
     assert (error["type"], error["error"]["type"]) == ("error", "invalid_request_error")
-    assert error["error"]["message"].startswith(f"{param}:") or f"`$.{param}`" in error["error"][
-        "message"
-    ]
+    assert (
+        error["error"]["message"].startswith(f"{param}:")
+        or f"`$.{param}`" in error["error"]["message"]
+    )
 
 
 # ------------------------------------------------------------------------------ personas

@@ -189,18 +189,24 @@ def test_a_claude_code_prompt_too_large_for_the_context_is_a_clear_400(
 ) -> None:
     system: Any = [
         {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
-        {"type": "text", "text": "Follow the rules. " * 400, "cache_control": {"type": "ephemeral"}},
+        {
+            "type": "text",
+            "text": "Follow the rules. " * 400,
+            "cache_control": {"type": "ephemeral"},
+        },
     ]
     tools: Any = [{**WEATHER, "name": f"tool_{i}"} for i in range(30)]
-    with pytest.raises(anthropic.BadRequestError) as raised:
-        with client.messages.stream(
+    with (
+        pytest.raises(anthropic.BadRequestError) as raised,
+        client.messages.stream(
             model="smol",
             max_tokens=16,
             system=system,
             tools=tools,
             messages=[{"role": "user", "content": "Hi"}],
-        ) as stream:
-            stream.get_final_message()
+        ) as stream,
+    ):
+        stream.get_final_message()
     body = raised.value.body
     assert isinstance(body, dict)
     assert body["type"] == "error"

@@ -30,6 +30,8 @@ RULES: request -> chat request (``request``)
   local adapter reads ``top_k``); ``metadata.user_id`` -> ``user``; ``stream`` ->
   ``stream`` with ``stream_options.include_usage`` (the usage is needed for
   ``message_delta``); the ``switchyard`` field passes unchanged (extensions).
+- ``output_config.format`` (``json_schema``) -> ``response_format`` ``json_schema``
+  (named ``output``, strict); ``output_config.effort`` is not passed on.
 - ``thinking`` reaches Anthropic upstreams only, on the native path; it is dropped in
   translation.
 

@@ -15,6 +15,7 @@ from proxy.dialects.anthropic.wire import (
     ImageBlock,
     InputMessage,
     MessagesRequest,
+    OutputFormat,
     RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
@@ -225,6 +226,10 @@ def chat_body(params: MessagesRequest, raw: dict[str, Any]) -> dict[str, Any]:
             body[name] = value
     if params.metadata is not UNSET and isinstance(params.metadata.user_id, str):
         body["user"] = params.metadata.user_id
+    output = params.output_config
+    if output is not UNSET and isinstance(output.format, OutputFormat):
+        schema = {"name": "output", "schema": output.format.schema, "strict": True}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
     if params.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

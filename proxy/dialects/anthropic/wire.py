@@ -96,6 +96,17 @@ class Metadata(WireRequest):
     user_id: str | UnsetType | None = UNSET
 
 
+class OutputFormat(WireRequest):
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+class OutputConfig(WireRequest):
+    """Structured outputs (``format``); ``effort`` is Anthropic's own and is not passed on."""
+
+    format: OutputFormat | UnsetType | None = UNSET
+
+
 class CountTokensRequest(WireRequest, kw_only=True):
     """``POST /v1/messages/count_tokens``: what the model would read, no sampling."""
 
@@ -117,6 +128,7 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     top_p: float | UnsetType = UNSET
     top_k: int | UnsetType = UNSET
     metadata: Metadata | UnsetType = UNSET
+    output_config: OutputConfig | UnsetType = UNSET
 
 
 # ---------------------------------------------------------------------------- response

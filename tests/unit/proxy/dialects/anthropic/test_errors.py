@@ -31,7 +31,6 @@ from proxy.errors import (
     ("error", "status", "kind"),
     [
         (InvalidRequest("bad"), 400, "invalid_request_error"),
-        (ContextLengthExceeded("too long"), 400, "invalid_request_error"),
         (AuthenticationFailed("who"), 401, "authentication_error"),
         (PermissionDenied("no"), 403, "permission_error"),
         (ModelNotFound("none"), 404, "not_found_error"),
@@ -57,6 +56,20 @@ def test_errors_get_anthropics_status_and_type(
     got_status, body, _ = MessagesDialect.render_error(error)
     assert got_status == status
     assert json.loads(body) == {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def test_a_prompt_too_long_says_so_as_anthropic_does() -> None:
+    status, body, _ = MessagesDialect.render_error(ContextLengthExceeded("N > M", param="messages"))
+    assert (status, json.loads(body)["error"]) == (
+        400,
+        {"type": "invalid_request_error", "message": "prompt is too long: N > M"},
+    )
+    _, body, _ = MessagesDialect.render_error(
+        ContextLengthExceeded("N + K > M", param="max_tokens")
+    )
+    assert json.loads(body)["error"]["message"] == (
+        "input length and `max_tokens` exceed context limit: N + K > M"
+    )
 
 
 def test_retry_after_is_kept() -> None:

@@ -245,6 +245,16 @@ def test_bad_requests_are_400s_naming_the_field(fields: dict[str, Any], param: s
     assert bad(**fields).param == param
 
 
+def test_an_output_format_becomes_a_json_schema_response_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = translate(output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    assert "response_format" not in translate(output_config={"effort": "high"})
+
+
 def test_count_body_has_the_messages_and_tools_only() -> None:
     params = convert_request(
         {
