@@ -307,6 +307,14 @@ def test_count_tokens_estimates_for_a_remote_model(gateway: RunningServer) -> No
     assert raw.headers["x-switchyard-token-count"] == "estimate"
 
 
+def test_count_tokens_ignores_extension_suffixes(client: anthropic.Anthropic) -> None:
+    plain = client.messages.count_tokens(model="claude-fake", messages=ASK)
+    suffixed = client.messages.count_tokens(model="claude-fake+persona:editor", messages=ASK)
+    assert suffixed.input_tokens == plain.input_tokens
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-nope", messages=ASK)
+
+
 # -------------------------------------------------------------------------------- errors
 
 
@@ -385,13 +393,20 @@ def test_a_failure_after_the_stream_began_is_an_error_event(
 
 
 @pytest.mark.parametrize(
-    ("body", "param"),
+    ("body", "message"),
     [
-        ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": []}, "messages: at least one message is required."),
+        (
+            {"messages": [{"role": "system", "content": "hi"}]},
+            "messages[0].role: the roles are 'user' and 'assistant' (a system prompt goes in "
+            "the top-level 'system' field); Invalid request: Invalid enum value 'system' - at "
+            "`$.messages[0].role`",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
-            "messages[0].content[0].type",
+            "messages[0].content[0].type: this content block type is not supported here (the "
+            "types are: text, image, tool_use, tool_result, thinking, redacted_thinking); "
+            "Invalid request: Invalid value 'document' - at `$.messages[0].content[0].type`",
         ),
         (
             {
@@ -400,27 +415,33 @@ def test_a_failure_after_the_stream_began_is_an_error_event(
                     {"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x"}]},
                 ]
             },
-            "messages[1].content[0]",
+            "messages[1].content[0]: a 'tool_result' block cannot appear in a message of role "
+            "'assistant'.",
         ),
-        ({"tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools[0].type"),
-        ({"tool_choice": {"type": "tool"}, "tools": [WEATHER]}, "tool_choice.name"),
-        ({"max_tokens": "many"}, "max_tokens"),
+        (
+            {"tools": [{"type": "bash_20250124", "name": "bash"}]},
+            "tools[0].type: the server tool type 'bash_20250124' is not supported here; only "
+            "client tools (name, description, input_schema) are.",
+        ),
+        (
+            {"tool_choice": {"type": "tool"}, "tools": [WEATHER]},
+            "tool_choice.name: Field required for tool_choice type 'tool'.",
+        ),
+        ({"max_tokens": "many"}, "Invalid request: Expected `int`, got `str` - at `$.max_tokens`"),
     ],
 )
 def test_bad_input_is_an_anthropic_400(
-    gateway: RunningServer, body: dict[str, Any], param: str
+    gateway: RunningServer, body: dict[str, Any], message: str
 ) -> None:
     request = {"model": "claude-fake", "max_tokens": 8, "messages": ASK, **body}
     response = httpx.post(
         f"{gateway.url}/v1/messages", json=request, headers={"x-api-key": KEY}, timeout=15
     )
     assert response.status_code == 400
-    error = response.json()
-    assert (error["type"], error["error"]["type"]) == ("error", "invalid_request_error")
-    assert (
-        error["error"]["message"].startswith(f"{param}:")
-        or f"`$.{param}`" in error["error"]["message"]
-    )
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": message},
+    }
 
 
 # ------------------------------------------------------------------------------ personas

@@ -18,6 +18,8 @@ RULES: request -> chat request (``request``)
 - ``assistant`` messages: ``text`` blocks -> ``content`` (concatenated), ``tool_use`` ->
   ``tool_calls`` (``arguments`` = the ``input`` as JSON), ``thinking`` and
   ``redacted_thinking`` dropped.
+- A final ``assistant`` message (Anthropic's prefill) stays the last chat message:
+  whether the model continues it depends on the upstream.
 - A block in the wrong role (``tool_use`` from the user, ``image`` or ``tool_result``
   from the assistant), an unknown block type, an empty message list or an empty
   content list is a 400 naming where it is.

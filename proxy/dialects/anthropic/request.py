@@ -136,7 +136,7 @@ def _assistant_message(message: InputMessage, index: int) -> dict[str, Any]:
 def _wrong_role(block: Any, role: str, where: str) -> InvalidRequest:
     kind = type(block).__struct_config__.tag
     return InvalidRequest(
-        f"{where}: a '{kind}' block cannot appear in a '{role}' message.", param=where
+        f"{where}: a '{kind}' block cannot appear in a message of role '{role}'.", param=where
     )
 
 

@@ -245,6 +245,7 @@ StreamEvent = (
 
 _encode = msgspec.json.Encoder().encode
 _BLOCK_TYPE = re.compile(r"content\[\d+\](\.content\[\d+\])?\.type$")
+_ROLE = re.compile(r"^messages\[\d+\]\.role$")
 BLOCK_TYPES = "text, image, tool_use, tool_result, thinking, redacted_thinking"
 
 
@@ -257,6 +258,12 @@ def decode(raw: bytes, request_type: type[T]) -> Envelope[T]:
             raise InvalidRequest(
                 f"{exc.param}: this content block type is not supported here (the types "
                 f"are: {BLOCK_TYPES}); {exc.message}",
+                param=exc.param,
+            ) from None
+        if exc.param is not None and _ROLE.match(exc.param):
+            raise InvalidRequest(
+                f"{exc.param}: the roles are 'user' and 'assistant' (a system prompt goes in "
+                f"the top-level 'system' field); {exc.message}",
                 param=exc.param,
             ) from None
         raise
