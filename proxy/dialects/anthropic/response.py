@@ -124,7 +124,7 @@ def message_of(completion: ChatCompletion, model: str, stop_sequences: list[str]
     reported: Any = None
     if choice is not None:
         finish = choice.finish_reason
-        reported = getattr(choice, "stop_reason", None)
+        reported = choice.stop_reason
         text = cut.push(choice.message.content or "")
         text += cut.flush() if cut.matched is None else ""
         if text:
@@ -220,7 +220,7 @@ class EventWriter:
                 continue
             if choice.finish_reason is not None:
                 self.finish = choice.finish_reason
-                self.reported = getattr(choice, "stop_reason", None)
+                self.reported = choice.stop_reason
             delta = choice.delta
             if self.cut.matched is not None:
                 continue  # the output ended at a stop sequence: the rest is not shown
@@ -267,6 +267,17 @@ class EventWriter:
         )
         out.append(MessageStop())
         return out
+
+
+async def native_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A native upstream's events as they are; a failure after they began ends the stream
+    with an ``error`` event, as a translated stream ends."""
+    try:
+        async with aclosing(events):  # type: ignore[type-var]
+            async for block in events:
+                yield block
+    except SwitchyardError as failure:
+        yield sse(stream_error(failure))
 
 
 async def message_events(

@@ -20,7 +20,7 @@ from proxy.context import request_info
 from proxy.dialects import bridge
 from proxy.dialects.anthropic.errors import error_body
 from proxy.dialects.anthropic.request import chat_body, count_body
-from proxy.dialects.anthropic.response import message_events, message_of
+from proxy.dialects.anthropic.response import message_events, message_of, native_events
 from proxy.dialects.anthropic.wire import (
     CountTokensRequest,
     MessagesRequest,
@@ -54,6 +54,10 @@ def _stream(events: AsyncIterator[bytes], headers: dict[str, str] | None = None)
     return bridge.event_stream(events, headers or {}, shutdown_frame=SHUTDOWN_FRAME)
 
 
+def _native_stream(events: AsyncIterator[bytes]) -> Response[Any]:
+    return _stream(native_events(events))
+
+
 @post(
     "/v1/messages",
     summary="Create a message (Anthropic Messages API)",
@@ -66,7 +70,7 @@ async def create_message(request: Request[Any, Any, Any]) -> Response[Any]:
     probe = decode_request(raw, NativeRequest)
     if bridge.is_native(request, probe.model, DIALECT):
         return await bridge.passthrough(
-            request, DIALECT, raw, route=DIALECT, stream_response=_stream
+            request, DIALECT, raw, route=DIALECT, stream_response=_native_stream
         )
     envelope = decode(raw, MessagesRequest)
     params = envelope.params

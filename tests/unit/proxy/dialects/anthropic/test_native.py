@@ -19,6 +19,7 @@ from proxy.app import error_renderer
 from proxy.dialects import DialectMap, bridge
 from proxy.dialects.anthropic import MessagesDialect
 from proxy.dialects.anthropic.routes import SHUTDOWN_FRAME, create_message
+from proxy.errors import UpstreamTimeout
 from proxy.responses import EventStreamResponse
 
 BODY = {
@@ -80,6 +81,17 @@ async def test_a_native_stream_keeps_the_upstreams_events_and_our_shutdown_frame
     assert isinstance(response, EventStreamResponse)
     assert response._shutdown_frame == SHUTDOWN_FRAME
     assert [e async for e in response.body_iterator] == [b"event: message_stop\ndata: {}\n\n"]
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"event: ping\ndata: {}\n\n"
+        raise UpstreamTimeout("The upstream stopped sending.")
+
+    cut = passed["stream_response"](broken())
+    assert [e async for e in cut.body_iterator] == [
+        b"event: ping\ndata: {}\n\n",
+        b'event: error\ndata: {"type":"error","error":{"type":"timeout_error",'
+        b'"message":"The upstream stopped sending."}}\n\n',
+    ]
     name, data = SHUTDOWN_FRAME.decode().strip().split("\n")
     assert name == "event: error"
     assert json.loads(data.removeprefix("data: "))["error"]["type"] == "overloaded_error"
