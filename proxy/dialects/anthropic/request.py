@@ -65,7 +65,7 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_result(block: ToolResultBlock, where: str) -> tuple[dict[str, Any], list[Any]]:
+def _tool_result(block: ToolResultBlock) -> tuple[dict[str, Any], list[Any]]:
     """A tool message for ``block``, and the images it returned (chat tool messages hold
     text only: the images follow in the user message after the tool messages)."""
     content = block.content
@@ -100,7 +100,7 @@ def _user_messages(message: InputMessage, index: int) -> list[dict[str, Any]]:
         elif isinstance(block, ImageBlock):
             parts.append(image_part(block))
         elif isinstance(block, ToolResultBlock):
-            tool, images = _tool_result(block, f"{where}.content[{j}]")
+            tool, images = _tool_result(block)
             tools.append(tool)
             parts.extend(images)
         else:
