@@ -46,7 +46,7 @@ def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         teams={"team_limited": {"rpm_limit": 1}},
     )
     config: dict[str, Any] = {
-        "server": {"master_key": MASTER, "data_dir": str(data)},
+        "server": {"master_key": MASTER, "data_dir": str(data), "max_body_mb": 1},
         "models": [
             model_entry("claude-fake", "upstream-claude", fake_url),
             model_entry("claude-broken", "upstream-broken", fake_url),
@@ -364,6 +364,21 @@ def test_a_rate_limit_is_a_rate_limit_error_with_retry_after(
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"]["type"] == "rate_limit_error"
     assert int(raised.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_body_over_the_limit_is_request_too_large(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.ContentTooLargeError) as raised:
+        client.messages.create(
+            model="claude-fake", max_tokens=8, system="x" * 2_000_000, messages=ASK
+        )
+    assert raised.value.status_code == 413
+    assert raised.value.body == {
+        "type": "error",
+        "error": {
+            "type": "request_too_large",
+            "message": "The request body is larger than the limit of 1 MiB.",
+        },
+    }
 
 
 def test_a_failure_after_the_stream_began_is_an_error_event(
