@@ -197,6 +197,7 @@ async def chat(
         index=0,
         message=message,
         finish_reason=_finish_reason(finish, parser),
+        stop_reason=finish.stop_sequence if finish.stop_sequence is not None else UNSET,
         logprobs={"content": logprobs_content(logprobs), "refusal": None}
         if job.sampling.logprobs is not None
         else None,
@@ -221,9 +222,19 @@ class _Chunks:
         self.model = model
 
     def chunk(
-        self, delta: Delta, finish_reason: str | None = None, logprobs: Any = UNSET
+        self,
+        delta: Delta,
+        finish_reason: str | None = None,
+        logprobs: Any = UNSET,
+        stop_reason: str | None = None,
     ) -> ChatCompletionChunk:
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason, logprobs=logprobs)
+        choice = ChunkChoice(
+            index=0,
+            delta=delta,
+            finish_reason=finish_reason,
+            logprobs=logprobs,
+            stop_reason=UNSET if stop_reason is None else stop_reason,
+        )
         return ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model, choices=[choice]
         )
@@ -285,7 +296,9 @@ async def chat_stream(
     if finish is None:
         raise SwitchyardError("The local generation ended without finishing.")
     stats.add_usage(finish.prompt_tokens, finish.completion_tokens)
-    yield chunks.chunk(Delta(), finish_reason=_finish_reason(finish, parser))
+    yield chunks.chunk(
+        Delta(), finish_reason=_finish_reason(finish, parser), stop_reason=finish.stop_sequence
+    )
     if envelope.params.wants_usage_chunk:
         yield ChatCompletionChunk(
             id=chunks.id, created=chunks.created, model=name, choices=[], usage=_usage(finish)

@@ -55,6 +55,8 @@ class Finish:
     """``stop``, ``length`` or ``cancelled``."""
     prompt_tokens: int
     completion_tokens: int
+    stop_sequence: str | None = None
+    """The stop sequence that ended the output, when one did."""
 
 
 #: Receives each piece of text; returning True ends the generation there (reason ``stop``).
@@ -131,6 +133,8 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._stop = [s for s in stop if s]
         self._held = ""
+        self.matched: str | None = None
+        """The stop sequence found (the earliest in the text), once one is."""
 
     def push(self, data: bytes) -> tuple[str, bool]:
         """Text now safe to emit, and whether a stop sequence ended the output."""
@@ -138,8 +142,9 @@ class TextStream:
         if not self._stop:
             self._held = ""
             return text, False
-        cut = min((i for i in (text.find(s) for s in self._stop) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self._stop if (i := text.find(s)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda f: (f[0], -len(f[1])))
             self._held = ""
             return text[:cut], True
         keep = 0
@@ -250,4 +255,4 @@ def generate(
                 emit(tail, pending if logprobs is not None else None)
     finally:
         sampler.close()
-    return Finish(reason, len(prompt), produced)
+    return Finish(reason, len(prompt), produced, text.matched)

@@ -103,6 +103,9 @@ class Choice(WireResponse):
     message: ResponseMessage
     finish_reason: str | None
     logprobs: dict[str, Any] | None = None
+    stop_reason: str | int | UnsetType | None = UNSET
+    """vLLM's extension, also set by the local adapter: the stop sequence (or token id)
+    that ended the output, when one did."""
 
 
 class ChatCompletion(WireResponse):
@@ -133,6 +136,8 @@ class ChunkChoice(WireResponse):
     delta: Delta
     finish_reason: str | None
     logprobs: dict[str, Any] | UnsetType | None = UNSET
+    stop_reason: str | int | UnsetType | None = UNSET
+    """As ``Choice.stop_reason``, on the chunk that finishes."""
 
 
 class ChatCompletionChunk(WireResponse):

@@ -32,6 +32,11 @@ def chat(**extra: Any) -> dict[str, Any]:
     return {"model": "smol", "messages": ASK, "max_tokens": 4, **extra}
 
 
+def message(**extra: Any) -> dict[str, Any]:
+    """An Anthropic Messages request (``/v1/messages``)."""
+    return {"model": "smol", "max_tokens": 4, "messages": ASK, **extra}
+
+
 BODIES: list[bytes | dict[str, Any]] = [
     b"",
     b"null",
@@ -71,6 +76,31 @@ BODIES: list[bytes | dict[str, Any]] = [
     {"model": "tts", "input": "", "voice": "alloy"},
     {"model": "tts", "input": "hi", "voice": "nope"},
     {"model": "smol", "prompt": "a cat", "n": 2},
+    message(max_tokens=10**12),
+    message(messages=[{"role": "user", "content": [{"type": "tool_result"}]}]),
+    message(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "x"}}]}]),
+    message(
+        messages=[
+            {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}
+        ]
+    ),
+    message(
+        messages=[
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "a", "name": "f", "input": "x"}],
+            }
+        ]
+    ),
+    message(messages=[{"role": "user", "content": [{"type": "search_result"}]}]),
+    message(system=[{"type": "image"}]),
+    message(tools=[{"name": "f", "input_schema": 3}]),
+    message(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+    message(tool_choice={"type": "tool"}),
+    message(stop_sequences="x"),
+    message(thinking="yes"),
+    message(output_config={"format": {"type": "json_schema", "schema": 3}}),
+    message(model="remote", stream=True, messages=[{"role": "user", "content": []}]),
 ]
 PATHS = [
     "/v1/chat/completions",
@@ -79,6 +109,8 @@ PATHS = [
     "/v1/tokenize",
     "/v1/detokenize",
     "/v1/tokens/count",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
     "/v1/images/generations",
     "/v1/images/edits",
     "/v1/videos",

@@ -64,6 +64,13 @@ def test_text_stream_holds_back_a_possible_stop_sequence() -> None:
     assert stream.flush() == ""
 
 
+def test_text_stream_names_the_stop_sequence_it_met() -> None:
+    stream = TextStream(["two", "one, t", "x"])
+    assert stream.matched is None
+    assert stream.push(b"zero, one, two") == ("zero, ", True)
+    assert stream.matched == "one, t"  # the earliest in the text, not the first listed
+
+
 def test_text_stream_never_splits_a_character() -> None:
     stream = TextStream([])
     snowman = "☃".encode()
