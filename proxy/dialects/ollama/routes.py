@@ -41,13 +41,13 @@ from proxy.dialects.ollama.translate import (
     timestamp,
 )
 from proxy.dialects.ollama.wire import (
-    ChatRequest,
-    EmbeddingsRequest,
-    EmbedRequest,
-    GenerateRequest,
     ListResponse,
+    OllamaChatRequest,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaShowRequest,
     ProcessResponse,
-    ShowRequest,
 )
 from proxy.errors import InvalidRequest, ModelNotFound, SwitchyardError, shown
 from proxy.schemas.base import WireRequest, decode_request
@@ -194,9 +194,9 @@ async def _streamed(
         await keep()
 
 
-@post("/api/chat", status_code=200, summary="Ollama: chat")
+@post("/api/chat", status_code=200, opt={"request_body": OllamaChatRequest}, summary="Ollama: chat")
 async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
-    params, raw = await _decode(request, ChatRequest)
+    params, raw = await _decode(request, OllamaChatRequest)
     name, adapters = _resolve(request, params.model)
     options = check_options(params.options)
     seconds = keep_alive_s(params.keep_alive)
@@ -217,9 +217,14 @@ async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
     return _ndjson(events, result.headers)
 
 
-@post("/api/generate", status_code=200, summary="Ollama: generate")
+@post(
+    "/api/generate",
+    status_code=200,
+    opt={"request_body": OllamaGenerateRequest},
+    summary="Ollama: generate",
+)
 async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
-    params, raw = await _decode(request, GenerateRequest)
+    params, raw = await _decode(request, OllamaGenerateRequest)
     name, adapters = _resolve(request, params.model)
     options = check_options(params.options)
     seconds = keep_alive_s(params.keep_alive)
@@ -261,9 +266,14 @@ def _embed_inputs(value: Any) -> list[str]:
     return list(value)
 
 
-@post("/api/embed", status_code=200, summary="Ollama: embeddings")
+@post(
+    "/api/embed",
+    status_code=200,
+    opt={"request_body": OllamaEmbedRequest},
+    summary="Ollama: embeddings",
+)
 async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
-    params, _ = await _decode(request, EmbedRequest)
+    params, _ = await _decode(request, OllamaEmbedRequest)
     name, adapters = _resolve(request, params.model)
     check_options(params.options)
     seconds = keep_alive_s(params.keep_alive)
@@ -288,9 +298,14 @@ async def embed(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(answer, headers)
 
 
-@post("/api/embeddings", status_code=200, summary="Ollama: embedding (legacy)")
+@post(
+    "/api/embeddings",
+    status_code=200,
+    opt={"request_body": OllamaEmbeddingsRequest},
+    summary="Ollama: embedding (legacy)",
+)
 async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
-    params, _ = await _decode(request, EmbeddingsRequest)
+    params, _ = await _decode(request, OllamaEmbeddingsRequest)
     name, adapters = _resolve(request, params.model)
     check_options(params.options)
     seconds = keep_alive_s(params.keep_alive)
@@ -316,9 +331,14 @@ async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(ListResponse(models=listed))
 
 
-@post("/api/show", status_code=200, summary="Ollama: model details")
+@post(
+    "/api/show",
+    status_code=200,
+    opt={"request_body": OllamaShowRequest},
+    summary="Ollama: model details",
+)
 async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
-    params, _ = await _decode(request, ShowRequest)
+    params, _ = await _decode(request, OllamaShowRequest)
     asked = params.model or params.name
     name, adapters = _resolve(request, asked)
     if not adapters:

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from proxy.dialects.ollama.wire import ChatRequest, GenerateRequest, Message, Metrics
+from proxy.dialects.ollama.wire import (
+    Metrics,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaMessage,
+)
 from proxy.errors import InvalidRequest, UpstreamError, shown
 from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, ToolCallFunction, Usage
 from proxy.schemas.completions import Completion
@@ -176,7 +181,7 @@ def _content(text: str, images: list[str] | None, where: str) -> str | list[dict
 # ---------------------------------------------------------------------------- messages
 
 
-def _tool_calls(message: Message, index: int, pending: list[tuple[str, str]]) -> list[Any]:
+def _tool_calls(message: OllamaMessage, index: int, pending: list[tuple[str, str]]) -> list[Any]:
     calls = []
     for n, call in enumerate(message.tool_calls or ()):
         call_id = call.id if isinstance(call.id, str) and call.id else f"call_{index}_{n}"
@@ -192,7 +197,7 @@ def _tool_calls(message: Message, index: int, pending: list[tuple[str, str]]) ->
     return calls
 
 
-def _answered(message: Message, index: int, pending: list[tuple[str, str]]) -> str:
+def _answered(message: OllamaMessage, index: int, pending: list[tuple[str, str]]) -> str:
     """The id of the call a ``tool`` message answers: its ``tool_call_id``, else the
     earliest unanswered call of its ``tool_name``, else the earliest unanswered call."""
     if message.tool_call_id:
@@ -210,7 +215,7 @@ def _answered(message: Message, index: int, pending: list[tuple[str, str]]) -> s
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
-def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
+def chat_messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
     """Ollama messages as Chat Completions messages."""
     out: list[dict[str, Any]] = []
     pending: list[tuple[str, str]] = []
@@ -260,7 +265,7 @@ def _common(
 
 
 def chat_body(
-    request: ChatRequest,
+    request: OllamaChatRequest,
     model: str,
     options: dict[str, Any],
     *,
@@ -286,7 +291,7 @@ def chat_body(
 
 
 def generate_body(
-    request: GenerateRequest,
+    request: OllamaGenerateRequest,
     model: str,
     options: dict[str, Any],
     *,

@@ -19,31 +19,31 @@ KeepAlive = float | str | None
 Format = str | dict[str, Any] | None
 
 
-class ToolCallFunction(msgspec.Struct, kw_only=True):
+class OllamaToolCallFunction(msgspec.Struct, kw_only=True):
     name: str
     arguments: dict[str, Any] = {}
     index: int | UnsetType = UNSET
 
 
-class ToolCall(msgspec.Struct, kw_only=True):
-    function: ToolCallFunction
+class OllamaToolCall(msgspec.Struct, kw_only=True):
+    function: OllamaToolCallFunction
     id: str | UnsetType = UNSET
 
 
-class Message(WireRequest):
+class OllamaMessage(WireRequest):
     role: str
     content: str = ""
     images: list[str] | None = None
     """Base64 image data (the Go client's ``[]byte`` encoding)."""
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
     tool_call_id: str | None = None
     thinking: str | None = None
 
 
-class ChatRequest(WireRequest):
+class OllamaChatRequest(WireRequest):
     model: str = ""
-    messages: list[Message] | None = None
+    messages: list[OllamaMessage] | None = None
     stream: bool | None = None
     format: Format = None
     keep_alive: KeepAlive = None
@@ -56,7 +56,7 @@ class ChatRequest(WireRequest):
     top_logprobs: int | None = None
 
 
-class GenerateRequest(WireRequest):
+class OllamaGenerateRequest(WireRequest):
     model: str = ""
     prompt: str = ""
     suffix: str = ""
@@ -76,7 +76,7 @@ class GenerateRequest(WireRequest):
     top_logprobs: int | None = None
 
 
-class EmbedRequest(WireRequest):
+class OllamaEmbedRequest(WireRequest):
     model: str = ""
     input: str | list[Any] | None = None
     truncate: bool | None = None
@@ -85,14 +85,14 @@ class EmbedRequest(WireRequest):
     options: dict[str, Any] | None = None
 
 
-class EmbeddingsRequest(WireRequest):
+class OllamaEmbeddingsRequest(WireRequest):
     model: str = ""
     prompt: str = ""
     keep_alive: KeepAlive = None
     options: dict[str, Any] | None = None
 
 
-class ShowRequest(WireRequest):
+class OllamaShowRequest(WireRequest):
     model: str = ""
     name: str = ""
     """The older spelling of ``model``."""

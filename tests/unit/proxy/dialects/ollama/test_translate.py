@@ -29,7 +29,7 @@ from proxy.dialects.ollama.translate import (
     sampling,
     timestamp,
 )
-from proxy.dialects.ollama.wire import ChatRequest, GenerateRequest, Message
+from proxy.dialects.ollama.wire import OllamaChatRequest, OllamaGenerateRequest, OllamaMessage
 from proxy.errors import InvalidRequest, ModelNotFound, UpstreamError
 from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, Usage
 
@@ -37,16 +37,16 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 8
 
 
-def chat(**fields: Any) -> ChatRequest:
-    return msgspec.convert({"model": "m", **fields}, ChatRequest)
+def chat(**fields: Any) -> OllamaChatRequest:
+    return msgspec.convert({"model": "m", **fields}, OllamaChatRequest)
 
 
-def generate(**fields: Any) -> GenerateRequest:
-    return msgspec.convert({"model": "m", **fields}, GenerateRequest)
+def generate(**fields: Any) -> OllamaGenerateRequest:
+    return msgspec.convert({"model": "m", **fields}, OllamaGenerateRequest)
 
 
-def messages(*items: dict[str, Any]) -> list[Message]:
-    return msgspec.convert(list(items), list[Message])
+def messages(*items: dict[str, Any]) -> list[OllamaMessage]:
+    return msgspec.convert(list(items), list[OllamaMessage])
 
 
 # ------------------------------------------------------------------------ names
