@@ -19,7 +19,13 @@ import ollama
 import pytest
 
 from tests.e2e.conftest import model_entry
-from tests.support.fake_openai import DEFAULT_DIMENSIONS, FakeOpenAI, embedding_vector
+from tests.support.fake_openai import (
+    DEFAULT_DIMENSIONS,
+    FakeOpenAI,
+    Fault,
+    embedding_vector,
+    status_fault,
+)
 from tests.support.servers import RunningServer, serve_gateway
 
 KEY = "sk-ollama-dialect-tests"
@@ -53,6 +59,7 @@ def server(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "models": [
             model_entry("gpt-test", "upstream-gpt", fake_url),
             model_entry("embed-test", "upstream-embed", fake_url),
+            model_entry("broken", "upstream-broken", fake_url),
         ],
     }
     with serve_gateway(config) as running:
@@ -305,7 +312,7 @@ def test_list_show_version(client: ollama.Client, server: RunningServer) -> None
     listed = client.list()
     v1 = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
     ids = [m["id"] for m in v1.json()["data"]]
-    assert ids[:2] == ["gpt-test", "embed-test"]
+    assert ids[:3] == ["gpt-test", "embed-test", "broken"]
     # personas are models too ("persona:editor"): a name with a tag keeps it
     assert [m.model for m in listed.models] == [i if ":" in i else f"{i}:latest" for i in ids]
     assert all(m.size == 0 and m.details.family == "" for m in listed.models)
@@ -351,6 +358,33 @@ def test_unknown_model_is_404_in_ollama_words(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as raised:
         client.show("nope:latest")
     assert (raised.value.status_code, raised.value.error) == (404, "model 'nope:latest' not found")
+
+
+def test_upstream_failure_before_the_stream_is_its_status(
+    client: ollama.Client, fake: FakeOpenAI
+) -> None:
+    fake.faults["upstream-broken"] = status_fault(503, "the upstream is down")
+    with pytest.raises(ollama.ResponseError) as whole:
+        client.chat(model="broken", messages=ASK)
+    with pytest.raises(ollama.ResponseError) as streamed:
+        list(client.chat(model="broken", messages=ASK, stream=True))
+    for raised in (whole, streamed):
+        assert (raised.value.status_code, raised.value.error) == (502, "Upstream error 503: the upstream is down")
+
+
+def test_failure_after_the_stream_began_is_an_error_line(
+    server: RunningServer, client: ollama.Client, fake: FakeOpenAI
+) -> None:
+    fake.faults["upstream-broken"] = Fault("truncate", after=3)
+    response = _post(server, "/api/chat", {"model": "broken", "messages": ASK})
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert response.status_code == 200
+    assert [line["message"]["content"] for line in lines[:-1]] == ["Hello!", " You"]
+    assert lines[-1] == {"error": "The upstream for 'broken' ended the stream before [DONE]."}
+
+    with pytest.raises(ollama.ResponseError) as raised:
+        list(client.chat(model="broken", messages=ASK, stream=True))
+    assert raised.value.error == "The upstream for 'broken' ended the stream before [DONE]."
 
 
 BAD = [
