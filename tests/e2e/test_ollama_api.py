@@ -369,7 +369,8 @@ def test_upstream_failure_before_the_stream_is_its_status(
     with pytest.raises(ollama.ResponseError) as streamed:
         list(client.chat(model="broken", messages=ASK, stream=True))
     for raised in (whole, streamed):
-        assert (raised.value.status_code, raised.value.error) == (502, "Upstream error 503: the upstream is down")
+        assert raised.value.status_code == 502
+        assert raised.value.error == "Upstream error 503: the upstream is down"
 
 
 def test_failure_after_the_stream_began_is_an_error_line(
