@@ -196,7 +196,9 @@ def _facts_of(path: Path) -> ModelFacts:
     return ModelFacts(
         format="gguf",
         family=str(metadata.get("general.architecture", "")),
-        parameter_size=str(metadata.get("general.size_label") or human_count(parameters)),
+        parameter_size=human_count(parameters)
+        if parameters
+        else str(metadata.get("general.size_label", "")),
         quantization_level=FILE_TYPES.get(file_type, "") if isinstance(file_type, int) else "",
         size_bytes=stat.st_size,
         modified_at=stat.st_mtime,

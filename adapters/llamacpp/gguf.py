@@ -10,6 +10,7 @@ before it was ever loaded. Reading stops as soon as those keys are found.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -157,10 +158,14 @@ FILE_TYPES = {
 
 
 def human_count(n: int) -> str:
-    """A parameter count as Ollama writes it (``134.52M``, ``7B``)."""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            value = n / size
-            text = f"{value:.2f}".rstrip("0").rstrip(".") if value < 100 else f"{value:.0f}"
-            return text + unit
+    """A parameter count as Ollama writes it (its ``format.HumanNumber``: ``134.52M``,
+    ``7.2B``, ``8B``)."""
+    if n >= 1_000_000_000:
+        value = n / 1e9
+        return f"{value:.0f}B" if value == math.floor(value) else f"{value:.1f}B"
+    if n >= 1_000_000:
+        value = n / 1e6
+        return f"{value:.0f}M" if value == math.floor(value) else f"{value:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}K"
     return str(n)

@@ -150,7 +150,7 @@ def test_list_and_show_give_the_gguf_facts(client: ollama.Client) -> None:
     smol = listed["smol:latest"]
     assert smol.details is not None
     assert (smol.details.format, smol.details.family) == ("gguf", "llama")
-    assert (smol.details.parameter_size, smol.details.quantization_level) == ("135M", "Q4_1")
+    assert (smol.details.parameter_size, smol.details.quantization_level) == ("134.52M", "Q4_1")
     assert smol.size is not None and smol.size > 50_000_000
     assert smol.digest == listed["smol-embed:latest"].digest  # one file
 

@@ -22,7 +22,7 @@ from proxy.dialects.ollama.wire import (
     OllamaGenerateRequest,
     OllamaMessage,
 )
-from proxy.errors import InvalidRequest, UpstreamError, shown
+from proxy.errors import InvalidRequest, SwitchyardError, UpstreamError, shown
 from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk, ToolCallFunction, Usage
 from proxy.schemas.completions import Completion
 
@@ -186,7 +186,11 @@ def _tool_calls(message: OllamaMessage, index: int, pending: list[tuple[str, str
     for n, call in enumerate(message.tool_calls or ()):
         call_id = call.id if isinstance(call.id, str) and call.id else f"call_{index}_{n}"
         pending.append((call_id, call.function.name))
-        arguments = json.dumps(call.function.arguments, ensure_ascii=False)
+        arguments = call.function.arguments
+        if isinstance(arguments, str):  # must be an object
+            arguments = json.dumps(_arguments(arguments, call.function.name, InvalidRequest))
+        else:
+            arguments = json.dumps(arguments, ensure_ascii=False)
         calls.append(
             {
                 "id": call_id,
@@ -230,20 +234,20 @@ def chat_messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
             )
         item: dict[str, Any] = {"role": role}
         if role == "tool":
-            item["content"] = message.content
+            item["content"] = message.content or ""
             item["tool_call_id"] = _answered(message, index, pending)
         elif role == "assistant":
             calls = _tool_calls(message, index, pending)
             if calls:
                 item["tool_calls"] = calls
-            item["content"] = message.content if message.content or not calls else None
+            item["content"] = message.content or (None if calls else "")
             if message.images:
                 raise InvalidRequest(
                     f"{where}.images: only user messages can carry images",
                     param=f"{where}.images",
                 )
         else:
-            item["content"] = _content(message.content, message.images, where)
+            item["content"] = _content(message.content or "", message.images, where)
         out.append(item)
     return out
 
@@ -361,7 +365,11 @@ def done_reason(finish_reason: str | None) -> str:
     return "length" if finish_reason == "length" else "stop"
 
 
-def _arguments(raw: str | None, name: str) -> dict[str, Any]:
+def _arguments(
+    raw: str | None, name: str, error: type[SwitchyardError] = UpstreamError
+) -> dict[str, Any]:
+    """Tool-call arguments (a JSON string) as the object Ollama sends; ``error``: what
+    to raise when they are not one (the model's fault by default)."""
     if not raw:
         return {}
     try:
@@ -369,9 +377,7 @@ def _arguments(raw: str | None, name: str) -> dict[str, Any]:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise UpstreamError(
-            f"The model's arguments for tool '{shown(name)}' are not a JSON object: {shown(raw)}"
-        )
+        raise error(f"The arguments for tool '{shown(name)}' are not a JSON object: {shown(raw)}")
     return value
 
 

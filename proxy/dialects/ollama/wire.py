@@ -21,7 +21,9 @@ Format = str | dict[str, Any] | None
 
 class OllamaToolCallFunction(msgspec.Struct, kw_only=True):
     name: str
-    arguments: dict[str, Any] = {}
+    arguments: dict[str, Any] | str = {}
+    """An object, as Ollama sends it (a JSON string, as OpenAI clients send it, is
+    accepted too)."""
     index: int | UnsetType = UNSET
 
 
@@ -32,7 +34,8 @@ class OllamaToolCall(msgspec.Struct, kw_only=True):
 
 class OllamaMessage(WireRequest):
     role: str
-    content: str = ""
+    content: str | None = ""
+    """``null`` reads as empty (Go's zero value for the string)."""
     images: list[str] | None = None
     """Base64 image data (the Go client's ``[]byte`` encoding)."""
     tool_calls: list[OllamaToolCall] | None = None

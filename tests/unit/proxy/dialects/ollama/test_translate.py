@@ -194,6 +194,41 @@ def test_tool_message_with_its_own_id() -> None:
     assert converted[1] == {"role": "tool", "content": "r", "tool_call_id": "c1"}
 
 
+def test_lenient_inputs_clients_send() -> None:
+    converted = chat_messages(
+        messages(
+            {"role": "assistant", "content": None},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": '{"x":1}'}}],
+            },
+            {"role": "tool", "content": None},
+        )
+    )
+    assert converted == [
+        {"role": "assistant", "content": ""},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+            ],
+        },
+        {"role": "tool", "content": "", "tool_call_id": "c"},
+    ]
+    with pytest.raises(InvalidRequest) as raised:
+        chat_messages(
+            messages(
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}],
+                }
+            )
+        )
+    assert raised.value.message == "The arguments for tool 'f' are not a JSON object: [1]"
+
+
 def test_user_images_and_unknown_roles() -> None:
     png = base64.b64encode(PNG).decode()
     [converted] = chat_messages(messages({"role": "user", "content": "", "images": [png]}))
