@@ -324,6 +324,8 @@ def test_list_show_version(client: ollama.Client, server: RunningServer) -> None
     assert shown.capabilities == ["completion", "tools", "embedding"]
     assert shown.modelinfo == {}
     assert shown.details is not None and shown.details.format == ""
+    persona = client.show("persona:editor")  # listed: an extension serves it through chat
+    assert persona.capabilities == ["completion", "tools"]
 
     assert client.ps().models == []
     version = httpx.get(f"{server.url}/api/version", headers={"Authorization": f"Bearer {KEY}"})
@@ -456,7 +458,7 @@ def test_persona_by_body_field_header_and_suffix(
     assert _system_of_last(fake).startswith(EDITOR_PROMPT_START)
 
     for name in ("gpt-test+persona:editor", "gpt-test:latest+persona:editor",
-                 "gpt-test+persona:editor:latest"):  # fmt: skip
+                 "gpt-test+persona:editor:latest", "persona:editor"):  # fmt: skip
         fake.clear()
         reply = client.chat(model=name, messages=ASK)
         assert reply.message.content == "Hello! You said: How are you today"

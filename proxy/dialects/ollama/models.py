@@ -68,7 +68,10 @@ def listed(name: str, created: float, facts: ModelFacts | None) -> ListedModel:
 
 def capabilities(adapters: list[Adapter]) -> list[str]:
     """Ollama's capability names for what the deployments can do (chat models take
-    tools: every chat path of the gateway handles them)."""
+    tools: every chat path of the gateway handles them). No deployments: a model an
+    extension serves through chat."""
+    if not adapters:
+        return ["completion", "tools"]
     able = frozenset().union(*(a.capabilities for a in adapters))
     out = []
     if Capability.CHAT in able or Capability.COMPLETIONS in able:

@@ -12,6 +12,7 @@ from litestar import Request, Response, get, post, route
 from litestar.enums import HttpMethod
 
 from adapters.base import Adapter
+from extensions.activation import read_activation
 from proxy import __version__
 from proxy.app_state import AppState
 from proxy.context import request_info
@@ -92,13 +93,13 @@ def _allowed(request: Request[Any, Any, Any], name: str) -> bool:
 
 def _resolve(request: Request[Any, Any, Any], name: str) -> tuple[str, list[Adapter]]:
     """The Switchyard name for the client's model name, and its deployments' adapters
-    (none when a bare ``persona:NAME`` lets the persona choose). Unknown or forbidden
-    models are Ollama's 404."""
+    (none when the name lets an extension choose the model, as a bare persona does).
+    Unknown or forbidden models are Ollama's 404."""
     if not name:
         raise InvalidRequest("model is required", param="model")
     switchyard = model_name(name)
-    base = switchyard.partition("+")[0]
-    if not base or base.startswith("persona:"):
+    base, _ = read_activation(switchyard, {}, {})
+    if not base:
         return switchyard, []
     deployments = _state(request).router.deployments.get(base)
     if deployments is None or not _allowed(request, base):
@@ -341,11 +342,13 @@ async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
     params, _ = await _decode(request, OllamaShowRequest)
     asked = params.model or params.name
     name, adapters = _resolve(request, asked)
-    if not adapters:
+    card = next((c for c in _state(request).model_cards if c.id == name), None)
+    if card is None or not _allowed(request, name):
         raise ModelNotFound(f"model '{shown(asked)}' not found", param="model")
-    created = next((c.created for c in _state(request).model_cards if c.id == name), time.time())
+    # a listed model without deployments of its own is served by an extension (a
+    # persona) through chat, on the model it chooses
     facts = await models.facts_of(adapters)
-    return _json(models.show(name, created, adapters, facts))
+    return _json(models.show(name, card.created, adapters, facts))
 
 
 @get("/api/ps", summary="Ollama: loaded models")

@@ -175,7 +175,8 @@ def _content(text: str, images: list[str] | None, where: str) -> str | list[dict
     if not images:
         return text
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-    return parts + [image_url(i, f"{where}.images") for i in images]
+    field = f"{where}.images" if where else "images"
+    return parts + [image_url(i, field) for i in images]
 
 
 # ---------------------------------------------------------------------------- messages
