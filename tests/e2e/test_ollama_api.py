@@ -390,6 +390,19 @@ def test_failure_after_the_stream_began_is_an_error_line(
     assert raised.value.error == "The upstream for 'broken' ended the stream before [DONE]."
 
 
+def test_model_management_is_a_clear_501(client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.pull("llama3")
+    assert raised.value.status_code == 501
+    assert raised.value.error == (
+        "/api/pull is not supported: the models Switchyard serves come from its "
+        "configuration, not from pulls, pushes or copies"
+    )
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.delete("gpt-test")
+    assert raised.value.status_code == 501
+
+
 BAD = [
     ("/api/chat", b"", "missing request body"),
     ("/api/chat", {"messages": ASK}, "model is required"),

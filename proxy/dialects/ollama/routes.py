@@ -382,4 +382,19 @@ async def running(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(content=b"Ollama is running", media_type="text/plain; charset=utf-8")
 
 
-HANDLERS = [chat, generate, embed, embeddings, tags, show, ps, version, running]
+@route(
+    ["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"],
+    http_method=[HttpMethod.POST, HttpMethod.DELETE],
+    include_in_schema=False,
+)
+async def manage(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Ollama's model management: Switchyard's models come from its configuration."""
+    raise SwitchyardError(
+        f"{request.url.path} is not supported: the models Switchyard serves come from its "
+        "configuration, not from pulls, pushes or copies",
+        status=501,
+        error_type="not_implemented",
+    )
+
+
+HANDLERS = [chat, generate, embed, embeddings, tags, show, ps, version, running, manage]
