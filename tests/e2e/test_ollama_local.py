@@ -62,6 +62,8 @@ def test_chat_whole_counts_match_the_model(client: ollama.Client, server: Runnin
         {"model": "smol", "messages": ASK, "max_tokens": 4, "temperature": 0, "seed": 7},
     )
     assert reply.message.content == same["choices"][0]["message"]["content"]
+    assert reply.eval_count == same["usage"]["completion_tokens"]
+    assert reply.prompt_eval_count == same["usage"]["prompt_tokens"]
 
 
 def test_chat_streamed_counts_and_text(client: ollama.Client) -> None:
