@@ -5,7 +5,7 @@ Callers are identified like ``/v1`` callers (``Authorization: Bearer``), 401
 otherwise; every error on ``/api`` is Ollama's ``{"error": "message"}`` with the
 gateway's status (400 bad input, 401, 403, 404 unknown model, 429, 5xx upstream).
 
-RULES (the translators are ``translate``; the wire types ``wire``)
+RULES (the translators are ``translate`` (requests) and ``answers``; the wire types ``wire``)
 
 Model names
 - Switchyard's names; a trailing ``:latest`` is dropped (``smol:latest`` is ``smol``),

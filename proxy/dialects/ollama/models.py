@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from adapters.base import Adapter, Capability, ModelFacts
-from proxy.dialects.ollama.translate import listed_name, timestamp
+from proxy.dialects.ollama.answers import timestamp
+from proxy.dialects.ollama.translate import listed_name
 from proxy.dialects.ollama.wire import (
     ListedModel,
     ModelDetails,

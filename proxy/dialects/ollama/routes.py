@@ -25,21 +25,23 @@ from proxy.dialects.bridge import (
     run_embeddings,
 )
 from proxy.dialects.ollama import models
-from proxy.dialects.ollama.translate import (
+from proxy.dialects.ollama.answers import (
     StreamState,
     Timing,
     chat_answer,
-    chat_body,
     chat_final,
     chat_piece,
-    check_options,
     completion_text,
     generate_answer,
-    generate_body,
     generate_piece,
+    timestamp,
+)
+from proxy.dialects.ollama.translate import (
+    chat_body,
+    check_options,
+    generate_body,
     keep_alive_s,
     model_name,
-    timestamp,
 )
 from proxy.dialects.ollama.wire import (
     ListResponse,

@@ -11,15 +11,18 @@ import msgspec
 import pytest
 
 from proxy.dialects.ollama import OllamaDialect
-from proxy.dialects.ollama.translate import (
+from proxy.dialects.ollama.answers import (
     StreamState,
     Timing,
     chat_answer,
-    chat_body,
     chat_final,
+    done_reason,
+    timestamp,
+)
+from proxy.dialects.ollama.translate import (
+    chat_body,
     chat_messages,
     check_options,
-    done_reason,
     generate_body,
     image_url,
     keep_alive_s,
@@ -27,7 +30,6 @@ from proxy.dialects.ollama.translate import (
     model_name,
     response_format,
     sampling,
-    timestamp,
 )
 from proxy.dialects.ollama.wire import OllamaChatRequest, OllamaGenerateRequest, OllamaMessage
 from proxy.errors import InvalidRequest, ModelNotFound, UpstreamError
