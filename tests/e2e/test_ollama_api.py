@@ -27,9 +27,10 @@ from tests.support.fake_openai import (
     status_fault,
 )
 from tests.support.servers import RunningServer, serve_gateway
+from tests.support.tenants import seed_keys
 
 KEY = "sk-ollama-dialect-tests"
-OTHER = "sk-ollama-dialect-other"
+LIMITED = "sk-ollama-dialect-embeddings-only"
 EDITOR_PROMPT_START = "You are a careful line editor."
 WEATHER = {
     "type": "function",
@@ -53,6 +54,9 @@ PNG = bytes.fromhex(
 @pytest.fixture(scope="module")
 def server(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("ollama-data")
+    seed_keys(
+        data_dir, {LIMITED: "team_embed"}, teams={"team_embed": {"allowed_models": ["embed*"]}}
+    )
     config: dict[str, Any] = {
         "server": {"api_keys": [KEY], "data_dir": str(data_dir)},
         "personas": {"default_model": "gpt-test"},
@@ -401,6 +405,19 @@ def test_model_management_is_a_clear_501(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as raised:
         client.delete("gpt-test")
     assert raised.value.status_code == 501
+
+
+def test_a_key_sees_and_uses_only_its_allowed_models(server: RunningServer) -> None:
+    limited = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {LIMITED}"})
+    assert [m.model for m in limited.list().models] == ["embed-test:latest"]
+    with pytest.raises(ollama.ResponseError) as raised:
+        limited.chat(model="gpt-test", messages=ASK)
+    assert (raised.value.status_code, raised.value.error) == (404, "model 'gpt-test' not found")
+    with pytest.raises(ollama.ResponseError) as raised:
+        limited.show("gpt-test")
+    assert raised.value.status_code == 404
+    reply = limited.embed(model="embed-test", input="allowed")
+    assert [list(e) for e in reply.embeddings] == [embedding_vector("allowed", DEFAULT_DIMENSIONS)]
 
 
 BAD = [
