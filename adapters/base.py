@@ -170,6 +170,34 @@ class LocalModel:
     """Memory it holds (or would hold) when loaded, estimated."""
     queue_depth: int
     """Requests waiting for their turn on it."""
+    expires_in_s: float | None = None
+    """Seconds until it is unloaded for being idle, when loaded and that is known
+    (``inf``: kept loaded); ``None``: unknown or not loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What an adapter knows about the weights it serves, for the model listings of
+    dialects that show them (Ollama's ``/api/tags`` and ``/api/show``); empty: unknown."""
+
+    format: str = ""
+    """The weights' file format (``gguf``)."""
+    family: str = ""
+    """The architecture (``llama``)."""
+    parameter_size: str = ""
+    """Human-readable parameter count (``135M``)."""
+    quantization_level: str = ""
+    """How the weights are stored (``Q8_0``, ``F16``)."""
+    size_bytes: int = 0
+    """The weights' size on disk."""
+    modified_at: float | None = None
+    """When the weights were last changed (Unix time)."""
+    digest: str = ""
+    """A SHA-256 hex digest identifying the weights."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """The file's own scalar metadata (GGUF keys), as Ollama's ``model_info``."""
+    template: str = ""
+    """The chat template stored with the weights."""
 
 
 class Adapter:
@@ -224,6 +252,19 @@ class Adapter:
         """The models this deployment runs in this process (read at each ``/metrics``
         scrape); a remote adapter runs none."""
         return []
+
+    async def model_facts(self) -> ModelFacts | None:
+        """What is known about the served weights (``None``: nothing, a remote model)."""
+        return None
+
+    async def load(self) -> bool:
+        """Load the model now, when it runs in this process; whether there was one."""
+        return False
+
+    async def keep_alive(self, seconds: float | None) -> None:
+        """How long the model stays loaded once idle, from now on: ``0`` unloads it as
+        soon as no request holds it, ``inf`` keeps it, ``None`` restores the configured
+        idle unload. Nothing to do for a model that does not run in this process."""
 
     async def probe(self) -> None:
         """Check actively that the backend answers; raise from ``proxy.errors`` when it

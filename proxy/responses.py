@@ -69,7 +69,7 @@ async def _cancel_on_disconnect(receive: Any, streaming: asyncio.Task[Any]) -> N
 
 class EventStreamResponse(Response[bytes]):
     """``text/event-stream`` (or NDJSON) from an async iterator of bytes, sent as they
-    come; ``events_sent`` counts SSE events (blank-line separated)."""
+    come; ``events_sent`` counts SSE events (blank-line separated), or NDJSON lines."""
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class EventStreamResponse(Response[bytes]):
         super().__init__(b"", media_type=media_type, headers=headers)
         self._iterator = body
         self._shutdown_frame = shutdown_frame
+        self._separator = b"\n\n" if media_type.startswith("text/event-stream") else b"\n"
         self._start = {
             "type": "http.response.start",
             "status": 200,
@@ -107,7 +108,7 @@ class EventStreamResponse(Response[bytes]):
                 async for chunk in body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if info is not None:
-                        info.events_sent += chunk.count(b"\n\n")
+                        info.events_sent += chunk.count(self._separator)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if watcher.done():

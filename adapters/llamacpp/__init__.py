@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from adapters.base import (
     Capability,
     DeploymentConfig,
     LocalModel,
+    ModelFacts,
     Resources,
 )
 from adapters.llamacpp import chat as chat_api
@@ -36,6 +38,7 @@ from adapters.llamacpp.config import (
     load_spec,
     resolve_model_path,
 )
+from adapters.llamacpp.gguf import FILE_TYPES, human_count, read_all
 from adapters.llamacpp.models import ModelLoadFailed, ModelManager, ModelSlot
 from proxy.schemas.base import Envelope
 
@@ -77,6 +80,7 @@ class LlamaCppAdapter(Adapter):
             self.file_error = str(exc)
             path = Path(config.path or f"<{config.package}>")
         self.slot: ModelSlot = self.manager.slot(load_spec(config, path), config.name)
+        self._facts: ModelFacts | None = None
 
     @property
     def label(self) -> str:
@@ -124,8 +128,28 @@ class LlamaCppAdapter(Adapter):
                 loaded=slot.llm is not None,
                 memory_bytes=slot.size_bytes,
                 queue_depth=slot.queue.waiting,
+                expires_in_s=slot.expires_in_s(),
             )
         ]
+
+    async def model_facts(self) -> ModelFacts | None:
+        if self.file_error is not None:
+            return None
+        if self._facts is None:
+            try:
+                self._facts = await asyncio.to_thread(_facts_of, Path(self.slot.spec.path))
+            except (OSError, ModelFileError) as exc:
+                log.warning("cannot describe %s: %s", self.config.name, exc)
+                return None
+        return self._facts
+
+    async def load(self) -> bool:
+        self.check_file()
+        await self.manager.preload(self.slot)
+        return True
+
+    async def keep_alive(self, seconds: float | None) -> None:
+        await self.manager.keep_alive(self.slot, seconds)
 
     def check_file(self) -> None:
         if self.file_error is not None:
@@ -160,3 +184,25 @@ class LlamaCppAdapter(Adapter):
     async def count_tokens(self, request: Envelope[Any], stats: CallStats) -> Any:
         self.check_file()
         return await tokenizer_api.count_tokens(self, request)
+
+
+def _facts_of(path: Path) -> ModelFacts:
+    """A GGUF file's facts; its digest identifies the file (path, size, modification
+    time) rather than hashing gigabytes of weights."""
+    metadata, parameters = read_all(path)
+    stat = path.stat()
+    identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    file_type = metadata.get("general.file_type")
+    return ModelFacts(
+        format="gguf",
+        family=str(metadata.get("general.architecture", "")),
+        parameter_size=human_count(parameters)
+        if parameters
+        else str(metadata.get("general.size_label", "")),
+        quantization_level=FILE_TYPES.get(file_type, "") if isinstance(file_type, int) else "",
+        size_bytes=stat.st_size,
+        modified_at=stat.st_mtime,
+        digest=hashlib.sha256(identity).hexdigest(),
+        metadata={**metadata, "general.parameter_count": parameters},
+        template=str(metadata.get("tokenizer.chat_template", "")),
+    )

@@ -10,6 +10,7 @@ before it was ever loaded. Reading stops as soon as those keys are found.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -114,3 +115,57 @@ def compute_bytes(metadata: dict[str, Any], n_ubatch: int) -> int:
     except (KeyError, TypeError, ValueError):
         return 0
     return 4 * n_ubatch * vocab
+
+
+def read_all(path: Path) -> tuple[dict[str, Any], int]:
+    """Every scalar and string metadata key (arrays skipped), and the parameter count
+    summed over the tensor infos that follow them."""
+    found: dict[str, Any] = {}
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelFileError(f"not a GGUF file: {path}")
+        if _read(f, "<I") < 2:
+            raise ModelFileError(f"GGUF version is too old: {path}")
+        tensors = _read(f, "<Q")
+        pairs = _read(f, "<Q")
+        for _ in range(pairs):
+            key = _string(f)
+            value = _value(f, _read(f, "<I"))
+            if value is not None:
+                found[key] = value
+        parameters = 0
+        for _ in range(tensors):
+            _string(f)
+            dims = [_read(f, "<Q") for _ in range(_read(f, "<I"))]
+            _read(f, "<I")  # type
+            _read(f, "<Q")  # offset
+            count = 1
+            for d in dims:
+                count *= d
+            parameters += count
+    return found, parameters
+
+
+#: ``general.file_type`` (llama.cpp's ``llama_ftype``) as the names Ollama shows.
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
+    37: "TQ2_0",
+}  # fmt: skip
+
+
+def human_count(n: int) -> str:
+    """A parameter count as Ollama writes it (its ``format.HumanNumber``: ``134.52M``,
+    ``7.2B``, ``8B``)."""
+    if n >= 1_000_000_000:
+        value = n / 1e9
+        return f"{value:.0f}B" if value == math.floor(value) else f"{value:.1f}B"
+    if n >= 1_000_000:
+        value = n / 1e6
+        return f"{value:.0f}M" if value == math.floor(value) else f"{value:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}K"
+    return str(n)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -92,6 +93,26 @@ class ModelSlot:
         self.last_finish: Finish | None = None
         #: Estimated memory while loaded (weights, KV cache, compute buffer); ``inspect``.
         self.size_bytes = 0
+        #: A client's ``keep_alive`` (Ollama's API), replacing ``spec.idle_unload_s``
+        #: until the next one: 0 unloads as soon as idle, ``inf`` never; ``None``: the spec.
+        self.keep_alive_s: float | None = None
+
+    @property
+    def idle_limit_s(self) -> float | None:
+        """Idle seconds after which the model is unloaded (``None``: never)."""
+        limit = self.keep_alive_s if self.keep_alive_s is not None else self.spec.idle_unload_s
+        return None if limit is None or limit == math.inf else limit
+
+    def expires_in_s(self) -> float | None:
+        """Seconds until the idle unload (``inf``: never), while loaded; else ``None``."""
+        if self.llm is None:
+            return None
+        limit = self.idle_limit_s
+        if limit is None:
+            return math.inf
+        if self.users:
+            return limit
+        return max(0.0, limit - (time.monotonic() - self.last_used))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on this model's worker thread (which serializes all its work)."""
@@ -201,10 +222,24 @@ class ModelManager:
 
     async def start(self) -> None:
         self._refs += 1
-        if self._idle_task is None and any(
-            s.spec.idle_unload_s is not None for s in self.slots.values()
-        ):
+        if any(s.idle_limit_s is not None for s in self.slots.values()):
+            self._watch_idle()
+
+    def _watch_idle(self) -> None:
+        if self._idle_task is None:
             self._idle_task = asyncio.create_task(self._unload_idle(), name="llamacpp-idle")
+
+    async def keep_alive(self, slot: ModelSlot, seconds: float | None) -> None:
+        """Set ``slot``'s idle limit from a client's ``keep_alive`` (see
+        ``ModelSlot.keep_alive_s``); 0 unloads it now when no request holds it."""
+        slot.keep_alive_s = seconds
+        if seconds == 0:
+            async with self._admission:
+                if slot.llm is not None and not slot.users:
+                    log.info("unloading %s (keep_alive 0)", slot.label)
+                    await self._unload(slot)
+        if slot.idle_limit_s is not None:
+            self._watch_idle()
 
     async def aclose(self) -> None:
         self._refs -= 1
@@ -292,17 +327,16 @@ class ModelManager:
             await slot.run(slot._close, llm)
 
     async def _unload_idle(self) -> None:
-        idles = [s.spec.idle_unload_s for s in self.slots.values() if s.spec.idle_unload_s]
-        tick = min(30.0, max(0.2, min(idles, default=30.0) / 4))
         while True:
-            await asyncio.sleep(tick)
+            idles = [s.idle_limit_s for s in self.slots.values() if s.idle_limit_s is not None]
+            await asyncio.sleep(min(30.0, max(0.2, min(idles, default=30.0) / 4)))
             now = time.monotonic()
             for slot in list(self.slots.values()):
-                limit = slot.spec.idle_unload_s
+                limit = slot.idle_limit_s
                 if limit is None or slot.llm is None or slot.users:
                     continue
                 if now - slot.last_used >= limit:
                     async with self._admission:
                         if slot.llm is not None and not slot.users:
-                            log.info("unloading %s after %.0fs idle", slot.label, limit)
+                            log.info("unloading %s after %.1fs idle", slot.label, limit)
                             await self._unload(slot)

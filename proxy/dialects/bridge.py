@@ -10,6 +10,9 @@ what the OpenAI route would have sent, parsed into typed Structs:
   after the stream began (an error event in the OpenAI stream) is raised from the
   iterator as ``StreamFailed``, so the dialect writes its own error event.
 
+``run_completions`` and ``run_embeddings`` do the same for ``/v1/completions`` (the
+``Completion`` objects or their stream, in the same two shapes) and ``/v1/embeddings``.
+
 Both carry the response headers the gateway set (``x-switchyard-cache``, extension
 headers), which the dialect's response keeps.
 
@@ -33,15 +36,19 @@ from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import ErrorBody, SwitchyardError, UpstreamError
-from proxy.gateway import CHAT, json_response
+from proxy.gateway import CHAT, COMPLETIONS, EMBEDDINGS, json_response
 from proxy.responses import BytesResponse, EventStreamResponse
 from proxy.schemas.base import NativeRequest, decode_request
 from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk
+from proxy.schemas.completions import Completion
+from proxy.schemas.embeddings import EmbeddingResponse
 from proxy.streaming import SSE_HEADERS
 
 _encode = msgspec.json.Encoder().encode
 _decode_completion = msgspec.json.Decoder(ChatCompletion).decode
 _decode_chunk = msgspec.json.Decoder(ChatCompletionChunk).decode
+_decode_text_completion = msgspec.json.Decoder(Completion).decode
+_decode_embeddings = msgspec.json.Decoder(EmbeddingResponse).decode
 
 
 class _ErrorFrame(msgspec.Struct):
@@ -74,6 +81,18 @@ class ChatChunks:
     headers: dict[str, str]
 
 
+@dataclass(slots=True)
+class CompletionReply:
+    completion: Completion
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class CompletionChunks:
+    chunks: AsyncIterator[Completion]
+    headers: dict[str, str]
+
+
 def _headers(response: Response[Any]) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
 
@@ -91,7 +110,32 @@ async def run_chat(
     return ChatReply(_decode_completion(response.content), _headers(response))
 
 
-async def _chunks(events: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionChunk]:
+async def run_completions(
+    request: Request[Any, Any, Any], body: dict[str, Any], *, route: str
+) -> CompletionReply | CompletionChunks:
+    """``run_chat`` for a legacy completions body (``/v1/completions``)."""
+    state: AppState = request.app.state.switchyard
+    response = await state.gateway.serve(COMPLETIONS, request, _encode(body), route=route)
+    if isinstance(response, EventStreamResponse):
+        chunks = _chunks(response.body_iterator, _decode_text_completion)
+        return CompletionChunks(chunks, _headers(response))
+    assert isinstance(response, BytesResponse), type(response)
+    return CompletionReply(_decode_text_completion(response.content), _headers(response))
+
+
+async def run_embeddings(
+    request: Request[Any, Any, Any], body: dict[str, Any], *, route: str
+) -> tuple[EmbeddingResponse, dict[str, str]]:
+    """The ``/v1/embeddings`` answer to ``body``, and the gateway's headers."""
+    state: AppState = request.app.state.switchyard
+    response = await state.gateway.serve(EMBEDDINGS, request, _encode(body), route=route)
+    assert isinstance(response, BytesResponse), type(response)
+    return _decode_embeddings(response.content), _headers(response)
+
+
+async def _chunks(
+    events: AsyncIterator[bytes], decode: Callable[[bytes], Any] = _decode_chunk
+) -> AsyncIterator[Any]:
     """The chunks of the gateway's SSE output: blocks of complete ``data:`` events (see
     ``proxy.streaming``), so a plain split is a complete parser for them."""
     async with aclosing(events) as blocks:  # type: ignore[type-var]
@@ -107,7 +151,7 @@ async def _chunks(events: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionC
                         failure = _decode_error_frame(payload).error
                         if failure is not None:
                             raise StreamFailed(failure)
-                    yield _decode_chunk(payload)
+                    yield decode(payload)
     raise UpstreamError("The stream ended before it was complete.")
 
 

@@ -451,3 +451,70 @@ def test_extensions_are_refused_outside_chat(
         "it (asked for by a header, the 'switchyard' field or the model name).",
         "session",
     )
+
+
+# ------------------------------------------------------------- the Ollama API
+
+#: Every Ollama route that takes a JSON body.
+OLLAMA_PATHS = ["/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"]
+_SHORT = {"num_predict": 2}
+OLLAMA_BODIES: list[bytes | dict[str, Any]] = [
+    *BODIES[:11],
+    {"model": "smol", "messages": [{"role": "user"}], "options": _SHORT},
+    {"model": "smol", "messages": [{"content": "x"}]},
+    {"model": "smol", "messages": ASK, "options": "fast"},
+    {"model": "smol", "messages": ASK, "options": {"num_predict": "2"}},
+    {"model": "smol", "messages": ASK, "options": {"stop": [1]}},
+    {"model": "smol", "messages": ASK, "options": {"num_ctx": 10**9}},
+    {"model": "smol", "messages": ASK, "format": 5, "options": _SHORT},
+    {"model": "smol", "messages": ASK, "format": "yaml", "options": _SHORT},
+    {"model": "smol", "messages": ASK, "format": {"type": "nope"}, "options": _SHORT},
+    {"model": "smol", "messages": ASK, "tools": "x"},
+    {"model": "smol", "messages": ASK, "tools": [{"type": "code"}]},
+    {"model": "smol", "messages": ASK, "keep_alive": "later"},
+    {"model": "smol", "messages": ASK, "keep_alive": [1]},
+    {"model": "smol", "messages": [{"role": "user", "content": "x", "images": ["%%"]}]},
+    {"model": "smol", "messages": [{"role": "user", "content": "x", "images": [5]}]},
+    {"model": "smol", "messages": [{"role": "assistant", "tool_calls": [{"function": {}}]}]},
+    {"model": "smol", "messages": ASK, "stream": "yes"},
+    {"model": "smol:latest+persona:", "messages": ASK},
+    {"model": "smol", "messages": ASK, "switchyard": "editor"},
+    {"model": "smol", "prompt": 5},
+    {"model": "smol", "prompt": "x", "raw": True, "system": "s"},
+    {"model": "smol", "prompt": "x", "suffix": "y", "options": _SHORT},
+    {"model": "smol", "prompt": "x", "template": "{{ .Prompt }}"},
+    {"model": "smol", "prompt": "x", "images": ["AAAA"]},
+    {"model": "smol-embed", "input": [1, 2]},
+    {"model": "smol-embed", "input": {"a": 1}},
+    {"model": "smol-embed", "input": "x", "dimensions": -1},
+    {"model": "smol-embed", "input": "x", "dimensions": "4"},
+    {"model": "smol-embed", "prompt": ["x"]},
+    {"model": "smol", "input": "x"},
+    {"name": 5},
+]
+
+
+def _is_ollama_error(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and list(body) == ["error"] and isinstance(body["error"], str)
+
+
+@pytest.mark.parametrize("path", OLLAMA_PATHS)
+def test_ollama_routes_answer_bad_bodies_with_a_4xx_in_their_shape(
+    server: RunningServer, path: str
+) -> None:
+    wrong = []
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for body in OLLAMA_BODIES:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            response = http.post(
+                path, content=content, headers={"content-type": "application/json"}
+            )
+            if response.status_code >= 500 or (
+                response.status_code >= 400 and not _is_ollama_error(response)
+            ):
+                wrong.append((response.status_code, content[:80], response.text[:160]))
+    assert wrong == []
