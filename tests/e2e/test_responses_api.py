@@ -5,6 +5,7 @@ their owners, extensions, failures) and passed through natively (``native: [resp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ WEATHER = {
         "required": ["city"],
     },
 }
+ESPRESSO = "The office espresso machine is descaled every Friday morning by Priya."
 EDITOR_PROMPT = yaml.safe_load((BUNDLED_DIR / "editor.yaml").read_text())["system_prompt"]
 
 
@@ -42,13 +44,23 @@ def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     data: Path = tmp_path_factory.mktemp("responses")
     config = {
         "server": {"api_keys": [KEY_A, KEY_B], "data_dir": str(data)},
+        "rag": {"embedding_model": "embed-test"},
         "models": [
             model_entry("gpt-test", "upstream-gpt", fake_url),
+            model_entry("embed-test", "upstream-embed", fake_url),
             model_entry("gpt-faulty", "upstream-faulty", fake_url),
             model_entry("gpt-native", "upstream-native", fake_url, native=["responses"]),
         ],
     }
     with serve_gateway(config) as running:
+        collections = f"{running.url}/v1/switchyard/rag/collections"
+        auth = {"Authorization": f"Bearer {KEY_A}"}
+        assert httpx.post(collections, json={"name": "docs"}, headers=auth).status_code == 201
+        document = {"id": "espresso", "text": ESPRESSO, "source": "handbook/espresso.md"}
+        added = httpx.post(
+            f"{collections}/docs/documents", json={"documents": [document]}, headers=auth
+        )
+        assert added.status_code in (200, 201), added.text
         yield running
 
 
@@ -364,6 +376,27 @@ def test_a_persona_activates_through_this_dialect(
         {"role": "user", "content": "me and him goes home"},
     ]
     assert "switchyard" not in fake.last("/v1/chat/completions").body
+
+
+def test_file_search_is_rag_search_over_its_vector_stores(
+    client: openai.OpenAI, fake: FakeOpenAI
+) -> None:
+    response = client.responses.create(
+        model="gpt-test",
+        input="Who descales the espresso machine?",
+        tools=[{"type": "file_search", "vector_store_ids": ["docs"]}],
+    )
+    chats = fake.received("/v1/chat/completions")
+    assert len(chats) == 2  # the tool loop: a rag_search call, then the answer
+    first = chats[0].body
+    assert [t["function"]["name"] for t in first["tools"]] == ["rag_search"]
+    assert "switchyard" not in first
+    assert ESPRESSO in json.dumps(first["messages"])  # the RAG extension's context for "docs"
+    tool_message = chats[1].body["messages"][-1]
+    assert (tool_message["role"], tool_message["tool_call_id"]) == ("tool", "call_fake_0")
+    assert response.output_text == f"The tool said: {tool_message['content']}"
+    # The server tool's call stays in the gateway: the client sees the answer only.
+    assert [item.type for item in response.output] == ["message"]
 
 
 # --------------------------------------------------------------- bad input
