@@ -15,7 +15,10 @@ stream broke), every event with the next ``sequence_number`` from 0.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
+
+import logging
 
 import msgspec
 
@@ -27,11 +30,12 @@ from proxy.dialects.responses.schemas import (
     ResponseError,
 )
 from proxy.dialects.responses.translate import IdFactory, finished, new_id, response_usage
-from proxy.errors import SwitchyardError
+from proxy.errors import SwitchyardError, UpstreamError
 from proxy.schemas.base import UNSET
 from proxy.schemas.chat import ChatCompletionChunk, Usage
 
 _to_builtins = msgspec.to_builtins
+log = logging.getLogger("switchyard.responses")
 
 #: ``ResponseError.code`` values the SDK knows; any other error reads ``server_error``.
 ERROR_CODES = frozenset(
@@ -222,29 +226,35 @@ async def translate_stream(
     finish_reason: str | None = None
     usage: Usage | None = None
     try:
-        async for chunk in chunks:
-            if chunk.usage is not UNSET and chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices[:1]:
-                delta = choice.delta
-                if isinstance(delta.content, str) and delta.content:
-                    for event in writer.text(delta.content):
-                        yield event
-                for call in delta.tool_calls or ():
-                    function = call.function if call.function is not UNSET else None
-                    name = function.name if function is not None else UNSET
-                    arguments = function.arguments if function is not None else UNSET
-                    for event in writer.tool_call(
-                        call.index,
-                        call.id if call.id is not UNSET else None,  # type: ignore[arg-type]
-                        name if name is not UNSET else None,  # type: ignore[arg-type]
-                        arguments if arguments is not UNSET else None,  # type: ignore[arg-type]
-                    ):
-                        yield event
-                if choice.finish_reason is not None:
-                    finish_reason = choice.finish_reason
+        async with aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                if chunk.usage is not UNSET and chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if isinstance(delta.content, str) and delta.content:
+                        for event in writer.text(delta.content):
+                            yield event
+                    for call in delta.tool_calls or ():
+                        function = call.function if call.function is not UNSET else None
+                        name = function.name if function is not None else UNSET
+                        arguments = function.arguments if function is not None else UNSET
+                        for event in writer.tool_call(
+                            call.index,
+                            call.id if call.id is not UNSET else None,  # type: ignore[arg-type]
+                            name if name is not UNSET else None,  # type: ignore[arg-type]
+                            arguments if arguments is not UNSET else None,  # type: ignore[arg-type]
+                        ):
+                            yield event
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
     except SwitchyardError as failure:
         for event in writer.fail(failure):
+            yield event
+        return
+    except Exception:
+        log.exception("responses stream failed after it began")
+        for event in writer.fail(UpstreamError("The stream failed unexpectedly.")):
             yield event
         return
     for event in writer.finish(finish_reason, usage):

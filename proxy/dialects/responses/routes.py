@@ -103,7 +103,12 @@ async def _save(
     )
 
 
-@post("/v1/responses", summary="Create a model response", status_code=200)
+@post(
+    "/v1/responses",
+    summary="Create a model response",
+    status_code=200,
+    opt={"request_body": ResponsesRequest},
+)
 async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
     raw = await request.body()
     envelope = decode_request(raw, ResponsesRequest)
