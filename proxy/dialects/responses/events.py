@@ -14,11 +14,10 @@ stream broke), every event with the next ``sequence_number`` from 0.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
-
-import logging
 
 import msgspec
 
