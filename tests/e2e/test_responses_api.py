@@ -17,7 +17,7 @@ import yaml
 
 from extensions.personas import BUNDLED_DIR
 from tests.e2e.conftest import model_entry
-from tests.support.fake_openai import FakeOpenAI, Fault
+from tests.support.fake_openai import FakeOpenAI, Fault, status_fault
 from tests.support.fake_openai_responses import responses_events
 from tests.support.servers import RunningServer, serve_gateway
 
@@ -45,6 +45,9 @@ def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = {
         "server": {"api_keys": [KEY_A, KEY_B], "data_dir": str(data)},
         "rag": {"embedding_model": "embed-test"},
+        # Configured so that the tool exists; the fake upstream's arguments never let
+        # it search (they are not what the tool takes), so nothing is contacted.
+        "tools": {"web_search": {"provider": "searxng", "url": "http://127.0.0.1:9"}},
         "models": [
             model_entry("gpt-test", "upstream-gpt", fake_url),
             model_entry("embed-test", "upstream-embed", fake_url),
@@ -355,6 +358,31 @@ def test_a_failure_after_the_stream_began_is_response_failed(
     assert "ended the stream before [DONE]" in failed.error.message
 
 
+def test_a_chain_continues_on_another_replica_and_after_a_restart(
+    fake_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    config = {
+        "server": {"api_keys": [KEY_A], "data_dir": str(tmp_path)},
+        "models": [model_entry("gpt-test", "upstream-gpt", fake_url)],
+    }
+    with serve_gateway(config) as one, serve_gateway(config) as two:
+        first = sdk(one).responses.create(model="gpt-test", input="Remember 42.")
+        second = sdk(two).responses.create(
+            model="gpt-test", input="What number?", previous_response_id=first.id
+        )
+    with serve_gateway(config) as restarted:
+        sdk(restarted).responses.create(
+            model="gpt-test", input="Sure?", previous_response_id=second.id
+        )
+    assert upstream_messages(fake) == [
+        {"role": "user", "content": "Remember 42."},
+        {"role": "assistant", "content": "Hello! You said: Remember 42."},
+        {"role": "user", "content": "What number?"},
+        {"role": "assistant", "content": "Hello! You said: What number?"},
+        {"role": "user", "content": "Sure?"},
+    ]
+
+
 # ------------------------------------------------------------------ extensions
 
 
@@ -399,6 +427,19 @@ def test_file_search_is_rag_search_over_its_vector_stores(
     assert [item.type for item in response.output] == ["message"]
 
 
+def test_web_search_is_the_server_web_search_tool(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    response = client.responses.create(
+        model="gpt-test", input="Latest news?", tools=[{"type": "web_search_preview"}]
+    )
+    chats = fake.received("/v1/chat/completions")
+    assert len(chats) == 2
+    assert [t["function"]["name"] for t in chats[0].body["tools"]] == ["web_search"]
+    tool_message = chats[1].body["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert tool_message["content"].startswith("error:")  # the fake's arguments are not valid
+    assert response.output_text == f"The tool said: {tool_message['content']}"
+
+
 # --------------------------------------------------------------- bad input
 
 
@@ -418,7 +459,6 @@ def test_file_search_is_rag_search_over_its_vector_stores(
             {"model": "gpt-test", "input": "x", "tools": [{"type": "code_interpreter"}]},
             "tools[0].type",
         ),
-        ({"model": "gpt-test", "input": "x", "tools": [{"type": "web_search"}]}, "tools"),
         ({"model": "gpt-test", "input": "x", "tool_choice": "sometimes"}, "tool_choice"),
         (
             {"model": "gpt-test", "input": "x", "text": {"format": {"type": "yaml"}}},
@@ -495,6 +535,16 @@ def test_native_stream_is_the_upstreams_event_stream(
     assert [e.sequence_number for e in events] == list(range(len(expected)))
     assert final.output_text == "Hello! You said: hello there"
     assert fake.last("/v1/responses").body["stream"] is True
+
+
+def test_native_upstream_errors_are_openai_errors(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    fake.faults["upstream-native"] = status_fault(
+        400, "Invalid value for 'input'.", error_type="invalid_request_error", param="input"
+    )
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="gpt-native", input="hi")
+    assert raised.value.body["message"] == "Invalid value for 'input'."  # type: ignore[index]
+    assert raised.value.body["param"] == "input"  # type: ignore[index]
 
 
 def test_native_with_an_extension_is_translated(client: openai.OpenAI, fake: FakeOpenAI) -> None:
