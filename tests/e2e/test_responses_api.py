@@ -460,6 +460,8 @@ def test_web_search_is_the_server_web_search_tool(client: openai.OpenAI, fake: F
             "tools[0].type",
         ),
         ({"model": "gpt-test", "input": "x", "tool_choice": "sometimes"}, "tool_choice"),
+        ({"model": "gpt-test", "input": "x", "background": True}, "background"),
+        ({"model": "gpt-test", "input": "x", "conversation": "conv_1"}, "conversation"),
         (
             {"model": "gpt-test", "input": "x", "text": {"format": {"type": "yaml"}}},
             "text.format.type",

@@ -34,6 +34,9 @@ RULES (request -> chat body, ``translate.chat_body``)
   ``truncation`` are echoed, not sent (``truncation: auto`` does not trim: a context
   overflow is a 400 either way). The client's ``switchyard`` field goes along.
 - ``stream`` -> a chat stream with ``stream_options.include_usage``.
+- ``background``, ``conversation`` and ``prompt`` (OpenAI platform features with no
+  equivalent here): 400 naming them. Other parameters (``include``, ``service_tier``,
+  ``prompt_cache_key``, ``text.verbosity``, ...) are accepted and not used.
 
 RULES (chat -> response, ``translate.to_response`` and ``events``)
 - Output: a ``message`` item (one ``output_text`` part, ``annotations: []``) when there

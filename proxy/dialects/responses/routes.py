@@ -123,6 +123,7 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
             route=ROUTE,
             stream_response=lambda events: event_stream(events, {}, shutdown_frame=SHUTDOWN_FRAME),
         )
+    params.refuse_unsupported()
     items = input_items(params)
     tools = tool_params(params)
     if not items:

@@ -142,6 +142,24 @@ class ResponsesRequest(WireRequest):
     previous_response_id: str | UnsetType | None = UNSET
     stream: bool | None = False
     user: str | UnsetType | None = UNSET
+    background: bool | UnsetType | None = UNSET
+    conversation: str | dict[str, Any] | UnsetType | None = UNSET
+    prompt: dict[str, Any] | UnsetType | None = UNSET
+
+    def refuse_unsupported(self) -> None:
+        """Features of OpenAI's own platform that a gateway cannot serve: a 400 naming
+        them, rather than an answer that silently ignored them."""
+        refused = {
+            "background": "background responses",
+            "conversation": "the Conversations API",
+            "prompt": "stored prompt templates",
+        }
+        for name, what in refused.items():
+            value = getattr(self, name)
+            if value is not UNSET and value is not None and value is not False:
+                raise InvalidRequest(
+                    f"'{name}' is not supported: this gateway has no {what}.", param=name
+                )
 
     @property
     def stored(self) -> bool:
