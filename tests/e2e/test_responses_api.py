@@ -1,6 +1,6 @@
 """The Responses API through the official ``openai`` package, against the fake OpenAI
-upstream: translated into chat (create, stream, tools, chains, stored responses and
-their owners, extensions, failures) and passed through natively (``native: [responses]``).
+upstream, translated into chat: create, stream, tools, chains, stored responses and
+their owners, extensions, failures (the native pass-through: test_responses_native.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import yaml
 
 from extensions.personas import BUNDLED_DIR
 from tests.e2e.conftest import model_entry
-from tests.support.fake_openai import FakeOpenAI, Fault, status_fault
-from tests.support.fake_openai_responses import responses_events
+from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.servers import RunningServer, serve_gateway
 
 KEY_A = "sk-responses-owner-a"
@@ -52,7 +51,6 @@ def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             model_entry("gpt-test", "upstream-gpt", fake_url),
             model_entry("embed-test", "upstream-embed", fake_url),
             model_entry("gpt-faulty", "upstream-faulty", fake_url),
-            model_entry("gpt-native", "upstream-native", fake_url, native=["responses"]),
         ],
     }
     with serve_gateway(config) as running:
@@ -500,57 +498,3 @@ def test_no_key_is_a_401(gateway: RunningServer) -> None:
     response = httpx.post(f"{gateway.url}/v1/responses", json={"model": "gpt-test", "input": "x"})
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "invalid_request_error"
-
-
-# ------------------------------------------------------------------ native
-
-
-def test_native_create_passes_the_body_through(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    response = client.responses.create(
-        model="gpt-native", input="hi", instructions="Be kind.", previous_response_id="resp_up1"
-    )
-    assert response.output_text == "Hello! You said: hi (after resp_up1)"
-    assert response.id.startswith("resp_fake")  # the upstream's id
-    assert response.usage is not None and response.usage.input_tokens == 1
-    seen = fake.last("/v1/responses")
-    assert seen.body == {
-        "model": "upstream-native",
-        "input": "hi",
-        "instructions": "Be kind.",
-        "previous_response_id": "resp_up1",
-    }
-    assert seen.headers["authorization"].startswith("Bearer sk-upstream")
-    assert fake.received("/v1/chat/completions") == []
-    # Stored at the upstream, not here.
-    with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(response.id)
-
-
-def test_native_stream_is_the_upstreams_event_stream(
-    client: openai.OpenAI, fake: FakeOpenAI
-) -> None:
-    with client.responses.stream(model="gpt-native", input="hello there") as stream:
-        events = list(stream)
-        final = stream.get_final_response()
-    expected = responses_events({"input": "hello there"}, "x")
-    assert [e.type for e in events] == [e["type"] for e in expected]
-    assert [e.sequence_number for e in events] == list(range(len(expected)))
-    assert final.output_text == "Hello! You said: hello there"
-    assert fake.last("/v1/responses").body["stream"] is True
-
-
-def test_native_upstream_errors_are_openai_errors(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    fake.faults["upstream-native"] = status_fault(
-        400, "Invalid value for 'input'.", error_type="invalid_request_error", param="input"
-    )
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model="gpt-native", input="hi")
-    assert raised.value.body["message"] == "Invalid value for 'input'."  # type: ignore[index]
-    assert raised.value.body["param"] == "input"  # type: ignore[index]
-
-
-def test_native_with_an_extension_is_translated(client: openai.OpenAI, fake: FakeOpenAI) -> None:
-    response = client.responses.create(model="gpt-native+persona:editor", input="hi")
-    assert response.output_text == "Hello! You said: hi"
-    assert fake.received("/v1/responses") == []
-    assert upstream_messages(fake)[0] == {"role": "system", "content": EDITOR_PROMPT}
