@@ -18,12 +18,20 @@ import msgspec
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
 from adapters.openai.audio import AudioPassthrough
 from adapters.openai.forms import post_form
-from adapters.openai.upstream import error_from_response, probe_usage, sse_events
+from adapters.openai.upstream import (
+    error_from_response,
+    probe_responses_usage,
+    probe_usage,
+    responses_events,
+    sse_events,
+)
 from adapters.transport import Timeouts, mapped_transport_errors
 from proxy.media.uploads import FormEnvelope
-from proxy.schemas.base import Envelope
+from proxy.schemas.base import Envelope, NativeRequest
 
 _encode = msgspec.json.Encoder().encode
+#: The upstream path of each dialect the adapter passes through (``native: [responses]``).
+_NATIVE_PATHS = {"responses": "/responses"}
 #: Longest wait for a health probe's answer (or the model's own timeout, if shorter).
 _PROBE_TIMEOUT_S = 10.0
 
@@ -57,6 +65,7 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         {Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.IMAGES}
         | {Capability.TRANSCRIPTION, Capability.SPEECH}
     )
+    native_dialects = frozenset(_NATIVE_PATHS)
 
     def __init__(self, config: DeploymentConfig, resources: Any) -> None:
         super().__init__(config, resources)
@@ -141,6 +150,54 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
 
     def chat_stream(self, request: Envelope[Any], stats: CallStats) -> AsyncIterator[bytes]:
         return self._stream("/chat/completions", request, stats)
+
+    async def native(
+        self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
+    ) -> RawJSON:
+        """The Responses API body to ``{base_url}/responses``; usage from its
+        ``input_tokens``/``output_tokens``."""
+        content = _encode(request.upstream_body(self.cfg.upstream_model))
+        started = time.perf_counter()
+        try:
+            status, headers, body = await self.resources.upstream.post(
+                self._base + _NATIVE_PATHS[dialect],
+                content,
+                self._headers,
+                self._timeouts,
+                self.config.name,
+            )
+        finally:
+            stats.upstream_s += time.perf_counter() - started
+        if status >= 400:
+            raise error_from_response(status, body, headers)
+        probe_responses_usage(body, stats)
+        return RawJSON(body)
+
+    async def native_stream(
+        self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
+    ) -> AsyncIterator[bytes]:
+        content = _encode(request.upstream_body(self.cfg.upstream_model))
+        started = time.perf_counter()
+        reply = await self.resources.upstream.stream(
+            self._base + _NATIVE_PATHS[dialect],
+            content,
+            self._headers,
+            self._timeouts,
+            self.config.name,
+        )
+        complete = False
+        try:
+            if reply.status >= 400:
+                raise error_from_response(reply.status, await reply.read(), reply.headers)
+            first = True
+            async for block in responses_events(reply.chunks(), stats, self.config.name):
+                if first:
+                    stats.upstream_s += time.perf_counter() - started
+                    first = False
+                yield block
+            complete = True
+        finally:
+            await reply.release(complete=complete)
 
     async def complete(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
         return await self._post("/completions", request, stats)

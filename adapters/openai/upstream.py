@@ -204,3 +204,71 @@ async def sse_events(
         if done:
             return
     raise UpstreamError(f"The upstream for '{model}' ended the stream before [DONE].")
+
+
+class _ResponsesUsage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class _ResponsesProbe(msgspec.Struct):
+    """The usage of a Responses API body (``usage``) or stream event (``response.usage``)."""
+
+    type: str | None = None
+    usage: _ResponsesUsage | None = None
+    response: _ResponsesProbe | None = None
+
+
+_decode_responses_probe = msgspec.json.Decoder(_ResponsesProbe).decode
+#: The events a Responses API stream ends with.
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
+
+def probe_responses_usage(content: bytes, stats: CallStats) -> str | None:
+    """Note the usage a Responses API body or event carries; the event's ``type``.
+    Raises ``UpstreamError`` on data that is not JSON."""
+    try:
+        probe = _decode_responses_probe(content)
+    except msgspec.MsgspecError:
+        raise UpstreamError(f"The upstream sent malformed JSON: {content[:80]!r}") from None
+    except RecursionError:
+        raise _too_deep() from None
+    usage = probe.usage or (probe.response.usage if probe.response is not None else None)
+    if usage is not None:
+        stats.add_usage(usage.input_tokens, usage.output_tokens)
+    return probe.type
+
+
+def _responses_block(block: bytes, stats: CallStats) -> bool:
+    """Check the complete events in ``block``; whether one of them ended the stream."""
+    ended = False
+    for event in block.split(b"\n\n"):
+        for line in event.split(b"\n"):
+            field, _, value = line.partition(b":")
+            if field == b"data" and value.strip() and value.strip() != _DONE:
+                ended = probe_responses_usage(value.strip(), stats) in _TERMINAL or ended
+    return ended
+
+
+async def responses_events(
+    chunks: AsyncIterator[bytes], stats: CallStats, model: str
+) -> AsyncIterator[bytes]:
+    """Re-frame a Responses API event stream into blocks of complete events, unchanged,
+    noting the usage of its terminal event. The stream has no ``[DONE]``: it must end
+    with a terminal event (``response.completed`` ...), else it was cut."""
+    buffer = b""
+    ended = False
+    async for chunk in chunks:
+        buffer = (buffer + chunk if buffer else chunk).replace(b"\r\n", b"\n")
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            continue
+        block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        ended = _responses_block(block, stats) or ended
+        yield block
+    if buffer.strip():
+        block = buffer.rstrip(b"\n") + b"\n\n"
+        ended = _responses_block(block, stats) or ended
+        yield block
+    if not ended:
+        raise UpstreamError(f"The upstream for '{model}' ended the stream before it was complete.")

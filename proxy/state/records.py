@@ -229,3 +229,23 @@ class ExtensionJobChange(msgspec.Struct, kw_only=True):
     now: float
     status: ExtensionJobStatus | None = None
     document: bytes | None = None
+
+
+class StoredResponse(msgspec.Struct, kw_only=True):
+    """A Responses API response (``POST /v1/responses`` with ``store``), owned by the
+    caller's team and key. The JSON documents are the dialect's own, opaque here."""
+
+    id: str
+    team_id: str
+    key_id: str
+    """The owner key (``proxy.context.owner_of``: ``-`` for callers without a key)."""
+    created_at: float
+    model: str
+    previous_response_id: str | None = None
+    response: bytes
+    """The ``response`` object, as ``GET /v1/responses/{id}`` answers it."""
+    input_items: bytes
+    """Its input items, as ``GET /v1/responses/{id}/input_items`` lists them."""
+    messages: bytes
+    """The chat messages of the whole chain through this response's output: all that a
+    ``previous_response_id`` continuation needs, on any replica."""

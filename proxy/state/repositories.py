@@ -20,6 +20,7 @@ from proxy.state.records import (
     JobProgress,
     MediaRecord,
     SessionInfo,
+    StoredResponse,
     Team,
     UsageFilter,
     UsageGrouping,
@@ -270,4 +271,19 @@ class ExtensionJobRepository(Protocol):
 
     async def forget_finished(self, kind: str, before: float) -> int:
         """Retention (all owners): delete the jobs of ``kind`` that ended before ``before``."""
+        ...
+
+
+class ResponseRepository(Protocol):
+    """Stored Responses API responses, owned by a team and a key together: every method
+    takes both, and another owner's id reads as no such response."""
+
+    async def add(self, record: StoredResponse) -> None:
+        """Insert (ids are random and unique)."""
+        ...
+
+    async def get(self, team_id: str, key_id: str, response_id: str) -> StoredResponse | None: ...
+
+    async def delete(self, team_id: str, key_id: str, response_id: str) -> bool:
+        """Remove; False when the owner has no such response."""
         ...

@@ -223,3 +223,19 @@ extension_jobs = sa.Table(
 )
 """Jobs that extensions run in the background: run by one replica (``runner_id``, alive
 while ``heartbeat_at`` is fresh), read by any; ``document`` is the extension's own."""
+
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("team_id", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("previous_response_id", sa.String(64), nullable=True),
+    sa.Column("response", sa.LargeBinary, nullable=False),
+    sa.Column("input_items", sa.LargeBinary, nullable=False),
+    sa.Column("messages", sa.LargeBinary, nullable=False),
+    sa.Index("ix_responses_team_id_key_id_created_at", "team_id", "key_id", "created_at"),
+)
+"""Stored Responses API responses (``proxy.dialects.responses``), owned by team and key."""

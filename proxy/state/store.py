@@ -16,6 +16,7 @@ from proxy.state.repositories import (
     KeyRepository,
     LeaseRepository,
     MediaRepository,
+    ResponseRepository,
     SessionRepository,
     TeamRepository,
     UsageRepository,
@@ -26,6 +27,7 @@ from proxy.state.sql.extension_jobs import SqlExtensionJobs
 from proxy.state.sql.jobs import SqlVideoJobs
 from proxy.state.sql.keys import SqlKeys
 from proxy.state.sql.media import SqlLeases, SqlMedia
+from proxy.state.sql.responses import SqlResponses
 from proxy.state.sql.sessions import SqlSessions
 from proxy.state.sql.teams import SqlTeams
 from proxy.state.sql.usage import SqlUsage
@@ -48,6 +50,7 @@ class StateStore:
         self.video_jobs: VideoJobRepository = SqlVideoJobs(database)
         self.leases: LeaseRepository = SqlLeases(database)
         self.extension_jobs: ExtensionJobRepository = SqlExtensionJobs(database)
+        self.responses: ResponseRepository = SqlResponses(database)
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query (``/health/ready``)."""

@@ -101,6 +101,10 @@ BODIES: list[bytes | dict[str, Any]] = [
     message(thinking="yes"),
     message(output_config={"format": {"type": "json_schema", "schema": 3}}),
     message(model="remote", stream=True, messages=[{"role": "user", "content": []}]),
+    {"model": "smol", "input": [{"type": "bogus"}]},
+    {"model": "smol", "input": [{"role": "user", "content": [{"type": "input_file"}]}]},
+    {"model": "smol", "input": "hi", "tools": [{"type": "code_interpreter"}]},
+    {"model": "smol", "input": "hi", "previous_response_id": "resp_nope"},
 ]
 PATHS = [
     "/v1/chat/completions",
@@ -118,6 +122,7 @@ PATHS = [
     "/v1/audio/transcriptions",
     "/v1/switchyard/rag/collections",
     "/v1/switchyard/rag/search",
+    "/v1/responses",
 ]
 GETS = [
     "/v1/media/../../etc/passwd",
@@ -128,6 +133,8 @@ GETS = [
     "/v1/switchyard/sessions/nope",
     "/v1/models/nope",
     "/v1/switchyard/rag/collections/nope",
+    "/v1/responses/nope",
+    "/v1/responses/nope/input_items",
 ]
 
 
@@ -387,6 +394,7 @@ HUGE_PATH_SHOWN = "p" * ECHO_LIMIT + "\u2026 (50000 characters)"
         ("/v1/switchyard/sessions/", 404, "No session '"),
         ("/v1/videos/", 404, "No video found with id '"),
         ("/v1/models/", 404, "The model '"),
+        ("/v1/responses/", 404, "Response with id '"),
     ],
 )
 def test_huge_ids_in_the_path_are_echoed_cut_short(

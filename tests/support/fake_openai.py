@@ -1,7 +1,8 @@
 """A small, protocol-faithful OpenAI-compatible upstream for tests, served for real.
 
 It speaks the wire format the official API speaks: chat completions (with tool calls),
-legacy completions (with ``suffix`` and ``echo``), embeddings (float and base64, with
+legacy completions (with ``suffix`` and ``echo``), the Responses API (text answers,
+streamed as OpenAI streams them), embeddings (float and base64, with
 ``dimensions``), and streams framed as the API frames them: a role chunk, content
 deltas, tool-call deltas split across several chunks (id and name first, arguments in
 pieces), a finish chunk, a usage chunk when ``stream_options.include_usage`` is set,
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.fake_openai_responses import send_responses
 from tests.support.servers import RunningServer, answer_lifespan, read_body, serve_asgi
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -277,6 +279,7 @@ class FakeOpenAI:
             "/v1/chat/completions": self._chat,
             "/v1/completions": self._completions,
             "/v1/embeddings": self._embeddings,
+            "/v1/responses": self._responses,
         }
         handler = routes.get(record.path)
         if record.method != "POST" or handler is None:
@@ -390,6 +393,13 @@ class FakeOpenAI:
         if include_usage:
             events.append({**chunk({}), "choices": [], "usage": usage})
         await self._stream(record, send, gone, events, fault)
+
+    async def _responses(
+        self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any
+    ) -> None:
+        """The Responses API (``tests.support.fake_openai_responses``), text answers only."""
+        await send_responses(send, body, self._next_id("resp").replace("-", "_"))
+        record.completed = True
 
     async def _completions(
         self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any

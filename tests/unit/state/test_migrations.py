@@ -114,7 +114,7 @@ def _revisions() -> list[str]:
 
 async def test_migrate_applies_once(database_url: str, tmp_path: Path) -> None:
     revisions = _revisions()
-    assert revisions == ["0001", "0002", "0003", "0004"]
+    assert revisions == ["0001", "0002", "0003", "0004", "0005"]
     assert await migrate(database_url) == revisions
     assert await migrate(database_url) == []
     engine = create_engine(resolve_url(database_url, data_dir=tmp_path))

@@ -1,0 +1,92 @@
+"""The Responses API passed through to a native upstream (``native: [responses]`` on an
+``openai`` deployment), through the official ``openai`` package against the fake OpenAI
+upstream's ``/v1/responses``; with an extension active, the request is translated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from extensions.personas import BUNDLED_DIR
+from tests.e2e.conftest import model_entry
+from tests.support.fake_openai import FakeOpenAI, status_fault
+from tests.support.fake_openai_responses import responses_events
+from tests.support.servers import RunningServer, serve_gateway
+
+KEY = "sk-responses-native"
+EDITOR_PROMPT = yaml.safe_load((BUNDLED_DIR / "editor.yaml").read_text())["system_prompt"]
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data: Path = tmp_path_factory.mktemp("responses-native")
+    config = {
+        "server": {"api_keys": [KEY], "data_dir": str(data)},
+        "models": [model_entry("gpt-native", "upstream-native", fake_url, native=["responses"])],
+    }
+    with serve_gateway(config) as running:
+        yield running
+
+
+@pytest.fixture
+def client(gateway: RunningServer, fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0, timeout=15) as c:
+        yield c
+
+
+def test_native_create_passes_the_body_through(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    response = client.responses.create(
+        model="gpt-native", input="hi", instructions="Be kind.", previous_response_id="resp_up1"
+    )
+    assert response.output_text == "Hello! You said: hi (after resp_up1)"
+    assert response.id.startswith("resp_fake")  # the upstream's id
+    assert response.usage is not None and response.usage.input_tokens == 1
+    seen = fake.last("/v1/responses")
+    assert seen.body == {
+        "model": "upstream-native",
+        "input": "hi",
+        "instructions": "Be kind.",
+        "previous_response_id": "resp_up1",
+    }
+    assert seen.headers["authorization"].startswith("Bearer sk-upstream")
+    assert fake.received("/v1/chat/completions") == []
+    # Stored at the upstream, not here.
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_native_stream_is_the_upstreams_event_stream(
+    client: openai.OpenAI, fake: FakeOpenAI
+) -> None:
+    with client.responses.stream(model="gpt-native", input="hello there") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    expected = responses_events({"input": "hello there"}, "x")
+    assert [e.type for e in events] == [e["type"] for e in expected]
+    assert [e.sequence_number for e in events] == list(range(len(expected)))
+    assert final.output_text == "Hello! You said: hello there"
+    assert fake.last("/v1/responses").body["stream"] is True
+
+
+def test_native_upstream_errors_are_openai_errors(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    fake.faults["upstream-native"] = status_fault(
+        400, "Invalid value for 'input'.", error_type="invalid_request_error", param="input"
+    )
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="gpt-native", input="hi")
+    assert raised.value.body["message"] == "Invalid value for 'input'."  # type: ignore[index]
+    assert raised.value.body["param"] == "input"  # type: ignore[index]
+
+
+def test_native_with_an_extension_is_translated(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    response = client.responses.create(model="gpt-native+persona:editor", input="hi")
+    assert response.output_text == "Hello! You said: hi"
+    assert fake.received("/v1/responses") == []
+    assert fake.last("/v1/chat/completions").body["messages"][0] == {
+        "role": "system",
+        "content": EDITOR_PROMPT,
+    }
