@@ -16,7 +16,8 @@ from adapters.llamacpp.models import ModelManager, ModelSlot
 def _spec(idle: float | None) -> LoadSpec:
     return LoadSpec(
         path="/nowhere.gguf", n_ctx=64, n_batch=8, n_gpu_layers=0, n_threads=1,
-        n_threads_batch=1, use_mmap=True, flash_attn=False, weight_repacking=None, embedding=False, pooling=None,
+        n_threads_batch=1, use_mmap=True, flash_attn=False, weight_repacking=None,
+        embedding=False, pooling=None,
         idle_unload_s=idle, max_queue=1,
     )  # fmt: skip
 
