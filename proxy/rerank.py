@@ -17,6 +17,7 @@ A model with neither gets a 400 saying it cannot rerank.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adapters.base import Capability
-from proxy.errors import UnsupportedCapability, UpstreamError, shown
+from proxy.errors import InvalidRequest, UnsupportedCapability, UpstreamError, shown
 from proxy.schemas.base import UNSET, Envelope, convert_request
 from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.rerank import (
@@ -104,6 +105,15 @@ def cosine_scores(query: Sequence[float], documents: Sequence[Sequence[float]]) 
     return [float(x) for x in np.where(norms == 0, 0.0, dots / safe)]
 
 
+_INPUT = re.compile(r"\binput\[(\d+)\]")
+
+
+def _rerank_field(match: re.Match[str]) -> str:
+    """``input[i]`` of the embeddings call as the rerank request's field."""
+    index = int(match.group(1))
+    return "query" if index == 0 else f"documents[{index - 1}]"
+
+
 def _vectors(result: Any, expected: int) -> list[list[float]]:
     from extensions.pipeline import response_dict
 
@@ -132,6 +142,14 @@ async def rerank_by_embeddings(
         "encoding_format": "float",
     }
     envelope = convert_request(embed_body, EmbeddingRequest)
-    vectors = _vectors(await adapter.embed(envelope, stats), len(texts) + 1)
+    try:
+        embedded = await adapter.embed(envelope, stats)
+    except InvalidRequest as exc:  # "input[2] is too long" is about documents[1]
+        named = _INPUT.search(exc.message)
+        if exc.param is not None and exc.param.startswith("input"):
+            exc.param = _rerank_field(named) if named else "documents"
+        exc.message = _INPUT.sub(_rerank_field, exc.message)
+        raise
+    vectors = _vectors(embedded, len(texts) + 1)
     scores = cosine_scores(vectors[0], vectors[1:])
     return ranked(params, scores, model=adapter.config.name, prompt_tokens=stats.prompt_tokens)

@@ -250,6 +250,14 @@ def test_bad_input_is_a_400_naming_the_field(
     assert error_of(rerank(gateway, body), 400) == (message, param)
 
 
+def test_a_document_too_long_for_the_embedding_model_is_named(gateway: RunningServer) -> None:
+    body = {"model": "smol-embed", "query": "q", "documents": ["short", "word " * 300]}
+    message, param = error_of(rerank(gateway, body), 400)
+    assert param == "documents[1]"
+    assert message.startswith("documents[1] is ")
+    assert message.endswith(" tokens; this embedding model takes at most 256.")
+
+
 def test_the_cohere_client_sees_the_400(co: cohere.Client) -> None:
     with pytest.raises(cohere.BadRequestError) as caught:
         co.rerank(model="smol", query="q", documents=["a"])
