@@ -5,9 +5,10 @@ Its weights are seeded random numbers: its scores mean nothing, but they are the
 scores llama.cpp computes for this model (one per pair, from the classifier head), so a
 test can check the path end to end: the model loads with ``pooling: rank``, pairs are
 framed as ``[CLS] query [SEP] [SEP] document [SEP]`` (its vocabulary adds BOS, EOS and
-SEP, EOS being ``[SEP]``, as XLM-R rerankers such as bge-reranker-v2-m3 do), several pairs share a batch, and each
-score is the one the pair gets alone. The vocabulary is a few whole words plus BERT's
-special tokens; the ``gguf`` package (llama.cpp's own writer) writes the file.
+SEP, EOS being ``[SEP]``, as XLM-R rerankers such as bge-reranker-v2-m3 do), several
+pairs share a batch, and each score is the one the pair gets alone. The vocabulary is a
+few whole words plus BERT's special tokens; the ``gguf`` package (llama.cpp's own
+writer) writes the file.
 """
 
 from __future__ import annotations
