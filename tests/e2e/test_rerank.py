@@ -57,6 +57,7 @@ def gateway(
     )
     config: dict[str, Any] = {
         "server": {"master_key": MASTER, "data_dir": str(data)},
+        "state": {"usage_flush_interval_s": 0.1},
         "defaults": False,
         "models": [
             {"name": "smol-embed", **SMOL, "n_ctx": 256, "embedding": True},
@@ -378,6 +379,32 @@ def test_a_teams_allowed_models_are_respected(gateway: RunningServer) -> None:
     )
     assert rerank(gateway, {"model": "smol-embed", **body}, key=NARROW).status_code == 200
     assert rerank(gateway, {"model": "rerank-remote", **body}, key=KEY).status_code == 200
+
+
+def test_usage_and_metrics_count_reranks_like_other_requests(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    import time
+
+    query, documents = "green tea", ["green tea leaves", "black coffee", "tea"]
+    made = rerank(gateway, {"model": "rerank-remote", "query": query, "documents": documents})
+    assert made.status_code == 200, made.text
+    tokens = made.json()["usage"]["total_tokens"]
+    assert tokens == sum(2 + len(d.split()) for d in documents)
+    rows: list[dict[str, Any]] = []
+    for _ in range(100):
+        rows = httpx.get(
+            f"{gateway.url}/v1/switchyard/admin/usage/requests",
+            params={"model": "rerank-remote", "team_id": "team_open"},
+            headers={"Authorization": f"Bearer {MASTER}"},
+        ).json()["data"]
+        if any(r["prompt_tokens"] == tokens for r in rows):
+            break
+        time.sleep(0.1)
+    row = next(r for r in rows if r["prompt_tokens"] == tokens)
+    assert (row["route"], row["status"], row["completion_tokens"]) == ("rerank", 200, 0)
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'switchyard_requests_total{model="rerank-remote",route="rerank",status="200"}' in metrics
 
 
 def test_a_request_without_a_key_is_a_401(gateway: RunningServer) -> None:
