@@ -22,9 +22,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
-from adapters.base import Capability
+from adapters.base import Capability, RawJSON
 from proxy.errors import InvalidRequest, UnsupportedCapability, UpstreamError, shown
 from proxy.schemas.base import UNSET, Envelope, convert_request
 from proxy.schemas.embeddings import EmbeddingRequest
@@ -68,6 +69,11 @@ def ranked(
     """The answer for ``scores`` (one per document, in request order): best first, ties
     in request order, cut to ``top_n``, with the documents when asked for."""
     texts = request.texts()
+    if len(scores) != len(texts) or not all(math.isfinite(s) for s in scores):
+        raise UpstreamError(
+            f"The model gave {len(scores)} scores for {len(texts)} documents, or a score "
+            "that is not a number."
+        )
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if request.top_n is not UNSET:
         order = order[: request.top_n]
@@ -115,12 +121,15 @@ def _rerank_field(match: re.Match[str]) -> str:
 
 
 def _vectors(result: Any, expected: int) -> list[list[float]]:
-    from extensions.pipeline import response_dict
-
     try:
-        rows = sorted(response_dict(result)["data"], key=lambda row: row["index"])
+        body = (
+            msgspec.json.decode(result.content)
+            if isinstance(result, RawJSON)
+            else msgspec.to_builtins(result)
+        )
+        rows = sorted(body["data"], key=lambda row: row["index"])
         vectors = [row["embedding"] for row in rows]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, msgspec.DecodeError):
         raise UpstreamError("The embedding model's answer has no embeddings.") from None
     if len(vectors) != expected or not all(isinstance(v, list) for v in vectors):
         raise UpstreamError(
@@ -137,7 +146,7 @@ async def rerank_by_embeddings(
     params = request.params
     texts = params.texts()
     embed_body = {
-        "model": request.body.get("model", params.model),
+        "model": params.model,
         "input": [params.query, *texts],
         "encoding_format": "float",
     }

@@ -292,3 +292,10 @@ async def test_an_upstream_without_embeddings_or_rerank_cannot_rerank() -> None:
     remote = adapter(Recorder({}), capabilities=["chat"])
     with pytest.raises(UnsupportedCapability):
         await remote.rerank(request(), CallStats())
+
+
+def test_a_score_that_is_not_a_number_is_an_upstream_error() -> None:
+    with pytest.raises(UpstreamError):
+        ranked(request().params, [0.5, math.nan], model="r", prompt_tokens=0)
+    with pytest.raises(UpstreamError):
+        ranked(request().params, [0.5], model="r", prompt_tokens=0)
