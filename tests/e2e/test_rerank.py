@@ -407,6 +407,49 @@ def test_usage_and_metrics_count_reranks_like_other_requests(
     assert 'switchyard_requests_total{model="rerank-remote",route="rerank",status="200"}' in metrics
 
 
+# ---------------------------------------------------------- Cohere's v2 route
+
+
+def test_cohere_client_v2_reranks_through_v2_rerank(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    co2 = cohere.ClientV2(api_key=KEY, base_url=gateway.url, timeout=120)
+    documents = ["red apples and green pears", "pears", "apples in red baskets"]
+    answer = co2.rerank(model="rerank-remote", query="red apples", documents=documents, top_n=2)
+    assert fake.last("/v1/rerank").body == {
+        "model": "upstream-rerank",
+        "query": "red apples",
+        "documents": documents,
+        "top_n": 2,
+    }
+    assert [(r.index, r.relevance_score) for r in answer.results] == [
+        (0, rerank_score("red apples", documents[0])),
+        (2, rerank_score("red apples", documents[2])),
+    ]
+
+    local = co2.rerank(model="smol-embed", query=QUERY, documents=DOCS)
+    assert sorted(r.index for r in local.results) == [0, 1, 2]
+    assert local.meta is not None and local.meta.billed_units is not None
+    assert local.meta.billed_units.search_units == 1
+
+
+def test_v2_errors_have_cohere_s_shape(gateway: RunningServer) -> None:
+    co2 = cohere.ClientV2(api_key=KEY, base_url=gateway.url, timeout=120)
+    with pytest.raises(cohere.BadRequestError) as caught:
+        co2.rerank(model="smol", query="q", documents=["a"])
+    assert caught.value.body == {
+        "message": "Model 'smol' (llamacpp adapter) cannot rerank: it is neither a reranker "
+        "nor an embedding model."
+    }
+    with pytest.raises(cohere.NotFoundError):
+        co2.rerank(model="nope", query="q", documents=["a"])
+    anonymous = httpx.post(
+        f"{gateway.url}/v2/rerank", json={"model": "smol-embed", "query": "q", "documents": ["a"]}
+    )
+    assert anonymous.status_code == 401
+    assert list(anonymous.json()) == ["message"]
+
+
 def test_a_request_without_a_key_is_a_401(gateway: RunningServer) -> None:
     answer = httpx.post(
         f"{gateway.url}/v1/rerank", json={"model": "smol-embed", "query": "q", "documents": ["a"]}
