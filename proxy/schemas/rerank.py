@@ -6,10 +6,13 @@ The request is the common core of Cohere's ``/v1/rerank`` and Jina's ``/v1/reran
     {"model": "...", "query": "...", "documents": ["text", {"text": "..."}],
      "top_n": 3, "return_documents": true}
 
-``documents`` are strings or objects with a ``text`` field (other fields of an object
-are ignored here and forwarded to upstreams that have ``/rerank``). ``top_n`` defaults
-to every document; ``return_documents`` defaults to ``false``, as on Cohere (Jina's
-default is ``true``: Jina clients that rely on it send it explicitly, as its SDKs do).
+``documents`` are strings or objects with a ``text`` field (other fields of an object,
+and other request fields such as Cohere's ``rank_fields`` or ``max_tokens_per_doc``,
+are not read here and are forwarded to upstreams that have ``/rerank``). ``top_n``
+defaults to every document; ``return_documents`` defaults to ``false``, as on Cohere
+(Jina's default is ``true``). A request passed through to an upstream's ``/rerank`` is
+forwarded as the client sent it, so there an absent ``return_documents`` means what the
+upstream makes of it, and the answer is the upstream's own.
 
 The answer::
 
