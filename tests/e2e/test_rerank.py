@@ -450,6 +450,36 @@ def test_v2_errors_have_cohere_s_shape(gateway: RunningServer) -> None:
     assert list(anonymous.json()) == ["message"]
 
 
+V2_BAD_BODIES: list[bytes] = [
+    b"",
+    b"{",
+    b"[]",
+    b"null",
+    b"{}",
+    b'{"model": "smol-embed"}',
+    b'{"model": "smol-embed", "query": "q", "documents": []}',
+    b'{"model": "smol-embed", "query": "q", "documents": ["a"], "top_n": -1}',
+    b'{"model": "smol-embed", "query": "q", "documents": ["a"], "x": '
+    + b"[" * 200
+    + b"]" * 200
+    + b"}",
+]
+
+
+def test_malformed_v2_bodies_are_400s_in_cohere_s_shape(gateway: RunningServer) -> None:
+    answers = []
+    for content in V2_BAD_BODIES:
+        response = httpx.post(
+            f"{gateway.url}/v2/rerank",
+            content=content,
+            headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"},
+            timeout=60,
+        )
+        body = response.json()
+        answers.append((response.status_code, list(body), isinstance(body["message"], str)))
+    assert answers == [(400, ["message"], True)] * len(V2_BAD_BODIES)
+
+
 def test_a_request_without_a_key_is_a_401(gateway: RunningServer) -> None:
     answer = httpx.post(
         f"{gateway.url}/v1/rerank", json={"model": "smol-embed", "query": "q", "documents": ["a"]}
