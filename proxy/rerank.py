@@ -11,7 +11,9 @@ A model reranks in one of two ways, chosen per model by ``rerank_capability``:
   of its vector and the query's (in ``[-1, 1]``). Any embedding model, local or remote,
   reranks this way without code of its own.
 
-A model with neither gets a 400 saying it cannot rerank.
+A model with neither gets a 400 saying it cannot rerank. The choice is made once per
+request for the model named: a model's ``fallbacks`` serve its rerank requests only
+when they rerank the same way (a reranker's fallbacks are rerankers).
 """
 
 from __future__ import annotations
