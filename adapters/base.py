@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         ImageGenerationRequest,
         ImageVariationRequest,
     )
+    from proxy.schemas.rerank import RerankRequest, RerankResponse
     from proxy.schemas.tokenize import (
         DetokenizeRequest,
         DetokenizeResponse,
@@ -67,6 +68,7 @@ class Capability(enum.StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RERANK = "rerank"
     TOKENIZE = "tokenize"
     IMAGES = "images"
     VIDEO = "video"
@@ -307,6 +309,18 @@ class Adapter:
         self, request: Envelope[EmbeddingRequest], stats: CallStats
     ) -> EmbeddingResponse | RawJSON:
         raise self._unsupported(Capability.EMBEDDINGS)
+
+    async def rerank(
+        self, request: Envelope[RerankRequest], stats: CallStats
+    ) -> RerankResponse | RawJSON:
+        """Score ``documents`` against ``query`` (``/v1/rerank``). Adapters with
+        ``Capability.RERANK`` override it; the default serves any adapter that embeds,
+        by cosine similarity of embeddings (``proxy.rerank.rerank_by_embeddings``)."""
+        if Capability.EMBEDDINGS not in self.capabilities:
+            raise self._unsupported(Capability.RERANK)
+        from proxy.rerank import rerank_by_embeddings
+
+        return await rerank_by_embeddings(self, request, stats)
 
     async def tokenize(
         self, request: Envelope[TokenizeRequest], stats: CallStats

@@ -22,7 +22,7 @@ from extensions.rag.config import RagConfig
 from extensions.rag.jobs import IndexJobs
 from extensions.rag.query import QueryWindow
 from extensions.rag.store import RagStore
-from extensions.services import make_embedder
+from extensions.services import make_embedder, make_reranker
 from proxy.errors import InvalidRequest, NotFound, shown
 from proxy.settings import Settings
 from proxy.telemetry import span
@@ -84,6 +84,7 @@ class RagExtension(Extension):
 
     async def start(self) -> None:
         model = self.config.embedding_model
+        reranker = self.config.rerank_model or model
         config = self.config
         jobs = IndexJobs(
             self.services.store.extension_jobs,
@@ -101,6 +102,7 @@ class RagExtension(Extension):
                 context_window=lambda: self.services.context_window(model),
             ),
             jobs=jobs,
+            rerank=lambda query, texts: make_reranker(self.services.router, reranker)(query, texts),
         )
         await store.start()
         self.store = store

@@ -11,9 +11,12 @@ from typing import Any
 
 from adapters.base import Adapter, CallStats, Capability
 from extensions.pipeline import response_dict
+from proxy.errors import UpstreamError
+from proxy.rerank import rerank_capability
 from proxy.router import Router
 from proxy.schemas.base import convert_request
 from proxy.schemas.embeddings import EmbeddingRequest
+from proxy.schemas.rerank import RerankRequest
 
 #: Roughly four characters a token for English text: used when a model has no tokenizer here.
 CHARS_PER_TOKEN = 4
@@ -40,6 +43,35 @@ def make_embedder(
         return [row["embedding"] for row in rows]
 
     return embed
+
+
+def make_reranker(router: Router, model: str) -> Callable[[str, list[str]], Awaitable[list[float]]]:
+    """Relevance scores of texts for a query, in the texts' order, from ``model`` as
+    ``/v1/rerank`` serves it (a reranker, or an embedding model by cosine)."""
+
+    async def rerank(query: str, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        envelope = convert_request(
+            {"model": model, "query": query, "documents": texts}, RerankRequest
+        )
+        stats = CallStats()
+        capability = rerank_capability(model, (d.adapter for d in router.deployments_of(model)))
+
+        async def invoke(adapter: Adapter) -> Any:
+            return await adapter.rerank(envelope, stats)
+
+        result = response_dict(await router.call(model, capability, invoke, stats))
+        scores: dict[int, float] = {}
+        for row in result.get("results") or ():
+            scores[int(row["index"])] = float(row["relevance_score"])
+        if sorted(scores) != list(range(len(texts))):
+            raise UpstreamError(
+                f"The reranker '{model}' scored {len(scores)} of {len(texts)} texts."
+            )
+        return [scores[i] for i in range(len(texts))]
+
+    return rerank
 
 
 def _first_adapter(router: Router, model: str) -> Adapter | None:

@@ -21,12 +21,14 @@ from extensions.pipeline import ExtensionPipeline
 from proxy.cache.service import CACHE_ROUTES, BoundCache, ResponseCache
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
+from proxy.rerank import rerank_capability
 from proxy.responses import BytesResponse
 from proxy.router import Router
 from proxy.schemas.base import WireRequest, decode_request
 from proxy.schemas.chat import ChatCompletionRequest
 from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
+from proxy.schemas.rerank import RerankRequest
 from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from proxy.streaming import sse_response
 
@@ -40,6 +42,9 @@ class Endpoint:
     capability: Capability
     method: str
     stream_method: str | None
+    serving: Callable[[str, Iterable[Adapter]], Capability] | None = None
+    """Chooses, per model, the capability whose deployments serve this endpoint (given
+    the model name and its deployments' adapters); unset: always ``capability``."""
 
 
 CHAT = Endpoint("chat", ChatCompletionRequest, Capability.CHAT, "chat", "chat_stream")
@@ -50,6 +55,10 @@ EMBEDDINGS = Endpoint("embeddings", EmbeddingRequest, Capability.EMBEDDINGS, "em
 TOKENIZE = Endpoint("tokenize", TokenizeRequest, Capability.TOKENIZE, "tokenize", None)
 DETOKENIZE = Endpoint("detokenize", DetokenizeRequest, Capability.TOKENIZE, "detokenize", None)
 TOKENS_COUNT = Endpoint("tokens_count", TokenizeRequest, Capability.TOKENIZE, "count_tokens", None)
+#: Rerankers, or else embedding models through the cosine fallback (``proxy.rerank``).
+RERANK = Endpoint(
+    "rerank", RerankRequest, Capability.RERANK, "rerank", None, serving=rerank_capability
+)
 
 
 def json_response(result: Any, status_code: int = 200) -> Response[bytes]:
@@ -129,8 +138,11 @@ class Gateway:
         if endpoint is not CHAT:
             refuse_activation(request.url.path, model, request.headers, envelope.body)
         await self.tenancy.admit(info, model, body=envelope.body)
-        self.router.deployments_of(model)
+        deployments = self.router.deployments_of(model)
         info.model = model
+        capability = endpoint.capability
+        if endpoint.serving is not None:
+            capability = endpoint.serving(model, (d.adapter for d in deployments))
 
         streaming = bool(endpoint.stream_method and getattr(envelope.params, "stream", False))
 
@@ -142,14 +154,14 @@ class Gateway:
                 stream: Callable[..., AsyncIterator[Any]] = getattr(adapter, method)
                 return stream(envelope, stats)
 
-            return await self.router.open_stream(model, endpoint.capability, start, stats)
+            return await self.router.open_stream(model, capability, start, stats)
 
         def invoke(adapter: Adapter) -> Awaitable[Any]:
             call: Callable[..., Awaitable[Any]] = getattr(adapter, endpoint.method)
             return stopped_on_disconnect(adapter, request.receive, call(envelope, stats))
 
         async def call_model() -> Any:
-            return await self.router.call(model, endpoint.capability, invoke, stats)
+            return await self.router.call(model, capability, invoke, stats)
 
         if model in self._cached and endpoint.route in CACHE_ROUTES:
             assert self.cache is not None

@@ -1,11 +1,14 @@
-"""In-process GGUF models on llama.cpp (llama-cpp-python): chat, completions, embeddings.
+"""In-process GGUF models on llama.cpp (llama-cpp-python): chat, completions, embeddings,
+reranking.
 
 One adapter instance per ``models:`` entry. The heavy state lives elsewhere:
 ``models.ModelManager`` (shared by all entries of an app) loads, evicts and unloads;
 each loaded model has one worker thread and one FIFO queue (``scheduler``); the
 request types are in ``chat``, ``completions``, ``embeddings`` and ``tokenizer``.
-An entry with ``embedding: true`` serves embeddings only; others serve chat and
-completions. Both serve the tokenizer endpoints.
+An entry with ``embedding: true`` serves embeddings only (and reranks by cosine
+similarity of them); one with ``embedding: true, pooling: rank`` is a reranker and
+serves ``/v1/rerank`` only (``rerank``); others serve chat and completions. All serve
+the tokenizer endpoints.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from adapters.base import (
 from adapters.llamacpp import chat as chat_api
 from adapters.llamacpp import completions as completions_api
 from adapters.llamacpp import embeddings as embeddings_api
+from adapters.llamacpp import rerank as rerank_api
 from adapters.llamacpp import tokenizer as tokenizer_api
 from adapters.llamacpp.config import (
     LlamaCppConfig,
@@ -48,6 +52,7 @@ MANAGER_KEY = "llamacpp.models"
 
 _GENERATE = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE})
 _EMBED = frozenset({Capability.EMBEDDINGS, Capability.TOKENIZE})
+_RERANK = frozenset({Capability.RERANK, Capability.TOKENIZE})
 
 
 def _manager(resources: Resources) -> ModelManager:
@@ -62,7 +67,7 @@ def _manager(resources: Resources) -> ModelManager:
 class LlamaCppAdapter(Adapter):
     name = "llamacpp"
     Config = LlamaCppConfig
-    capabilities = _GENERATE | _EMBED
+    capabilities = _GENERATE | _EMBED | _RERANK
     cancel_on_disconnect = True
     readiness_is_checked = True
     holds_models_in_process = True
@@ -71,7 +76,10 @@ class LlamaCppAdapter(Adapter):
         super().__init__(config, resources)
         assert isinstance(config, LlamaCppConfig)
         self.cfg = config
-        self.capabilities = _EMBED if config.embedding else _GENERATE  # type: ignore[misc]
+        if config.embedding:
+            self.capabilities = _RERANK if config.pooling == "rank" else _EMBED  # type: ignore[misc]
+        else:
+            self.capabilities = _GENERATE  # type: ignore[misc]
         self.manager = _manager(resources)
         self.file_error: str | None = None
         try:
@@ -172,6 +180,12 @@ class LlamaCppAdapter(Adapter):
     async def embed(self, request: Envelope[Any], stats: CallStats) -> Any:
         self.check_file()
         return await embeddings_api.embed(self, request, stats)
+
+    async def rerank(self, request: Envelope[Any], stats: CallStats) -> Any:
+        if Capability.RERANK not in self.capabilities:
+            return await super().rerank(request, stats)  # the cosine fallback
+        self.check_file()
+        return await rerank_api.rerank(self, request, stats)
 
     async def tokenize(self, request: Envelope[Any], stats: CallStats) -> Any:
         self.check_file()

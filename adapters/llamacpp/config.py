@@ -18,7 +18,7 @@ import msgspec
 from adapters.base import DeploymentConfig
 from proxy.settings import config_path
 
-Pooling = Literal["mean", "cls", "last", "none"]
+Pooling = Literal["mean", "cls", "last", "none", "rank"]
 TokenInput = Literal["cl100k", "native"]
 
 
@@ -75,7 +75,10 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
     embedding: bool = False
     """Serve ``/v1/embeddings`` (only) from this entry."""
     pooling: Pooling = "mean"
-    """How token vectors become one embedding, when ``embedding`` is true."""
+    """How token vectors become one embedding, when ``embedding`` is true. ``rank``: the
+    model is a reranker (a cross-encoder with a classifier head, such as bge-reranker):
+    the entry serves ``/v1/rerank`` (only), scoring each query-document pair with
+    llama.cpp's rank pooling (see ``rerank.py``)."""
     token_input: TokenInput = "cl100k"
     """How token-id arrays in ``/v1/embeddings`` input are read. ``cl100k``: as ids of
     OpenAI's ``cl100k_base`` encoding, which is what OpenAI clients send (LangChain's
@@ -115,6 +118,8 @@ class LlamaCppConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True)
             raise ValueError("`n_ctx` must be at least 16")
         if self.n_batch < 1:
             raise ValueError("`n_batch` must be positive")
+        if self.pooling == "rank" and not self.embedding:
+            raise ValueError("`pooling: rank` (a reranker) needs `embedding: true`")
         if self.max_queue < 0:
             raise ValueError("`max_queue` must not be negative")
         if self.default_max_tokens is not None and self.default_max_tokens < 1:

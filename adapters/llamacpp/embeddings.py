@@ -105,9 +105,15 @@ def input_tokens(llm: Any, raw: Any, token_input: TokenInput = "cl100k") -> list
 
 def embed_tokens(llm: Any, inputs: list[list[int]], cancelled: Any) -> np.ndarray:
     """Pooled, normalized vectors for ``inputs`` (worker thread)."""
-    n_embd, n_batch = llm.n_embd(), llm.n_batch
+    return unit_length(pooled(llm, inputs, cancelled, width=llm.n_embd()))
+
+
+def pooled(llm: Any, inputs: list[list[int]], cancelled: Any, *, width: int) -> np.ndarray:
+    """llama.cpp's pooled output for each input sequence, ``width`` floats each (the
+    embedding width; 1 for rank pooling's score), as decoded (worker thread)."""
+    n_embd, n_batch = width, llm.n_batch
     n_seq_max = llm.context_params.n_seq_max
-    vectors = np.empty((len(inputs), n_embd), dtype=np.float32)
+    vectors = np.zeros((len(inputs), n_embd), dtype=np.float32)
     batch, ctx = llm._batch, llm._ctx
     pending: list[int] = []
     used = 0
@@ -137,7 +143,7 @@ def embed_tokens(llm: Any, inputs: list[list[int]], cancelled: Any) -> np.ndarra
     flush()
     ctx.kv_cache_clear()
     llm.reset()
-    return unit_length(vectors)
+    return vectors
 
 
 def unit_length(vectors: np.ndarray) -> np.ndarray:

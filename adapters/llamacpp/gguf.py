@@ -169,3 +169,31 @@ def human_count(n: int) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.0f}K"
     return str(n)
+def tensor_names(path: Path) -> set[str]:
+    """The names of the tensors a GGUF file holds (the header only: every metadata
+    pair is skipped, then the tensor infos are read)."""
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelFileError(f"not a GGUF file: {path}")
+        version = _read(f, "<I")
+        if version < 2:
+            raise ModelFileError(f"GGUF version {version} is too old: {path}")
+        tensors, pairs = _read(f, "<Q"), _read(f, "<Q")
+        for _ in range(pairs):
+            _string(f)
+            _value(f, _read(f, "<I"))
+        names = set()
+        for _ in range(tensors):
+            names.add(_string(f))
+            dims = _read(f, "<I")
+            f.seek(8 * dims + 4 + 8, 1)  # the dimensions, the type, the offset
+    return names
+
+
+def has_classifier_head(path: Path) -> bool:
+    """Whether the model has the classifier head rank pooling scores with (``cls`` as
+    in BERT rerankers, or ``cls.output``). llama.cpp aborts the whole process
+    (``GGML_ABORT``) when rank pooling meets a model without one, so it is checked
+    before loading."""
+    names = tensor_names(path)
+    return "cls.weight" in names or "cls.output.weight" in names

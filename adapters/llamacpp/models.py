@@ -33,7 +33,12 @@ import llama_cpp
 
 from adapters.llamacpp.config import LoadSpec, ModelFileError, check_model_file
 from adapters.llamacpp.engine import Finish
-from adapters.llamacpp.gguf import compute_bytes, kv_cache_bytes, read_metadata
+from adapters.llamacpp.gguf import (
+    compute_bytes,
+    has_classifier_head,
+    kv_cache_bytes,
+    read_metadata,
+)
 from adapters.llamacpp.native import load_model, repack_weights
 from adapters.llamacpp.scheduler import RequestQueue
 from proxy.errors import ServiceUnavailable
@@ -44,7 +49,17 @@ native_log = logging.getLogger("switchyard.llamacpp.native")
 T = TypeVar("T")
 MiB = 1024 * 1024
 
-_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+
+
+def check_reranker(path: Path, spec: LoadSpec) -> None:
+    """Refuse ``pooling: rank`` for a model without a classifier head, before llama.cpp
+    would abort the process on it (see ``gguf.has_classifier_head``)."""
+    if spec.pooling == "rank" and not has_classifier_head(path):
+        raise ModelFileError(
+            f"{path.name} has no classifier head (no cls or cls.output tensors), so it is "
+            "not a reranker: `pooling: rank` needs a reranker GGUF such as bge-reranker"
+        )
 
 
 _NATIVE_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml: 3 WARN, 4 ERROR
@@ -134,6 +149,7 @@ class ModelSlot:
             check_model_file(path)
             metadata = read_metadata(path)
             spec = self.spec
+            check_reranker(path, spec)
             self.size_bytes = (
                 path.stat().st_size
                 + kv_cache_bytes(metadata, spec.n_ctx)
@@ -164,6 +180,10 @@ class ModelSlot:
                 f"{self.size_bytes // MiB} MiB (weights, KV cache, compute buffer), "
                 f"{free // MiB} MiB available"
             )
+        try:
+            check_reranker(Path(spec.path), spec)
+        except (ModelFileError, OSError) as exc:
+            raise ModelLoadFailed(str(exc)) from None
         options: dict[str, Any] = {}
         if spec.embedding:
             options.update(

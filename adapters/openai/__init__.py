@@ -18,6 +18,7 @@ import msgspec
 from adapters.base import Adapter, CallStats, Capability, DeploymentConfig, RawJSON
 from adapters.openai.audio import AudioPassthrough
 from adapters.openai.forms import post_form
+from adapters.openai.rerank import check_rerank_body
 from adapters.openai.upstream import (
     error_from_response,
     probe_responses_usage,
@@ -50,7 +51,12 @@ class OpenAIConfig(DeploymentConfig, kw_only=True, forbid_unknown_fields=True):
     """Extra headers sent upstream (e.g. ``OpenAI-Organization``)."""
     capabilities: list[Capability] | None = None
     """What this upstream offers, e.g. ``[chat, embeddings]`` for a chat-only provider, so
-    that other requests get a clear 400 here; unset: everything the adapter passes on."""
+    that other requests get a clear 400 here; unset: everything the adapter passes on
+    except ``rerank``. ``rerank`` is opt-in (OpenAI itself has no ``/rerank``): list it
+    for an upstream with a Cohere/Jina-compatible ``POST {base_url}/rerank`` (Jina,
+    llama-server with ``--reranking``, vLLM, TEI, ...) and ``/v1/rerank`` is passed
+    through to it; without it, a deployment with ``embeddings`` reranks by cosine
+    similarity of its embeddings (``proxy.rerank``)."""
     stream_usage: bool = True
     """Ask the upstream for a stream's token usage (``stream_options.include_usage``) even
     when the client did not, so usage, TPM and budgets count streamed requests; the usage
@@ -66,13 +72,16 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         | {Capability.TRANSCRIPTION, Capability.SPEECH}
     )
     native_dialects = frozenset(_NATIVE_PATHS)
+    #: Offered only when a deployment's ``capabilities`` names them.
+    opt_in = frozenset({Capability.RERANK})
 
     def __init__(self, config: DeploymentConfig, resources: Any) -> None:
         super().__init__(config, resources)
         assert isinstance(config, OpenAIConfig)
         self.cfg = config
         if config.capabilities is not None:
-            self.capabilities = frozenset(config.capabilities) & type(self).capabilities  # type: ignore[misc]
+            offered = type(self).capabilities | self.opt_in
+            self.capabilities = frozenset(config.capabilities) & offered  # type: ignore[misc]
         self._base = config.base_url.rstrip("/")
         headers = {"content-type": "application/json", **config.headers}
         if config.api_key:
@@ -207,6 +216,26 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
 
     async def embed(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
         return await self._post("/embeddings", request, stats)
+
+    async def rerank(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
+        """``POST {base_url}/rerank`` when the deployment lists ``rerank`` (else the
+        cosine fallback over ``/embeddings``); the upstream's answer is forwarded as is,
+        once it has ``results``, and its usage is read from Jina's ``usage`` or
+        Cohere's ``meta.billed_units``."""
+        if Capability.RERANK not in self.capabilities:
+            return await super().rerank(request, stats)  # type: ignore[return-value]
+        content = _encode(request.upstream_body(self.cfg.upstream_model))
+        started = time.perf_counter()
+        try:
+            status, headers, body = await self.resources.upstream.post(
+                self._base + "/rerank", content, self._headers, self._timeouts, self.config.name
+            )
+        finally:
+            stats.upstream_s += time.perf_counter() - started
+        if status >= 400:
+            raise error_from_response(status, body, headers)
+        check_rerank_body(body, stats, self.config.name)
+        return RawJSON(body)
 
     async def generate_images(self, request: Envelope[Any], stats: CallStats) -> RawJSON:
         return await self._post("/images/generations", request, stats)

@@ -32,6 +32,16 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Budget for the retrieved context inserted into a chat request."""
     top_k: Annotated[int, msgspec.Meta(gt=0)] = 4
     """Chunks retrieved per request (before the token budget is applied)."""
+    rerank_model: str | None = None
+    """A configured model that reorders the chunks nearest to a query by relevance
+    before the best ones are kept: a reranker (``/v1/rerank``), or any embedding model,
+    which reranks by cosine similarity (useful when it is a better model than
+    ``embedding_model``). Applies to chat retrieval, ``rag_search`` and the search API;
+    a hit's ``score`` is then the reranker's relevance score. Unset: embedding order."""
+    rerank_candidates: Annotated[int, msgspec.Meta(gt=0, le=100)] = 20
+    """With ``rerank_model``: how many nearest chunks are taken from Chroma and
+    reranked before the best ``top_k`` (or a search's ``k``, when larger) are kept.
+    Must be at least ``top_k``."""
     max_upload_mb: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """Largest file accepted by upload or directory indexing, in MiB (larger gets 413)."""
     max_index_files: Annotated[int, msgspec.Meta(gt=0)] = 10_000
@@ -66,6 +76,8 @@ class RagConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.chunk_overlap * 2 > self.chunk_tokens:
             raise ValueError("chunk_overlap must be at most half of chunk_tokens")
+        if self.rerank_model is not None and self.rerank_candidates < self.top_k:
+            raise ValueError("rerank_candidates must be at least top_k")
         if self.index_job_stale_after_s <= self.index_job_heartbeat_s:
             raise ValueError("index_job_stale_after_s must be more than index_job_heartbeat_s")
         if self.chroma_url is not None and not re.match(r"^https?://[^/]+", self.chroma_url):

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from extensions.rag import writer
 from extensions.rag.chroma import mapped_error, open_client
 from extensions.rag.chunking import TokenCounter
@@ -68,6 +70,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.rag")
 
 Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
+Reranker = Callable[[str, list[str]], Awaitable[list[float]]]
+"""Relevance scores of texts for a query, in the texts' order (``rag.rerank_model``)."""
 T = TypeVar("T")
 
 _COLLECTION_KEYS = frozenset({"embedding_model", "description", "created_by", OWNER_KEY})
@@ -93,8 +97,10 @@ class RagStore:
         count_tokens: TokenCounter | None = None,
         query_window: QueryWindow | None = None,
         jobs: IndexJobs | None = None,
+        rerank: Reranker | None = None,
     ) -> None:
         self.config = config
+        self.rerank_texts = rerank if config.rerank_model is not None else None
         self.query_window = query_window
         self.shared = frozenset(config.shared_collections)
         self.data_dir = Path(data_dir)
@@ -479,6 +485,9 @@ class RagStore:
 
         found = [await self._call(self._open, owner, name, collection=name) for name in names]
         vector = await self.query_vector(query)
+        wanted = k
+        if self.rerank_texts is not None:
+            k = max(k, self.config.rerank_candidates)
 
         def query_all(client: Any) -> list[Hit]:
             hits: list[Hit] = []
@@ -495,8 +504,26 @@ class RagStore:
             return hits[:k]
 
         try:
-            return await self._call(query_all)
+            hits = await self._call(query_all)
         except InvalidRequest as exc:
             if exc.param is None and where:
                 exc.param = "where"
             raise
+        if self.rerank_texts is not None:
+            hits = await self.reranked(query, hits)
+        return hits[:wanted]
+
+    async def reranked(self, query: str, hits: list[Hit]) -> list[Hit]:
+        """``hits`` reordered by ``rag.rerank_model``, best first (ties keep the
+        embedding order), each scored with the reranker's relevance score."""
+        if not hits:
+            return hits
+        assert self.rerank_texts is not None
+        try:
+            scores = await self.rerank_texts(query, [hit.text or " " for hit in hits])
+        except ModelNotFound as exc:
+            raise ServiceUnavailable(
+                f"The RAG rerank model '{self.config.rerank_model}' is not available: {exc.message}"
+            ) from None
+        order = sorted(range(len(hits)), key=lambda i: -scores[i])
+        return [msgspec.structs.replace(hits[i], score=round(scores[i], 6)) for i in order]

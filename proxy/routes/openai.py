@@ -14,6 +14,7 @@ from proxy.gateway import (
     COMPLETIONS,
     DETOKENIZE,
     EMBEDDINGS,
+    RERANK,
     TOKENIZE,
     TOKENS_COUNT,
     Gateway,
@@ -23,6 +24,7 @@ from proxy.schemas.chat import ChatCompletionRequest
 from proxy.schemas.completions import CompletionRequest
 from proxy.schemas.embeddings import EmbeddingRequest
 from proxy.schemas.models import Model, ModelList
+from proxy.schemas.rerank import RerankRequest
 from proxy.schemas.tokenize import DetokenizeRequest, TokenizeRequest
 from proxy.tenancy.admission import may_use_model
 
@@ -60,6 +62,18 @@ async def completions(request: Request[Any, Any, Any]) -> Response[Any]:
 )
 async def embeddings(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(EMBEDDINGS, request)
+
+
+@post(
+    "/rerank",
+    summary="Rerank documents by relevance to a query (Cohere/Jina shape)",
+    status_code=200,
+    opt={"request_body": RerankRequest},
+)
+async def rerank(request: Request[Any, Any, Any]) -> Response[Any]:
+    """See ``proxy.schemas.rerank`` for the wire format and ``proxy.rerank`` for how a
+    model reranks (a reranker, or any embedding model by cosine similarity)."""
+    return await _gateway(request).serve(RERANK, request)
 
 
 @post(
@@ -123,6 +137,7 @@ def openai_router(guards: list[Any], extra_handlers: list[Any] | None = None) ->
             chat_completions,
             completions,
             embeddings,
+            rerank,
             tokenize,
             detokenize,
             tokens_count,

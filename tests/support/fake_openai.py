@@ -1,12 +1,14 @@
 """A small, protocol-faithful OpenAI-compatible upstream for tests, served for real.
 
 It speaks the wire format the official API speaks: chat completions (with tool calls),
-legacy completions (with ``suffix`` and ``echo``), the Responses API (text answers,
-streamed as OpenAI streams them), embeddings (float and base64, with
-``dimensions``), and streams framed as the API frames them: a role chunk, content
-deltas, tool-call deltas split across several chunks (id and name first, arguments in
-pieces), a finish chunk, a usage chunk when ``stream_options.include_usage`` is set,
-then ``data: [DONE]``.
+the Responses API (text answers, streamed as OpenAI streams them),
+legacy completions (with ``suffix`` and ``echo``), embeddings (float and base64, with
+``dimensions``), reranking (``/v1/rerank`` as Jina's API answers it: ``results`` sorted
+by ``relevance_score`` with ``document: {text}`` unless ``return_documents`` is false,
+cut to ``top_n``, and ``usage.total_tokens``), and streams framed as the API frames
+them: a role chunk, content deltas, tool-call deltas split across several chunks (id
+and name first, arguments in pieces), a finish chunk, a usage chunk when
+``stream_options.include_usage`` is set, then ``data: [DONE]``.
 
 Every request is recorded (headers and JSON body) so tests can assert what reached the
 upstream. Faults are chosen per upstream model id (``FakeOpenAI(faults={"m": ...})``),
@@ -206,6 +208,26 @@ def embedding_vector(item: Any, dimensions: int) -> list[float]:
     return [(digest[i] - 128) / 256 for i in range(dimensions)]
 
 
+def rerank_score(query: str, document: str) -> float:
+    """The fake reranker's relevance: the share of the query's words in the document
+    (case-insensitive), a multiple of 1/len(query words)."""
+    wanted = query.lower().split()
+    have = set(document.lower().split())
+    return sum(w in have for w in wanted) / max(1, len(wanted))
+
+
+def _rerank_texts(documents: Any) -> list[str] | None:
+    if not isinstance(documents, list) or not documents:
+        return None
+    texts = []
+    for d in documents:
+        text = d.get("text") if isinstance(d, dict) else d
+        if not isinstance(text, str):
+            return None
+        texts.append(text)
+    return texts
+
+
 # ------------------------------------------------------------------------- the app
 
 
@@ -280,6 +302,7 @@ class FakeOpenAI:
             "/v1/completions": self._completions,
             "/v1/embeddings": self._embeddings,
             "/v1/responses": self._responses,
+            "/v1/rerank": self._rerank,
         }
         handler = routes.get(record.path)
         if record.method != "POST" or handler is None:
@@ -458,6 +481,42 @@ class FakeOpenAI:
                 "data": data,
                 "model": body.get("model", "fake-model"),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+    async def _rerank(
+        self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any
+    ) -> None:
+        query, texts, top_n = (
+            body.get("query"),
+            _rerank_texts(body.get("documents")),
+            body.get("top_n"),
+        )
+        if not isinstance(query, str) or texts is None:
+            await self._error(
+                record, send, 400, "query and documents are required", "invalid_request_error"
+            )
+            return
+        if top_n is not None and (not isinstance(top_n, int) or top_n < 1):
+            await self._error(record, send, 400, "top_n must be positive", "invalid_request_error")
+            return
+        scores = [rerank_score(query, t) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])[: top_n or len(texts)]
+        results = []
+        for i in order:
+            result: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+            if body.get("return_documents", True):
+                result["document"] = {"text": texts[i]}
+            results.append(result)
+        tokens = sum(_words(query) + _words(t) for t in texts)
+        await self._json(
+            record,
+            send,
+            200,
+            {
+                "model": body.get("model", "fake-model"),
+                "usage": {"total_tokens": tokens},
+                "results": results,
             },
         )
 

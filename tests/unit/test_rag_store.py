@@ -302,3 +302,61 @@ async def test_chroma_is_never_asked_to_embed(store: RagStore) -> None:
     collection = client.get_collection("notes", embedding_function=None)
     assert collection.configuration.get("embedding_function") is None
     assert collection.configuration["hnsw"]["space"] == "cosine"
+
+
+# ----------------------------------------------------------------- reranking
+
+
+async def test_a_reranker_reorders_the_candidates_before_the_cut(tmp_path: Path) -> None:
+    """``rag.rerank_candidates`` nearest chunks go to the reranker, in embedding order;
+    its scores decide which ``k`` are kept, and become the hits' scores."""
+    seen: list[tuple[str, list[str]]] = []
+
+    async def by_length(query: str, texts: list[str]) -> list[float]:
+        seen.append((query, texts))
+        return [float(len(t)) for t in texts]  # the longest text is the most relevant
+
+    settings = RagConfig(
+        chunk_tokens=64, chunk_overlap=8, top_k=1, rerank_model="r", rerank_candidates=3
+    )
+    store = RagStore(settings, tmp_path / "data", bow_embed, rerank=by_length)
+    await store.start()
+    try:
+        await store.create_collection(OWNER, "notes")
+        await ingest.add_documents(store, OWNER, "notes", CORPUS)
+        query = "how does yeast make bread rise"
+        hits = await store.search(OWNER, ["notes"], query, k=1)
+    finally:
+        await store.aclose()
+    ((sent_query, candidates),) = seen
+    assert sent_query == query
+    assert len(candidates) == 3 and candidates[0] == CORPUS[1].text  # the embedding's best first
+    longest = max(CORPUS, key=lambda d: len(d.text))
+    assert [(h.source_id, h.score) for h in hits] == [(longest.id, float(len(longest.text)))]
+
+
+async def test_a_missing_rerank_model_is_a_503_naming_it(tmp_path: Path) -> None:
+    from proxy.errors import ModelNotFound, ServiceUnavailable
+
+    async def absent(query: str, texts: list[str]) -> list[float]:
+        raise ModelNotFound("The model 'gone' does not exist.", param="model")
+
+    settings = RagConfig(chunk_tokens=64, chunk_overlap=8, rerank_model="gone")
+    store = RagStore(settings, tmp_path / "data", bow_embed, rerank=absent)
+    await store.start()
+    try:
+        await store.create_collection(OWNER, "notes")
+        await ingest.add_documents(store, OWNER, "notes", CORPUS)
+        with pytest.raises(ServiceUnavailable) as caught:
+            await store.search(OWNER, ["notes"], "bread", k=1)
+    finally:
+        await store.aclose()
+    assert caught.value.message == (
+        "The RAG rerank model 'gone' is not available: The model 'gone' does not exist."
+    )
+
+
+def test_rerank_candidates_must_cover_top_k() -> None:
+    with pytest.raises(ValueError, match="rerank_candidates must be at least top_k"):
+        RagConfig(rerank_model="r", rerank_candidates=2, top_k=4)
+    assert RagConfig(rerank_candidates=2, top_k=4).rerank_candidates == 2  # unused without a model
