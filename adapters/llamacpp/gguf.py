@@ -169,6 +169,8 @@ def human_count(n: int) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.0f}K"
     return str(n)
+
+
 def tensor_names(path: Path) -> set[str]:
     """The names of the tensors a GGUF file holds (the header only: every metadata
     pair is skipped, then the tensor infos are read)."""
