@@ -4,7 +4,8 @@ Run as a script it serves stdio (``python mcp_server.py [--pid-file PATH]``: the
 receives its pid, so a test can kill it or check it is gone); ``http_app()`` is the
 same server as a streamable HTTP ASGI app, for ``serve_asgi``.
 
-Tools: ``add`` (a + b, computed here), ``upper`` (text upper-cased, with a ``.``
+Tools: ``add`` (a + b, computed here; each call written to the file named by
+``$MCP_TEST_CALL_LOG`` when it is set), ``upper`` (text upper-cased, with a ``.``
 in its MCP name: ``text.upper``), ``hang`` (never answers), ``fail`` (an ``isError``
 result), ``pid`` (the process id serving it).
 """
@@ -19,6 +20,8 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 HANG_S = 3600
+#: Set (through the gateway's ``env`` config), every ``add`` is appended to this file.
+CALL_LOG = "MCP_TEST_CALL_LOG"
 
 
 def build() -> MCPServer[Any]:
@@ -27,6 +30,10 @@ def build() -> MCPServer[Any]:
     @server.tool()
     def add(a: int, b: int) -> int:
         """Add two integers and return the sum."""
+        log = os.environ.get(CALL_LOG)
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{a}+{b}={a + b}\n")
         return a + b
 
     @server.tool(name="text.upper")
