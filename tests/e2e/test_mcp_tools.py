@@ -147,6 +147,17 @@ def test_an_http_tool_computes_the_answer_streamed(
     assert chat_bodies(fake)[0]["tools"][0]["function"]["name"] == "mcp__web__add"
 
 
+def test_a_model_name_suffix_activates_an_mcp_tool(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    reply = client_for(gateway).chat.completions.create(
+        model="gpt-test+tools:mcp:calc.add",
+        messages=[{"role": "user", "content": "Add a=9 b=10"}],
+    )
+    assert reply.choices[0].message.content == "The tool said: 19"
+    assert chat_bodies(fake)[0]["model"] == "upstream-gpt"
+
+
 def test_a_dotted_mcp_name_goes_to_the_model_as_a_valid_function_name(
     gateway: RunningServer, fake: FakeOpenAI
 ) -> None:

@@ -54,6 +54,7 @@ class McpTool(BaseTool):
         self.tool_name = tool_name
         self.tool = tool
         self.unavailable = unavailable
+        # One class, many tools: the name (a ClassVar of the other tools) is per instance.
         self.name = config_name(connection.name, tool_name)  # type: ignore[misc]
         self.wire_name = wire_name(connection.name, tool_name)
 
