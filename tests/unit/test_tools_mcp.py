@@ -26,7 +26,7 @@ from extensions.tools.mcp.names import (
 from extensions.tools.mcp.provider import McpToolProvider
 from extensions.tools.mcp.results import result_text
 from proxy.errors import InvalidRequest, ServiceUnavailable
-from tests.support.mcp_server import http_app
+from tests.support.mcp_server import CALL_LOG, http_app
 from tests.support.servers import free_port, serve_asgi
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "support" / "mcp_server.py")
@@ -181,6 +181,28 @@ async def test_concurrent_requests_share_one_stdio_server() -> None:
         await connection.aclose()
     with pytest.raises(ToolError, match="MCP server 'calc' is shutting down"):
         await connection.call_tool("add", {"a": 1, "b": 1})
+
+
+async def test_env_reaches_the_stdio_server_and_the_gateways_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("SWITCHYARD_SECRET_FOR_TEST", "do-not-pass")
+    leak = tmp_path / "leak"
+    reader = (
+        "import os, sys; open(sys.argv[1], 'w').write(os.environ.get("
+        "'SWITCHYARD_SECRET_FOR_TEST', 'absent')); "
+        f"sys.argv = [{SCRIPT!r}]; exec(open({SCRIPT!r}).read())"
+    )
+    connection = McpConnection(
+        server(command=[sys.executable, "-c", reader, str(leak)], env={CALL_LOG: str(log)})
+    )
+    try:
+        assert _text(await connection.call_tool("add", {"a": 2, "b": 3})) == "5"
+    finally:
+        await connection.aclose()
+    assert log.read_text() == "2+3=5\n"
+    assert leak.read_text() == "absent"
 
 
 async def test_a_server_that_never_answers_the_handshake_times_out() -> None:

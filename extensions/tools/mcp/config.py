@@ -34,8 +34,10 @@ class McpServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The server's streamable HTTP endpoint, e.g. ``http://tools:8000/mcp``."""
     allowed_tools: list[str] | None = None
     """Which of the server's tools are exposed, as names or shell-style patterns
-    (``search_*``; ``fnmatch``, case-sensitive). Unset: all of them. A tool not
-    matched is neither listed nor callable."""
+    (``search_*``, ``read_?``, ``[ab]*``). Unset: all of them. A tool not matched is
+    neither offered nor callable. Patterns are the standard library's
+    ``fnmatch.fnmatchcase``: the syntax operators know from the shell, with nothing to
+    install, case-sensitive on every OS (as MCP tool names are)."""
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Deadline for each tool call (and each listing of the tools): past it the model
     gets an ``error: ...`` result and the request goes on."""
