@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall, StreamCall
@@ -41,6 +41,9 @@ from extensions.tools.config import ToolsConfig
 from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 from proxy.telemetry import span
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 log = logging.getLogger("switchyard.tools")
 
@@ -74,6 +77,11 @@ class ToolsExtension(Extension):
 
     def busy(self) -> bool:
         return any(provider.busy() for provider in self.providers)
+
+    def keep_on_reload(self, settings: Settings) -> bool:
+        """Kept while ``tools:`` is unchanged and it holds providers: their connections
+        (MCP servers, subprocesses) are not cheap to make again."""
+        return bool(self.providers) and settings.section("tools", ToolsConfig) == self.config
 
     async def aclose(self) -> None:
         for provider in self.providers:

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from extensions.tools.mcp.names import wire_name
+from proxy.settings import load_settings
 from tests.e2e.conftest import model_entry
 from tests.support.fake_openai import FakeOpenAI, wait_until
 from tests.support.mcp_server import http_app
@@ -300,6 +302,45 @@ def test_shutdown_ends_the_stdio_server(fake_url: str, tmp_path: Path) -> None:
         pid = int(pid_path.read_text())
         assert _running(pid)
     assert not _running(pid)
+
+
+def test_a_reload_keeps_the_servers_unless_tools_changed(fake_url: str, tmp_path: Path) -> None:
+    """Unchanged ``tools:``: the same stdio server serves on. Changed: the old one is
+    ended once no call is in flight, and the next request starts the new one."""
+    path = tmp_path / "switchyard.yaml"
+
+    def write(timeout_s: float) -> None:
+        config = {
+            "server": {"master_key": MASTER, "api_keys": [TOOLS_KEY], "data_dir": str(tmp_path)},
+            "defaults": False,
+            "models": [model_entry("gpt-test", "upstream-gpt", fake_url)],
+            "tools": {"mcp": [stdio("own", timeout_s=timeout_s)]},
+        }
+        path.write_text(json.dumps(config), "utf-8")
+
+    def served_by(server: RunningServer) -> int:
+        said = ask(server, "Which process?", ["mcp:own.pid"]).choices[0].message.content
+        return int(said.removeprefix("The tool said: "))
+
+    def reload(server: RunningServer) -> None:
+        answer = httpx.post(
+            f"{server.url}/v1/switchyard/admin/reload",
+            headers={"Authorization": f"Bearer {MASTER}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+
+    write(20)
+    with serve_gateway(load_settings(path)) as server:
+        first = served_by(server)
+        reload(server)
+        assert served_by(server) == first
+        write(25)
+        reload(server)
+        assert wait_until(lambda: not _running(first), timeout=15)
+        second = served_by(server)
+        assert second != first and _running(second)
+    assert not _running(second)
 
 
 def _running(pid: int) -> bool:
