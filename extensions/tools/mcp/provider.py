@@ -21,23 +21,25 @@ from __future__ import annotations
 
 import asyncio
 from fnmatch import fnmatchcase
-from typing import Any
-
-import mcp_types
+from typing import TYPE_CHECKING, Any
 
 from extensions.tools.base import BaseTool, ToolContext, ToolError, function_definition
 from extensions.tools.config import ToolsConfig
 from extensions.tools.mcp.config import McpServerConfig
-from extensions.tools.mcp.connection import McpConnection
 from extensions.tools.mcp.names import PREFIX, config_name, split_config_name, wire_name
 from extensions.tools.mcp.results import result_text
 from proxy.errors import InvalidRequest, ServiceUnavailable, shown
+
+if TYPE_CHECKING:  # the SDK is imported only when tools.mcp names a server (it is slow)
+    import mcp_types
+
+    from extensions.tools.mcp.connection import McpConnection
 
 _OPEN_SCHEMA: dict[str, Any] = {"type": "object"}
 _PATTERN_CHARS = frozenset("*?[")
 #: Beyond the SDK's own timeouts: a last bound on one call, which may start the
 #: server, call, and (the connection broken) start it again and call once more.
-_CLOSE_MARGIN_S = 5.0
+_BOUND_MARGIN_S = 5.0
 
 
 class McpTool(BaseTool):
@@ -72,7 +74,7 @@ class McpTool(BaseTool):
     async def _run(self, arguments: dict[str, Any], context: ToolContext) -> str:
         config = self.connection.config
         try:
-            bound = 2 * (config.start_timeout_s + config.timeout_s) + _CLOSE_MARGIN_S
+            bound = 2 * (config.start_timeout_s + config.timeout_s) + _BOUND_MARGIN_S
             async with asyncio.timeout(bound):
                 result = await self.connection.call_tool(self.tool_name, arguments)
         except TimeoutError:
@@ -86,6 +88,8 @@ class McpToolProvider:
     prefix = PREFIX
 
     def __init__(self, servers: list[McpServerConfig]) -> None:
+        from extensions.tools.mcp.connection import McpConnection
+
         self.connections = {server.name: McpConnection(server) for server in servers}
 
     @classmethod
