@@ -290,3 +290,16 @@ async def test_an_unreachable_server_offers_named_tools_and_refuses_patterns() -
             await provider.resolve("mcp:gone.*")
     finally:
         await provider.aclose()
+
+
+async def test_a_tools_list_changed_notification_drops_the_cached_listing() -> None:
+    connection = McpConnection(server())
+    try:
+        first = await connection.list_tools()
+        assert await connection.list_tools() is first  # cached
+        await connection._on_message(mcp_types.ToolListChangedNotification())
+        again = await connection.list_tools()
+        assert again is not first
+        assert [t.name for t in again] == [t.name for t in first]
+    finally:
+        await connection.aclose()
