@@ -5,6 +5,7 @@ and streamable HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,43 @@ async def test_a_tools_list_changed_notification_drops_the_cached_listing() -> N
         assert [t.name for t in again] == [t.name for t in first]
     finally:
         await connection.aclose()
+
+
+async def test_mcp_tools_make_a_local_tool_grammar_and_parse_back() -> None:
+    """The local adapter takes MCP tools as they are offered: their wire names and
+    ``inputSchema``s become its GBNF grammar, and a call written in its format parses
+    back to the wire name the tool loop maps to the MCP tool."""
+    import llama_cpp
+
+    from adapters.llamacpp.tools import ToolCallParser, plan_output
+    from proxy.schemas.chat import ChatCompletionRequest
+
+    provider = McpToolProvider([server()])
+    try:
+        tools = {
+            **await provider.resolve("mcp:calc.add"),
+            **await provider.resolve("mcp:calc.text.upper"),
+        }
+    finally:
+        await provider.aclose()
+    definitions = [tool.definition() for tool in tools.values()]
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": definitions,
+        "tool_choice": "required",
+    }
+    plan = plan_output(msgspec.convert(body, ChatCompletionRequest))
+    upper = wire_name("calc", "text.upper")
+    assert plan.grammar is not None and plan.system_text is not None
+    assert '\\"mcp__calc__add\\"' in plan.grammar and f'\\"{upper}\\"' in plan.grammar
+    assert "mcp__calc__add" in plan.system_text and upper in plan.system_text
+    llama_cpp.LlamaGrammar.from_string(plan.grammar, verbose=False)
+    parser = ToolCallParser()
+    parser.feed(
+        '<tool_call>\n[{"name": "mcp__calc__add", "arguments": {"a": 2, "b": 3}}]\n</tool_call>'
+    )
+    parser.finish()
+    assert [(c.name, json.loads(c.arguments)) for c in parser.calls] == [
+        ("mcp__calc__add", {"a": 2, "b": 3})
+    ]
