@@ -71,14 +71,14 @@ def test_the_local_model_calls_the_mcp_tool(local: RunningServer, call_log: Path
         model="smol",
         messages=[{"role": "user", "content": "What is 2 plus 3? Use the add tool."}],
         tool_choice={"type": "function", "function": {"name": "mcp:calc.add"}},
-        max_tokens=24,
+        max_tokens=64,  # the forced call takes about 30 tokens; the answer the rest
         temperature=0,
         seed=5,
         extra_body={"switchyard": {"tools": ["mcp:calc.add"]}},
     )
     message = reply.choices[0].message
     assert message.tool_calls is None  # the server tool ran here; the answer came back
-    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.choices[0].finish_reason != "tool_calls"
     calls = call_log.read_text().splitlines()
     assert len(calls) == 1
     left, result = calls[0].split("=")
