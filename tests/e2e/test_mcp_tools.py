@@ -172,6 +172,23 @@ def test_a_dotted_mcp_name_goes_to_the_model_as_a_valid_function_name(
     assert offered == UPPER_WIRE == f"mcp__web__text_upper_{digest}"
 
 
+def test_the_fake_upstream_refuses_the_config_name_as_openai_does(fake_url: str) -> None:
+    """What would happen unmapped: OpenAI's 400 for a function name with ``:`` or ``.``."""
+    direct = openai.OpenAI(base_url=fake_url, api_key="sk-x", max_retries=0)
+    tool = {"type": "function", "function": {"name": "mcp:calc.add", "parameters": {}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        direct.chat.completions.create(
+            model="upstream-gpt", messages=[{"role": "user", "content": "hi"}], tools=[tool]
+        )
+    assert refused.value.body == {
+        "message": "Invalid 'tools[0].function.name': string does not match pattern. "
+        "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+        "type": "invalid_request_error",
+        "param": "tools[0].function.name",
+        "code": "invalid_value",
+    }
+
+
 def test_a_pattern_offers_the_allowed_tools_only(gateway: RunningServer, fake: FakeOpenAI) -> None:
     ask(gateway, "Add a=1 b=1", ["mcp:web.*"], parallel_tool_calls=False)
     names = [t["function"]["name"] for t in chat_bodies(fake)[0]["tools"]]
