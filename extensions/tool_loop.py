@@ -14,6 +14,14 @@ deltas are held until the round ends: server calls are then executed and the nex
 round streams on; the client's own calls go out (renumbered from 0) with
 ``finish_reason: tool_calls``. The client sees one stream (one id, one role delta, one
 finish), and its usage (like ``usage`` of a whole answer) counts every round.
+
+Tools come from two places: the ``switchyard.tools`` entry points (``web_fetch``, ...,
+one tool each) and tool providers (``switchyard.tool_providers``: the MCP servers of
+``tools.mcp``), which resolve names with their prefix (``mcp:calc.add``, ``mcp:calc.*``)
+at ``validate``. A tool may be offered to the model under another name than its own
+(its definition's function name: ``mcp__calc__add``, as OpenAI allows only
+``[a-zA-Z0-9_-]``); the model's calls are mapped back by that name, and a client's
+``tool_choice`` may name a server tool by either.
 """
 
 from __future__ import annotations
@@ -23,22 +31,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from extensions.activation import Activation
 from extensions.base import ChatCall, Extension, ExtensionServices, ModelCall, StreamCall
 from extensions.pipeline import chunks_of
-from extensions.tools import ToolContext, call_tool, load_tools
+from extensions.tools import ServerTool, ToolContext, call_tool, load_providers, load_tools
 from extensions.tools.config import ToolsConfig
 from proxy.errors import InvalidRequest, shown
 from proxy.schemas.base import UNSET
 from proxy.telemetry import span
 
+if TYPE_CHECKING:
+    from proxy.settings import Settings
+
 log = logging.getLogger("switchyard.tools")
+
+
+_TOOLS = "tools.server"
+"""``call.scratch`` key: this request's server tools, by the name the model calls them."""
 
 
 def _function_name(tool: dict[str, Any]) -> str:
     return str((tool.get("function") or {}).get("name", ""))
+
+
+def _server_tools(call: ChatCall) -> dict[str, ServerTool]:
+    return call.scratch.get(_TOOLS) or {}
 
 
 class ToolsExtension(Extension):
@@ -51,19 +70,45 @@ class ToolsExtension(Extension):
         super().__init__(services)
         self.config = services.settings.section("tools", ToolsConfig)
         self.tools = load_tools(self.config)
+        self.providers = load_providers(self.config)
 
     def active(self, activation: Activation) -> bool:
         return bool(activation.tools)
 
+    def busy(self) -> bool:
+        return any(provider.busy() for provider in self.providers)
+
+    def keep_on_reload(self, settings: Settings) -> bool:
+        """Kept while ``tools:`` is unchanged and it holds providers: their connections
+        (MCP servers, subprocesses) are not cheap to make again."""
+        return bool(self.providers) and settings.section("tools", ToolsConfig) == self.config
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
+
+    async def _resolve(self, name: str) -> dict[str, ServerTool]:
+        """The tools one activated name stands for, by their config names."""
+        if name in self.tools:
+            return {name: self.tools[name]}
+        for provider in self.providers:
+            if name.startswith(provider.prefix):
+                return dict(await provider.resolve(name))
+        known = [*self.tools, *(n for p in self.providers for n in p.known())]
+        raise InvalidRequest(
+            f"Unknown tool '{shown(name)}' (available: {', '.join(sorted(known)) or 'none'}).",
+            param="tools",
+        )
+
     async def validate(self, call: ChatCall) -> None:
+        resolved: dict[str, ServerTool] = {}
         for name in call.activation.tools:
-            if name not in self.tools:
-                known = ", ".join(sorted(self.tools)) or "none"
-                raise InvalidRequest(
-                    f"Unknown tool '{shown(name)}' (available: {known}).", param="tools"
-                )
+            resolved.update(await self._resolve(name))
+        by_model_name = {_function_name(tool.definition()): tool for tool in resolved.values()}
+        call.activation.tools = list(resolved)
+        call.scratch[_TOOLS] = by_model_name
         client_names = {_function_name(t) for t in call.envelope.body.get("tools") or ()}
-        clash = client_names & set(call.activation.tools)
+        clash = client_names & (set(resolved) | set(by_model_name))
         if clash:
             raise InvalidRequest(
                 f"Tool name(s) {', '.join(sorted(clash))} are both client and server tools.",
@@ -71,12 +116,23 @@ class ToolsExtension(Extension):
             )
 
     async def before_request(self, call: ChatCall) -> None:
-        definitions = [self.tools[name].definition() for name in call.activation.tools]
+        tools = _server_tools(call)
+        definitions = [tool.definition() for tool in tools.values()]
         call.envelope.update(tools=[*(call.envelope.body.get("tools") or ()), *definitions])
+        choice = call.envelope.body.get("tool_choice")
+        function = choice.get("function") if isinstance(choice, dict) else None
+        if isinstance(choice, dict) and isinstance(function, dict):
+            for model_name, tool in tools.items():
+                if function.get("name") == tool.name != model_name:  # named by its config name
+                    renamed = {**function, "name": model_name}
+                    call.envelope.update(tool_choice={**choice, "function": renamed})
 
     async def _run_one(self, call: ChatCall, tool_call: dict[str, Any]) -> dict[str, Any]:
         function = tool_call.get("function") or {}
-        name = function.get("name", "")
+        tools = _server_tools(call)
+        model_name = function.get("name", "")
+        tool = tools.get(model_name)
+        name = tool.name if tool is not None else model_name
         context = ToolContext(
             http=self.services.http,
             config=self.config,
@@ -88,7 +144,7 @@ class ToolsExtension(Extension):
         started = time.perf_counter()
         with span("tool.call", tool=name) as traced:
             try:
-                result = await call_tool(self.tools, name, function.get("arguments"), context)
+                result = await call_tool(tools, model_name, function.get("arguments"), context)
             except Exception:
                 log.exception("tool %s failed", name)
                 result = "error: the tool failed unexpectedly"
@@ -121,7 +177,7 @@ class ToolsExtension(Extension):
     @staticmethod
     def _split(call: ChatCall, calls: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
         """A round's calls: the server's (run here), the client's (handed back)."""
-        server = set(call.activation.tools)
+        server = _server_tools(call)
         return (
             [c for c in calls if _function_name(c) in server],
             [c for c in calls if _function_name(c) not in server],

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from extensions.tools.config import ToolsConfig
 
 ENTRY_POINT_GROUP = "switchyard.tools"
+PROVIDER_GROUP = "switchyard.tool_providers"
 ERROR_PREFIX = "error: "
 
 
@@ -88,6 +89,32 @@ class ServerToolClass(Protocol):
     def from_config(cls, config: ToolsConfig) -> ServerTool | None:
         """The tool for this config, or None when the config leaves it off."""
         ...
+
+
+class ToolProvider(Protocol):
+    """Tools known only at run time (an MCP server's), all named ``<prefix>...``.
+
+    Registered in the ``switchyard.tool_providers`` group by a class with
+    ``from_config(config) -> provider | None``. The tools extension asks it, per request,
+    for the tools an activated name stands for (``resolve``; a pattern may stand for
+    several); the tools it returns may offer the model another name than their config
+    name (``definition()``'s function name: the loop maps it back)."""
+
+    prefix: ClassVar[str]
+
+    def known(self) -> list[str]:
+        """What to list as available in an unknown-tool error (no I/O)."""
+        ...
+
+    async def resolve(self, name: str) -> Mapping[str, ServerTool]:
+        """The tools ``name`` activates, by config name; ``InvalidRequest`` if none."""
+        ...
+
+    def busy(self) -> bool:
+        """Whether calls are in flight (a reload waits for them before ``aclose``)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 def function_definition(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +185,16 @@ async def call_tool(
 def registered_tools() -> dict[str, ServerToolClass]:
     """Every tool class installed, by its registered name."""
     return {entry.name: entry.load() for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_providers(config: ToolsConfig) -> list[ToolProvider]:
+    """The tool providers this config switches on (MCP when ``tools.mcp`` is set)."""
+    providers = []
+    for entry in entry_points(group=PROVIDER_GROUP):
+        provider = entry.load().from_config(config)
+        if provider is not None:
+            providers.append(provider)
+    return providers
 
 
 def load_tools(config: ToolsConfig) -> dict[str, ServerTool]:

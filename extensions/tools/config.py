@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from extensions.tools.mcp.config import McpServerConfig, check_unique
+
 
 class WebFetchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The ``web_fetch`` server tool: limits and the private-address policy."""
@@ -53,9 +55,15 @@ class WebSearchConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ToolsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Server-side tools (``web_fetch``, ``web_search``, ``rag_search``) and their loop."""
+    """Server-side tools (``web_fetch``, ``web_search``, ``rag_search``, the tools of
+    MCP servers) and their loop."""
 
     max_rounds: Annotated[int, msgspec.Meta(ge=1)] = 5
     """Model calls at most in one tool loop before the answer is returned as it stands."""
     web_fetch: WebFetchConfig = msgspec.field(default_factory=WebFetchConfig)
     web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
+    mcp: list[McpServerConfig] = []
+    """MCP servers whose tools become server tools ``mcp:<server>.<tool>``."""
+
+    def __post_init__(self) -> None:
+        check_unique(self.mcp)

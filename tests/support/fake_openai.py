@@ -8,7 +8,11 @@ by ``relevance_score`` with ``document: {text}`` unless ``return_documents`` is 
 cut to ``top_n``, and ``usage.total_tokens``), and streams framed as the API frames
 them: a role chunk, content deltas, tool-call deltas split across several chunks (id
 and name first, arguments in pieces), a finish chunk, a usage chunk when
-``stream_options.include_usage`` is set, then ``data: [DONE]``.
+``stream_options.include_usage`` is set, then ``data: [DONE]``. Function names
+(in ``tools`` and in assistant ``tool_calls``) are checked as the API checks them
+(``^[a-zA-Z0-9_-]+$``, 64 characters at most): an invalid one gets the API's 400. A
+tool call's arguments are what the last user message spells ``name=value``
+(``a=2 b=3``), typed by the tool's schema, or placeholders.
 
 Every request is recorded (headers and JSON body) so tests can assert what reached the
 upstream. Faults are chosen per upstream model id (``FakeOpenAI(faults={"m": ...})``),
@@ -26,6 +30,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import struct
 import threading
 import time
@@ -147,21 +152,90 @@ def _content_deltas(text: str) -> list[str]:
     return [words[0]] + [" " + w for w in words[1:]]
 
 
+#: What the API accepts as a function name (tools and assistant tool calls alike).
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+FUNCTION_NAME_MAX = 64
+
+
+def function_name_error(body: dict[str, Any]) -> tuple[str, str, str] | None:
+    """``(message, param, code)`` of the 400 the API answers for an invalid function
+    name in ``tools`` or in an assistant message's ``tool_calls``, else None."""
+    names = [
+        (f"tools[{i}].function.name", (tool.get("function") or {}).get("name"))
+        for i, tool in enumerate(body.get("tools") or [])
+        if isinstance(tool, dict)
+    ]
+    for m, message in enumerate(body.get("messages") or []):
+        for c, call in enumerate(
+            (message.get("tool_calls") or []) if isinstance(message, dict) else []
+        ):
+            names.append(
+                (
+                    f"messages[{m}].tool_calls[{c}].function.name",
+                    (call.get("function") or {}).get("name"),
+                )
+            )
+    for param, name in names:
+        if not isinstance(name, str):
+            continue
+        if len(name) > FUNCTION_NAME_MAX:
+            return (
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{FUNCTION_NAME_MAX}, but got a string with length {len(name)} instead.",
+                param,
+                "string_above_max_length",
+            )
+        if not FUNCTION_NAME.match(name):
+            return (
+                f"Invalid '{param}': string does not match pattern. Expected a string that "
+                f"matches the pattern '{FUNCTION_NAME.pattern}'.",
+                param,
+                "invalid_value",
+            )
+    return None
+
+
+def _argument(name: str, schema: Any, said: str) -> Any:
+    """The value the user gave as ``name=value`` (typed as the schema says), else a
+    placeholder: a model takes arguments from the conversation."""
+    found = re.search(rf"(?<![\w]){re.escape(name)}=(\S+)", said)
+    if found is None:
+        return f"value of {name}"
+    value = found.group(1).rstrip(".,;:!?")  # "b=3." ends a sentence
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        return value
+    if kind == "boolean":
+        return value == "true"
+    return value
+
+
 def _tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Call the request's tools (up to two; one if parallel_tool_calls is false), unless
-    tool_choice is "none" or the last message already is a tool result."""
+    tool_choice is "none" or the last message already is a tool result. Arguments the
+    last user message spells ``name=value`` are taken from it."""
     tools = body.get("tools") or []
     messages = body.get("messages") or []
     if not tools or body.get("tool_choice") == "none":
         return []
     if messages and messages[-1].get("role") == "tool":
         return []
+    said = next(
+        (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
     limit = 1 if body.get("parallel_tool_calls") is False else 2
     calls = []
     for index, tool in enumerate(tools[:limit]):
         function = tool.get("function", {})
         properties = (function.get("parameters") or {}).get("properties") or {}
-        arguments = json.dumps({name: f"value of {name}" for name in properties})
+        arguments = json.dumps(
+            {name: _argument(name, schema, said) for name, schema in properties.items()}
+        )
         calls.append(
             {
                 "id": f"call_fake_{index}",
@@ -348,6 +422,13 @@ class FakeOpenAI:
         self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any
     ) -> None:
         model = body.get("model", "fake-model")
+        invalid = function_name_error(body)
+        if invalid is not None:
+            message, param, code = invalid
+            await self._error(
+                record, send, 400, message, "invalid_request_error", param=param, code=code
+            )
+            return
         calls = _tool_calls_for(body)
         text = None if calls else chat_reply(body)
         prompt_tokens = sum(_words(_text_of(m.get("content"))) for m in body.get("messages", []))
