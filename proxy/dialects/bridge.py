@@ -32,6 +32,7 @@ import msgspec
 from litestar import Request, Response
 
 from adapters.base import Adapter, Capability, RawJSON
+from extensions.activation import read_activation
 from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.disconnect import stopped_on_disconnect
@@ -170,9 +171,16 @@ def event_stream(
     )
 
 
-def is_native(request: Request[Any, Any, Any], model: str, dialect: str) -> bool:
-    """Whether every deployment of ``model`` speaks ``dialect`` itself (so a request
-    in it is passed through, not translated). Unknown models are not native."""
+def is_native(
+    request: Request[Any, Any, Any], model: str, dialect: str, body: dict[str, Any]
+) -> bool:
+    """Whether the request (its ``model``, its client ``body``) is passed through: every
+    deployment of the model speaks ``dialect`` itself, and the request turns on no
+    extension (a persona, session, RAG or tools work on the chat request, so such a
+    request is translated). Unknown models are not native."""
+    base, activation = read_activation(model, request.headers, dict(body))
+    if activation or base != model:
+        return False
     state: AppState = request.app.state.switchyard
     try:
         deployments = state.gateway.router.deployments_of(model)

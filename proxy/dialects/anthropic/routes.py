@@ -68,7 +68,7 @@ def _native_stream(events: AsyncIterator[bytes]) -> Response[Any]:
 async def create_message(request: Request[Any, Any, Any]) -> Response[Any]:
     raw = await request.body()
     probe = decode_request(raw, NativeRequest)
-    if bridge.is_native(request, probe.model, DIALECT):
+    if bridge.is_native(request, probe.model, DIALECT, probe.body):
         return await bridge.passthrough(
             request, DIALECT, raw, route=DIALECT, stream_response=_native_stream
         )

@@ -75,11 +75,6 @@ def _takes_reasoning(state: AppState, model: str) -> bool:
     return bool(deployments) and not any(d.adapter.holds_models_in_process for d in deployments)
 
 
-def _activates(request: Request[Any, Any, Any], model: str, body: dict[str, Any]) -> bool:
-    base, activation = read_activation(model, request.headers, dict(body))
-    return bool(activation) or base != model
-
-
 async def _save(
     request: Request[Any, Any, Any],
     response: ResponseObject,
@@ -113,9 +108,7 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
     raw = await request.body()
     envelope = decode_request(raw, ResponsesRequest)
     params, client_body = envelope.params, envelope.body
-    if is_native(request, params.model, ROUTE) and not _activates(
-        request, params.model, client_body
-    ):
+    if is_native(request, params.model, ROUTE, client_body):
         return await passthrough(
             request,
             ROUTE,

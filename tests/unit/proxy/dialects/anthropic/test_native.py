@@ -1,8 +1,8 @@
 """A model whose deployments speak Messages themselves gets the client's body unchanged.
 
-The ``anthropic`` adapter (``native_dialects={"messages"}``) is not on this branch, so
-the route's decision is tested with ``bridge.is_native`` and ``bridge.passthrough``
-replaced: what the route hands the pass-through, and how it frames a native stream.
+The route's decision alone, with ``bridge.is_native`` and ``bridge.passthrough``
+replaced: what the route hands the pass-through, and how it frames a native stream
+(tests/e2e/test_messages_native.py runs it for real, through the anthropic adapter).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ BODY = {
 def passed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
-    def is_native(request: Any, model: str, dialect: str) -> bool:
+    def is_native(request: Any, model: str, dialect: str, body: Any) -> bool:
         seen["asked"] = (model, dialect)
         return model == "claude-native"
 
