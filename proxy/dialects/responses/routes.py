@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 
-from extensions.activation import read_activation
 from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.dialects.bridge import ChatReply, event_stream, is_native, passthrough, run_chat
