@@ -115,21 +115,25 @@ def test_a_stream_is_the_upstreams_own_events(
     assert final.model_dump() == own_final.model_dump()
 
 
+@pytest.mark.parametrize(
+    "activation",
+    [
+        {"extra_headers": {"X-Switchyard-Persona": "editor"}},
+        {"extra_body": {"switchyard": {"persona": "editor"}}},
+        {"model": "claude-native+persona:editor"},
+    ],
+)
 def test_a_persona_turns_translation_on_for_that_request(
-    client: anthropic.Anthropic, fake: FakeAnthropic
+    client: anthropic.Anthropic, fake: FakeAnthropic, activation: dict[str, Any]
 ) -> None:
-    client.messages.create(
-        model="claude-native",
-        max_tokens=64,
-        messages=ASK,
-        extra_headers={"X-Switchyard-Persona": "editor"},
-    )
+    client.messages.create(**{"model": "claude-native", **activation}, max_tokens=64, messages=ASK)
     sent = fake.last().body
     # Translated: chat request -> the anthropic adapter, which puts the persona's prompt
     # in ``system``; the client's body had none.
     assert sent["model"] == "claude-up"
     assert "careful line editor" in str(sent["system"])
     assert sent["messages"] == ASK
+    assert "switchyard" not in sent
 
 
 def test_an_upstream_error_is_an_anthropic_error_for_the_client(
