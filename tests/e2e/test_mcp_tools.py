@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ TOOLS_KEY = "sk-mcp-tests-tools"
 NO_TOOLS_KEY = "sk-mcp-tests-no-tools"
 MISSING = "/nonexistent/mcp-server"
 UPPER_WIRE = wire_name("web", "text.upper")
+#: A server that starts (and says so, a line per start) but never answers the handshake.
+MUTE = "import sys, time; open(sys.argv[1], 'a').write('start\\n'); time.sleep(600)"
+MUTE_START_S = 3
 
 
 def stdio(name: str, pid_file: Path | None = None, **extra: Any) -> dict[str, Any]:
@@ -47,6 +51,11 @@ def pid_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def mute_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcp-mute") / "starts.log"
+
+
+@pytest.fixture(scope="module")
 def mcp_http() -> Iterator[RunningServer]:
     with serve_asgi(http_app()) as server:
         yield server
@@ -54,7 +63,11 @@ def mcp_http() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    fake_url: str, mcp_http: RunningServer, pid_file: Path, tmp_path_factory: pytest.TempPathFactory
+    fake_url: str,
+    mcp_http: RunningServer,
+    pid_file: Path,
+    mute_log: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningServer]:
     data = tmp_path_factory.mktemp("mcp-data")
     seed_keys(
@@ -77,6 +90,12 @@ def gateway(
                 },
                 stdio("slow", timeout_s=1, allowed_tools=["hang"]),
                 {"name": "broken", "command": MISSING, "timeout_s": 5},
+                {
+                    "name": "mute",
+                    "command": [sys.executable, "-c", MUTE, str(mute_log)],
+                    "start_timeout_s": MUTE_START_S,
+                    "start_backoff_s": 600,  # the whole module: it is started once
+                },
             ]
         },
     }
@@ -235,7 +254,7 @@ def test_an_unknown_server_is_a_400(gateway: RunningServer, fake: FakeOpenAI) ->
         ask(gateway, "Hi", ["mcp:nowhere.add"])
     assert refused.value.body["message"] == (
         "Unknown tool 'mcp:nowhere.add': MCP tools are named mcp:<server>.<tool> "
-        "(servers: broken, calc, slow, web)."
+        "(servers: broken, calc, mute, slow, web)."
     )
     assert chat_bodies(fake) == []
 
@@ -304,6 +323,23 @@ def test_a_pattern_on_a_server_that_cannot_start_is_a_503(
         "The MCP server 'broken' is unavailable, so 'mcp:broken.*' cannot be expanded: "
     )
     assert chat_bodies(fake) == []
+
+
+def test_concurrent_requests_on_a_server_that_never_handshakes_start_it_once(
+    gateway: RunningServer, fake: FakeOpenAI, mute_log: Path
+) -> None:
+    """They share the one start attempt and its failure (none waits for another one
+    after it), and the tool calls that follow get the remembered failure at once: every
+    request completes with the tool error, and the server was started once."""
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(pool.map(lambda _: ask(gateway, "Echo it.", ["mcp:mute.echo"]), range(6)))
+    error = f"error: MCP server 'mute' did not start within {MUTE_START_S}s"
+    assert [r.choices[0].message.content for r in replies] == [f"The tool said: {error}"] * 6
+    assert [r.choices[0].finish_reason for r in replies] == ["stop"] * 6
+    assert mute_log.read_text() == "start\n"
+    bodies = chat_bodies(fake)
+    assert len(bodies) == 12
+    assert sorted(b["tools"][0]["function"]["name"] for b in bodies) == ["mcp__mute__echo"] * 12
 
 
 def test_shutdown_ends_the_stdio_server(fake_url: str, tmp_path: Path) -> None:

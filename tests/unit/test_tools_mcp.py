@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types
 import msgspec
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from extensions.tools.base import ToolError
 from extensions.tools.config import ToolsConfig
 from extensions.tools.mcp.config import McpServerConfig
-from extensions.tools.mcp.connection import McpConnection
+from extensions.tools.mcp.connection import McpConnection, _Live
 from extensions.tools.mcp.names import (
     OPENAI_FUNCTION_NAME,
     config_name,
@@ -92,6 +93,7 @@ def test_config_names_split_at_the_first_dot() -> None:
         ({"name": "a", "url": "http://h/mcp", "args": ["-v"]}, "args and env go with command"),
         ({"name": "a", "command": "x", "allowed_tools": [""]}, "must not be empty"),
         ({"name": "a", "command": "x", "timeout_s": 0}, "Expected `float` > 0.0"),
+        ({"name": "a", "command": "x", "start_backoff_s": -1}, "Expected `float` >= 0.0"),
         ({"name": "a", "command": "x", "headers": {}}, "unknown field `headers`"),
     ],
 )
@@ -240,7 +242,9 @@ async def test_an_unknown_tool_is_the_servers_error_result() -> None:
 
 async def test_an_http_server_that_restarted_is_reconnected() -> None:
     port = free_port()
-    connection = McpConnection(server("web", command=None, url=f"http://127.0.0.1:{port}/mcp"))
+    clock = FakeClock()
+    config = server("web", command=None, url=f"http://127.0.0.1:{port}/mcp")
+    connection = McpConnection(config, clock=clock)
     try:
         with serve_asgi(http_app(), port=port):
             assert _text(await connection.call_tool("add", {"a": 1, "b": 2})) == "3"
@@ -248,9 +252,201 @@ async def test_an_http_server_that_restarted_is_reconnected() -> None:
             await connection.call_tool("add", {"a": 1, "b": 2})
         assert str(down.value).startswith("MCP server 'web' could not be reached: ")
         with serve_asgi(http_app(), port=port):
+            with pytest.raises(ToolError) as remembered:  # within the back-off: not tried
+                await connection.call_tool("add", {"a": 2, "b": 2})
+            assert str(remembered.value) == str(down.value)
+            clock.now += config.start_backoff_s
             assert _text(await connection.call_tool("add", {"a": 2, "b": 2})) == "4"
     finally:
         await connection.aclose()
+
+
+# ------------------------------------- one start attempt at a time, then a back-off
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeClient:
+    """What ``McpConnection`` uses of the SDK's ``Client``: one page of tools."""
+
+    def __init__(self, tools: list[str]) -> None:
+        self.tools = [mcp_types.Tool(name=name, input_schema={"type": "object"}) for name in tools]
+
+    async def list_tools(self, cursor: str | None = None) -> mcp_types.ListToolsResult:
+        return mcp_types.ListToolsResult(tools=self.tools)
+
+
+class FakeStarts:
+    """Stands in for ``McpConnection._connect``: counts its calls; each one waits for
+    ``release`` (set: no wait), then fails with ``error`` or connects."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.error: str | None = "MCP server 'mute' did not start within 30s"
+        self.holders: list[asyncio.Task[None]] = []
+
+    async def __call__(self) -> _Live:
+        self.calls += 1
+        self.started.set()
+        await self.release.wait()
+        if self.error is not None:
+            raise ToolError(self.error)
+        holder = asyncio.get_running_loop().create_task(asyncio.Event().wait())
+        self.holders.append(holder)
+        return _Live(FakeClient(["echo"]), holder, anyio.CancelScope())  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for holder in self.holders:
+            holder.cancel()
+
+
+def fake_connection(
+    monkeypatch: pytest.MonkeyPatch, **extra: Any
+) -> tuple[McpConnection, FakeStarts, FakeClock]:
+    clock = FakeClock()
+    connection = McpConnection(server("mute", **extra), clock=clock)
+    starts = FakeStarts()
+    monkeypatch.setattr(connection, "_connect", starts)
+    return connection, starts, clock
+
+
+async def _all_waiting(connection: McpConnection, starts: FakeStarts, count: int) -> None:
+    """Until the attempt has started: the first request made it, after every request
+    already scheduled had run to its wait (nothing yields between counting one in
+    flight and that wait)."""
+    await starts.started.wait()
+    assert connection.in_flight == count
+
+
+async def test_concurrent_requests_on_a_hanging_start_share_one_attempt_and_its_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection, starts, _ = fake_connection(monkeypatch)
+    waiters = [asyncio.ensure_future(connection.list_tools()) for _ in range(10)]
+    await _all_waiting(connection, starts, 10)
+    assert starts.calls == 1
+    assert not any(w.done() for w in waiters)  # all wait on the one attempt, none failed
+    starts.release.set()
+    failures = await asyncio.gather(*waiters, return_exceptions=True)
+    assert starts.calls == 1
+    assert [type(f) for f in failures] == [ToolError] * 10
+    assert {str(f) for f in failures} == {"MCP server 'mute' did not start within 30s"}
+    assert len({id(f) for f in failures}) == 10  # each its own error
+    await connection.aclose()
+
+
+async def test_a_request_that_goes_away_leaves_the_attempt_to_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection, starts, _ = fake_connection(monkeypatch)
+    starts.error = None
+    first = asyncio.ensure_future(connection.list_tools())
+    second = asyncio.ensure_future(connection.list_tools())
+    await _all_waiting(connection, starts, 2)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    starts.release.set()
+    assert [t.name for t in await second] == ["echo"]
+    assert starts.calls == 1
+    await connection.aclose()
+    starts.close()
+
+
+async def test_a_failed_start_is_remembered_for_the_back_off_then_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection, starts, clock = fake_connection(monkeypatch, start_backoff_s=5)
+    starts.release.set()
+    with pytest.raises(ToolError):
+        await connection.list_tools()
+    assert starts.calls == 1
+    clock.now += 4.9
+    for request in (connection.list_tools(), connection.call_tool("echo", {})):
+        with pytest.raises(ToolError) as remembered:
+            await request
+        assert str(remembered.value) == "MCP server 'mute' did not start within 30s"
+    assert starts.calls == 1  # within the back-off: failed at once, no new attempt
+    clock.now += 0.1
+    starts.error = "MCP server 'mute' could not be started: Connection closed"
+    with pytest.raises(ToolError) as again:
+        await connection.list_tools()
+    assert str(again.value) == "MCP server 'mute' could not be started: Connection closed"
+    assert starts.calls == 2  # after it: one new attempt, whose failure now stands
+    clock.now += 4.9
+    with pytest.raises(ToolError) as remembered_again:
+        await connection.list_tools()
+    assert str(remembered_again.value) == str(again.value)
+    assert starts.calls == 2
+    await connection.aclose()
+
+
+async def test_a_start_that_succeeds_after_a_failure_is_used_by_later_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection, starts, clock = fake_connection(monkeypatch)
+    starts.release.set()
+    with pytest.raises(ToolError):
+        await connection.list_tools()
+    clock.now += connection.config.start_backoff_s
+    starts.error = None
+    listed = await connection.list_tools()
+    assert [t.name for t in listed] == ["echo"]
+    assert starts.calls == 2
+    starts.error = "must not be tried"
+    clock.now += 1000
+    assert await connection.list_tools() is listed  # the same connection and listing
+    live = connection._live
+    assert live is not None and live.alive
+    assert starts.calls == 2
+    await connection.aclose()
+    starts.close()
+
+
+async def test_a_connection_that_ended_is_made_again_without_a_back_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash is not a failed start: the next request reconnects at once."""
+    connection, starts, _ = fake_connection(monkeypatch)
+    starts.error = None
+    starts.release.set()
+    await connection.list_tools()
+    starts.holders[0].cancel()  # the connection's task ended (the server died)
+    await asyncio.sleep(0)
+    assert [t.name for t in await connection.list_tools()] == ["echo"]
+    assert starts.calls == 2
+    await connection.aclose()
+    starts.close()
+
+
+async def test_a_zero_back_off_tries_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    connection, starts, _ = fake_connection(monkeypatch, start_backoff_s=0)
+    starts.release.set()
+    for _ in range(3):
+        with pytest.raises(ToolError):
+            await connection.list_tools()
+    assert starts.calls == 3
+    await connection.aclose()
+
+
+async def test_closing_fails_the_requests_waiting_on_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection, starts, _ = fake_connection(monkeypatch)
+    waiters = [asyncio.ensure_future(connection.list_tools()) for _ in range(3)]
+    await _all_waiting(connection, starts, 3)
+    await connection.aclose()
+    failures = await asyncio.gather(*waiters, return_exceptions=True)
+    assert [str(f) for f in failures] == ["MCP server 'mute' is shutting down"] * 3
+    assert [type(f) for f in failures] == [ToolError] * 3
 
 
 # ------------------------------------------------------------------- provider

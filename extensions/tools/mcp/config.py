@@ -44,6 +44,11 @@ class McpServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     start_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Deadline for starting the server (spawning it, or reaching it) and the protocol
     handshake; past it the model gets an ``error: ...`` result too."""
+    start_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """After a failed start, how long requests naming the server fail at once with that
+    failure (the model's ``error: ...``, a pattern's 503) instead of trying again, so a
+    dead server costs each request nothing rather than another ``start_timeout_s``.
+    The first request after it tries again. 0: every request tries."""
     max_chars: Annotated[int, msgspec.Meta(gt=0)] = 20_000
     """Longest tool result handed to the model; longer results are cut and marked."""
 

@@ -3,8 +3,14 @@
 - **Lazy.** Nothing starts with the gateway: the first request that names one of the
   server's tools connects (spawns the ``command``, or opens the streamable HTTP
   session), and lists its tools.
-- **One session per server per process**, behind a lock: concurrent requests wait for
-  the one connection being made, then share it (MCP requests are multiplexed).
+- **One session per server per process**, and one attempt at a time: concurrent
+  requests wait for the one connection being made (one task of its own, so a request
+  that goes away leaves it to the others), then share it (MCP requests are
+  multiplexed). When the attempt fails, every request waiting for it gets its failure
+  at once; none starts an attempt of its own.
+- **Backed off.** A failed start is remembered for ``start_backoff_s``: requests then
+  fail at once with the same error, and the first one after it tries again (so a
+  server that comes back is used again). A dead server never makes requests queue.
 - **Owned by a task of its own.** The SDK's ``Client`` is an async context whose task
   group must be left by the task that entered it, so a background task enters it,
   hands the client over, and holds it open until the connection is closed or breaks.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -76,11 +83,17 @@ class _Live:
 
 
 class McpConnection:
-    def __init__(self, config: McpServerConfig) -> None:
+    def __init__(
+        self, config: McpServerConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.name = config.name
-        self._lock = asyncio.Lock()
+        self._clock = clock
         self._live: _Live | None = None
+        #: The connection being made, awaited by every request that needs it.
+        self._attempt: asyncio.Task[_Live] | None = None
+        #: The last failed start: its error, and until when (``clock``) it stands.
+        self._failed: tuple[str, float] | None = None
         self._tools: list[mcp_types.Tool] | None = None
         self._owners: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -120,6 +133,8 @@ class McpConnection:
     async def aclose(self) -> None:
         """Close the connection (the stdio server exits) and wait for it to end."""
         self._closed = True
+        if self._attempt is not None:
+            self._attempt.cancel()
         if self._live is not None:
             self._live.scope.cancel()
             self._live = None
@@ -165,15 +180,73 @@ class McpConnection:
             self.in_flight -= 1
 
     async def _connected(self) -> _Live:
-        async with self._lock:
+        """The live client: the one there is, or the attempt under way, or a new one.
+
+        Up to the ``await`` nothing yields, so no lock is needed: the first request
+        that finds no connection starts the attempt, and the others find it."""
+        if self._closed:
+            raise ToolError(f"MCP server '{self.name}' is shutting down")
+        live = self._live
+        if live is not None and live.alive:
+            return live
+        if live is not None:
+            self._drop(live)
+        attempt = self._attempt
+        if attempt is None:
+            if self._failed is not None:
+                error, until = self._failed
+                if self._clock() < until:
+                    raise ToolError(error)
+                self._failed = None
+            attempt = asyncio.get_running_loop().create_task(
+                self._attempt_connect(), name=f"mcp-connect:{self.name}"
+            )
+            attempt.add_done_callback(_retrieve)
+            self._attempt = attempt
+        try:
+            # Shielded: one request going away (its client hung up, its tool call timed
+            # out) does not cancel the attempt the others wait for; it ends by itself
+            # within start_timeout_s, and a connection it makes is kept.
+            return await asyncio.shield(attempt)
+        except ToolError as exc:
+            raise ToolError(str(exc)) from None  # each waiter its own, not one shared
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if attempt.cancelled() and self._closed and task is not None and not task.cancelling():
+                raise ToolError(f"MCP server '{self.name}' is shutting down") from None
+            raise  # this request was cancelled
+
+    async def _attempt_connect(self) -> _Live:
+        """One attempt, shared by every request waiting; its failure is remembered."""
+        try:
+            try:
+                live = await self._connect()
+            except asyncio.CancelledError:
+                if self._closed:  # aclose: the waiters get an error, not a cancellation
+                    raise ToolError(f"MCP server '{self.name}' is shutting down") from None
+                raise
+            except ToolError as exc:
+                self._remember(str(exc))
+                raise
+            except Exception as exc:  # not expected from _connect; still the waiters' error
+                error = f"MCP server '{self.name}' could not be started: {describe(exc)}"
+                self._remember(error)
+                raise ToolError(error) from None
             if self._closed:
+                live.scope.cancel()
                 raise ToolError(f"MCP server '{self.name}' is shutting down")
-            if self._live is not None and self._live.alive:
-                return self._live
-            if self._live is not None:
-                self._drop(self._live)
-            self._live = await self._connect()
-            return self._live
+            self._live = live
+            self._tools = None
+            self._failed = None
+            return live
+        finally:
+            self._attempt = None
+
+    def _remember(self, error: str) -> None:
+        backoff = self.config.start_backoff_s
+        if backoff > 0:
+            self._failed = (error, self._clock() + backoff)
+            log.info("MCP server %s: %s; not trying again for %gs", self.name, error, backoff)
 
     def _drop(self, live: _Live) -> None:
         live.scope.cancel()
@@ -182,6 +255,7 @@ class McpConnection:
             self._tools = None
 
     async def _connect(self) -> _Live:
+        """Start the server and make the handshake, within ``start_timeout_s``."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[Client] = loop.create_future()
         scope = anyio.CancelScope()
@@ -190,7 +264,7 @@ class McpConnection:
         task.add_done_callback(self._owners.discard)
         try:
             done, _ = await asyncio.wait({ready}, timeout=self.config.start_timeout_s)
-        except BaseException:  # the request went away: do not leave a half-made connection
+        except BaseException:  # cancelled (aclose): do not leave a half-made connection
             ready.cancel()
             scope.cancel()
             raise
@@ -243,3 +317,9 @@ class McpConnection:
             self._tools = None
         elif isinstance(message, Exception):
             log.debug("MCP server %s: %s", self.name, describe(message))
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark an attempt's failure as seen: every waiter may have gone away before it."""
+    if not task.cancelled():
+        task.exception()
