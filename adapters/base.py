@@ -353,6 +353,14 @@ class Adapter:
         complete events and otherwise unchanged."""
         raise self._unsupported(Capability.CHAT)
 
+    async def native_count_tokens(
+        self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
+    ) -> RawJSON:
+        """``dialect``'s own token-count request (Messages' ``count_tokens``) passed to
+        the upstream's own endpoint for it, as ``native`` passes a message request; the
+        upstream's answer, as is."""
+        raise self._unsupported(Capability.TOKENIZE)
+
     async def generate_images(
         self, request: Envelope[ImageGenerationRequest], stats: CallStats
     ) -> GeneratedImages | RawJSON:

@@ -6,8 +6,8 @@ chunk stream (``response``), and Anthropic's errors into the gateway's typed one
 (``errors``). ``/v1/tokens/count`` asks Anthropic's ``/v1/messages/count_tokens`` (the
 adapter cannot tokenize: ``/v1/tokenize`` is a 400). Deployments saying
 ``native: [messages]`` pass the Messages dialect's requests through instead (``native``
-/ ``native_stream``): the client's body with only ``model`` replaced, the upstream's
-answer and events unchanged.
+/ ``native_stream``, and ``native_count_tokens`` for ``/v1/messages/count_tokens``): the
+client's body with only ``model`` replaced, the upstream's answer and events unchanged.
 
 Requests carry ``x-api-key`` and ``anthropic-version`` (``2023-06-01`` unless
 configured), as Anthropic's API reference specifies, and the configured ``headers``; a
@@ -299,6 +299,26 @@ class AnthropicAdapter(Adapter):
             ) from None
         if usage is not None:
             stats.add_usage(usage.prompt_tokens or 0, usage.output_tokens or 0)
+        return RawJSON(content)
+
+    async def native_count_tokens(
+        self, dialect: str, request: Envelope[Any], stats: CallStats
+    ) -> RawJSON:
+        """The client's ``/v1/messages/count_tokens`` body (model replaced) to the
+        upstream's, with the client's version and betas: a body with server tools or
+        beta blocks counts as its ``/v1/messages`` request is served."""
+        content = await self._post(
+            self._native_body(dialect, request),
+            stats,
+            self._native_headers(),
+            path="/v1/messages/count_tokens",
+        )
+        try:
+            _decode_count(content)
+        except (msgspec.MsgspecError, RecursionError):
+            raise UpstreamError(
+                f"The upstream for '{self.config.name}' answered no input_tokens count."
+            ) from None
         return RawJSON(content)
 
     async def native_stream(

@@ -106,7 +106,7 @@ async def tokens_count(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _gateway(request).serve(TOKENS_COUNT, request)
 
 
-def _models(request: Request[Any, Any, Any]) -> list[Model]:
+def allowed_models(request: Request[Any, Any, Any]) -> list[Model]:
     """The models this caller may use (its key's and team's ``allowed_models``)."""
     state: AppState = request.app.state.switchyard
     identity = request_info(request.scope).identity
@@ -117,13 +117,13 @@ def _models(request: Request[Any, Any, Any]) -> list[Model]:
 
 @get("/models", summary="List models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return json_response(ModelList(data=_models(request)))
+    return json_response(ModelList(data=allowed_models(request)))
 
 
 @get("/models/{model_id:path}", summary="Retrieve a model")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
     wanted = model_id.lstrip("/")
-    for card in _models(request):
+    for card in allowed_models(request):
         if card.id == wanted:
             return json_response(card)
     raise ModelNotFound(f"The model '{shown(wanted)}' does not exist.", param="model")

@@ -255,6 +255,51 @@ def test_tool_choice_maps_and_a_streamed_tool_call_accumulates_its_input(
     ]
 
 
+def test_a_tool_call_cut_off_by_max_tokens_is_a_max_tokens_message_not_a_5xx(
+    gateway: RunningServer, fake: FakeOpenAI
+) -> None:
+    # The SDK's default retries are on: a 5xx would run the model three times.
+    fake.clear()
+    with anthropic.Anthropic(base_url=gateway.url, api_key=KEY, timeout=15) as sdk:
+        message = sdk.messages.create(
+            model="claude-fake", max_tokens=3, messages=ASK, tools=[WEATHER]
+        )
+    assert len(fake.received("/v1/chat/completions")) == 1
+    assert chat_request(fake)["max_tokens"] == 3
+    assert (message.stop_reason, message.stop_sequence) == ("max_tokens", None)
+    assert message.content == []
+    assert message.usage.output_tokens == 3
+
+
+def test_a_streamed_tool_call_cut_off_by_max_tokens_ends_with_max_tokens(
+    client: anthropic.Anthropic,
+) -> None:
+    events = list(
+        client.messages.create(
+            model="claude-fake", max_tokens=3, messages=ASK, tools=[WEATHER], stream=True
+        )
+    )
+    # (the SDK drops ``ping``; no ``error`` event)
+    assert [e.type for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    start = events[1].content_block  # type: ignore[union-attr]
+    assert (start.type, start.id, start.name) == ("tool_use", "call_fake_0", "get_weather")
+    # Half of '{"city": "value of city"}', as the upstream cut it, in 6-character pieces.
+    pieces = [e.delta.partial_json for e in events[2:4]]  # type: ignore[union-attr]
+    assert pieces == ['{"city', '": "va']
+    delta = events[5]
+    assert delta.type == "message_delta"
+    assert (delta.delta.stop_reason, delta.delta.stop_sequence) == ("max_tokens", None)
+    assert delta.usage.output_tokens == 3
+
+
 # ------------------------------------------------------------------------ stop sequences
 
 

@@ -172,3 +172,46 @@ def test_usage_and_cost_are_recorded_for_a_passed_through_request(
     )
     expected = (parsed.usage.input_tokens * 3.0 + parsed.usage.output_tokens * 15.0) / 1e6
     assert row["cost_usd"] == pytest.approx(expected)
+
+
+WEB_SEARCH: Any = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+
+
+def test_count_tokens_passes_through_with_a_server_tool(
+    client: anthropic.Anthropic, fake: FakeAnthropic, served: tuple[FakeAnthropic, str]
+) -> None:
+    # What Claude Code sends: a server tool the translated path refuses.
+    raw = client.messages.with_raw_response.count_tokens(
+        model="claude-native",
+        messages=ASK,
+        tools=[WEB_SEARCH],
+        extra_headers={"anthropic-beta": "web-search-2025-03-05"},
+    )
+    sent = fake.last("/v1/messages/count_tokens")
+    assert sent.body == {"model": "claude-up", "messages": ASK, "tools": [WEB_SEARCH]}
+    assert sent.headers["anthropic-beta"] == "web-search-2025-03-05"
+    assert raw.headers["x-switchyard-token-count"] == "exact"
+    fake.clear()
+    with direct(served) as upstream:
+        own = upstream.messages.count_tokens(model="claude-up", messages=ASK, tools=[WEB_SEARCH])
+    # four words and one tool, as the upstream counts them
+    assert raw.parse().model_dump() == own.model_dump() == {"input_tokens": 5}
+
+    fake.clear()
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.count_tokens(model="claude-translated", messages=ASK, tools=[WEB_SEARCH])
+    assert raised.value.status_code == 400
+    assert fake.received("/v1/messages/count_tokens") == []
+
+
+def test_a_native_count_tokens_error_is_the_upstreams(
+    client: anthropic.Anthropic, fake: FakeAnthropic
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.count_tokens(model="claude-native", messages=[])
+    body: Any = raised.value.body
+    assert body["error"] == {
+        "type": "invalid_request_error",
+        "message": "messages: at least one message is required",
+    }
+    assert fake.last("/v1/messages/count_tokens").body == {"model": "claude-up", "messages": []}

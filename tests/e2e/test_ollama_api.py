@@ -31,6 +31,7 @@ from tests.support.tenants import seed_keys
 
 KEY = "sk-ollama-dialect-tests"
 LIMITED = "sk-ollama-dialect-embeddings-only"
+ONE_A_MINUTE = "sk-ollama-dialect-one-a-minute"
 EDITOR_PROMPT_START = "You are a careful line editor."
 WEATHER = {
     "type": "function",
@@ -55,7 +56,9 @@ PNG = bytes.fromhex(
 def server(fake_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("ollama-data")
     seed_keys(
-        data_dir, {LIMITED: "team_embed"}, teams={"team_embed": {"allowed_models": ["embed*"]}}
+        data_dir,
+        {LIMITED: "team_embed", ONE_A_MINUTE: "team_slow"},
+        teams={"team_embed": {"allowed_models": ["embed*"]}, "team_slow": {"rpm_limit": 1}},
     )
     config: dict[str, Any] = {
         "server": {"api_keys": [KEY], "data_dir": str(data_dir)},
@@ -207,6 +210,26 @@ def test_streamed_tool_call_comes_whole(server: RunningServer) -> None:
         }
     ]
     assert lines[1]["done"] is True and lines[1]["done_reason"] == "stop"
+
+
+def test_a_tool_call_cut_off_by_the_token_limit_is_done_reason_length(
+    client: ollama.Client, fake: FakeOpenAI
+) -> None:
+    reply = client.chat(model="gpt-test", messages=ASK, tools=[WEATHER], options={"num_predict": 3})
+    assert fake.last("/v1/chat/completions").body["max_tokens"] == 3
+    assert reply.message.tool_calls is None
+    assert reply.message.content == ""
+    assert (reply.done, reply.done_reason, reply.eval_count) == (True, "length", 3)
+
+    parts = list(
+        client.chat(
+            model="gpt-test", messages=ASK, tools=[WEATHER], options={"num_predict": 3},
+            stream=True,
+        )
+    )  # fmt: skip
+    assert len(parts) == 1
+    assert parts[0].message.tool_calls is None
+    assert (parts[0].done, parts[0].done_reason, parts[0].eval_count) == (True, "length", 3)
 
 
 def test_tool_round_trip(client: ollama.Client, fake: FakeOpenAI) -> None:
@@ -418,6 +441,34 @@ def test_a_key_sees_and_uses_only_its_allowed_models(server: RunningServer) -> N
     assert raised.value.status_code == 404
     reply = limited.embed(model="embed-test", input="allowed")
     assert [list(e) for e in reply.embeddings] == [embedding_vector("allowed", DEFAULT_DIMENSIONS)]
+
+
+def test_load_and_unload_requests_are_admitted_like_model_calls(server: RunningServer) -> None:
+    slow = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {ONE_A_MINUTE}"})
+    loaded = slow.chat(model="gpt-test", messages=[])
+    assert (loaded.done, loaded.done_reason) == (True, "load")
+    for again in (
+        lambda: slow.chat(model="gpt-test", messages=[]),
+        lambda: slow.generate(model="gpt-test", prompt="", keep_alive=0),
+    ):
+        with pytest.raises(ollama.ResponseError) as raised:
+            again()
+        assert raised.value.status_code == 429
+        assert raised.value.error.startswith("Rate limit reached for requests per minute (RPM) on ")
+        assert "limit 1, used 1, requested 1." in raised.value.error
+
+
+def test_a_forbidden_model_cannot_be_loaded_either(server: RunningServer) -> None:
+    limited = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {LIMITED}"})
+    for request in (
+        lambda: limited.chat(model="gpt-test", messages=ASK),
+        lambda: limited.chat(model="gpt-test", messages=[]),
+        lambda: limited.generate(model="gpt-test", prompt=""),
+        lambda: limited.generate(model="gpt-test", prompt="", keep_alive=0),
+    ):
+        with pytest.raises(ollama.ResponseError) as raised:
+            request()
+        assert (raised.value.status_code, raised.value.error) == (404, "model 'gpt-test' not found")
 
 
 BAD = [

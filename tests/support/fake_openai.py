@@ -12,7 +12,10 @@ and name first, arguments in pieces), a finish chunk, a usage chunk when
 (in ``tools`` and in assistant ``tool_calls``) are checked as the API checks them
 (``^[a-zA-Z0-9_-]+$``, 64 characters at most): an invalid one gets the API's 400. A
 tool call's arguments are what the last user message spells ``name=value``
-(``a=2 b=3``), typed by the tool's schema, or placeholders.
+(``a=2 b=3``), typed by the tool's schema, or placeholders. Each call costs
+``TOOL_CALL_TOKENS`` completion tokens: a ``max_tokens`` (or ``max_completion_tokens``)
+below that cuts the output as the API does, in the middle of the first call's
+arguments (no further calls), with ``finish_reason: "length"``.
 
 Every request is recorded (headers and JSON body) so tests can assert what reached the
 upstream. Faults are chosen per upstream model id (``FakeOpenAI(faults={"m": ...})``),
@@ -246,6 +249,28 @@ def _tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
     return calls
 
 
+#: The completion tokens one tool call takes (its name and arguments).
+TOOL_CALL_TOKENS = 5
+
+
+def cut_tool_calls(
+    calls: list[dict[str, Any]], body: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The calls as far as the request's token limit lets the model write them, and
+    whether it cut them: below ``TOOL_CALL_TOKENS`` the first call's arguments stop
+    half-way (not JSON), as a real model's do when generation hits ``max_tokens``."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not calls or not isinstance(limit, int) or limit >= TOOL_CALL_TOKENS:
+        return calls, False
+    first = calls[0]
+    arguments = first["function"]["arguments"]
+    cut = {
+        **first,
+        "function": {**first["function"], "arguments": arguments[: len(arguments) // 2]},
+    }
+    return [cut], True
+
+
 def chat_reply(body: dict[str, Any]) -> str:
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
@@ -429,16 +454,18 @@ class FakeOpenAI:
                 record, send, 400, message, "invalid_request_error", param=param, code=code
             )
             return
-        calls = _tool_calls_for(body)
+        calls, cut = cut_tool_calls(_tool_calls_for(body), body)
         text = None if calls else chat_reply(body)
         prompt_tokens = sum(_words(_text_of(m.get("content"))) for m in body.get("messages", []))
-        completion_tokens = len(_content_deltas(text)) if text else 5 * len(calls)
+        completion_tokens = len(_content_deltas(text)) if text else TOOL_CALL_TOKENS * len(calls)
+        if cut:
+            completion_tokens = body.get("max_completion_tokens") or body["max_tokens"]
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        finish = "tool_calls" if calls else "stop"
+        finish = "length" if cut else "tool_calls" if calls else "stop"
         ident = self._next_id("chatcmpl")
         if not body.get("stream"):
             n = body.get("n") or 1

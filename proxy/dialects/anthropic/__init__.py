@@ -42,6 +42,9 @@ RULES: chat completion -> message (``response``)
   client asked for; ``content`` = a ``text`` block (when there is text), then a
   ``tool_use`` block per tool call (``id`` = the chat tool call id, so a
   ``tool_result`` names it back; ``input`` = the arguments parsed, ``{}`` when empty).
+  Arguments that are not a JSON object are the upstream's error (502), except when the
+  output was cut at the token limit (``length``): that call was cut off mid-way and is
+  dropped (the text stays), and the message says ``stop_reason: max_tokens``.
 - ``stop_reason``: ``stop`` -> ``end_turn``, ``length`` -> ``max_tokens``,
   ``tool_calls`` -> ``tool_use``, ``content_filter`` -> ``refusal``. It is
   ``stop_sequence`` (with ``stop_sequence`` set) when (a) the choice names the stop
@@ -61,7 +64,10 @@ RULES: chunk stream -> events
   ``content_block_start``; then ``message_delta`` (``stop_reason``, ``stop_sequence``,
   cumulative ``usage`` with ``output_tokens`` and the exact ``input_tokens``, which the
   SDK's accumulator takes over) and ``message_stop``. Every event has an ``event:`` line.
-- A failure after the stream began ends it with an ``error`` event in Anthropic's shape.
+- A tool call cut off by the token limit keeps the ``input_json_delta`` pieces it had
+  (as Anthropic's own stream does) and ends with ``stop_reason: max_tokens``.
+- A failure after the stream began ends it with an ``error`` event in Anthropic's shape
+  (a failure that is not the gateway's typed error: logged, and a generic message).
 
 RULES: ``count_tokens``
 - With a local model (a deployment with the ``tokenize`` capability): exactly the
@@ -69,7 +75,9 @@ RULES: ``count_tokens``
   the generation prompt (what ``/v1/tokens/count`` answers for them). Otherwise an
   estimate: the JSON of the translated messages and tools, at four characters a token.
   The ``x-switchyard-token-count`` header says which (``exact`` / ``estimate``).
-  Extensions do not apply (a model-name suffix is dropped).
+  Extensions do not apply (a model-name suffix is dropped). A ``native: [messages]``
+  model gets the client's body (server tools and all) passed to its upstream's own
+  ``count_tokens``, as ``/v1/messages`` passes through.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ The rules are listed in the package docstring (``proxy.dialects.anthropic``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -34,6 +35,12 @@ from proxy.dialects.anthropic.wire import (
 from proxy.errors import SwitchyardError, UpstreamError
 from proxy.schemas.base import UNSET
 from proxy.schemas.chat import ChatCompletion, ChatCompletionChunk
+
+log = logging.getLogger(__name__)
+
+#: What a client sees when a stream fails on something that is not a SwitchyardError
+#: (the exception's text is logged, never sent).
+_UNEXPECTED = "The stream failed unexpectedly."
 
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -133,11 +140,15 @@ def message_of(completion: ChatCompletion, model: str, stop_sequences: list[str]
         if calls is not UNSET and cut.matched is None:
             for call in calls:
                 name = call.function.name
+                try:
+                    arguments = tool_input(call.function.arguments)
+                except UpstreamError:
+                    if finish == "length":
+                        continue  # cut off by max_tokens mid-call: dropped, not an error
+                    raise
                 content.append(
                     ToolUseOut(
-                        id=call.id,
-                        name=name if isinstance(name, str) else "",
-                        input=tool_input(call.function.arguments),
+                        id=call.id, name=name if isinstance(name, str) else "", input=arguments
                     )
                 )
     stop_reason, stop_sequence = stop_of(finish, reported, cut)
@@ -278,6 +289,9 @@ async def native_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 yield block
     except SwitchyardError as failure:
         yield sse(stream_error(failure))
+    except Exception:
+        log.exception("native Messages stream failed after it began")
+        yield sse(stream_error(UpstreamError(_UNEXPECTED)))
 
 
 async def message_events(
@@ -298,7 +312,12 @@ async def message_events(
         if not started:
             yield b"".join(sse(e) for e in writer.start("chatcmpl-empty"))
         yield b"".join(sse(e) for e in writer.end())
-    except SwitchyardError as failure:
+    except Exception as exc:
+        if isinstance(exc, SwitchyardError):
+            failure = exc
+        else:
+            log.exception("Messages stream failed after it began")
+            failure = UpstreamError(_UNEXPECTED)
         if not started:
             yield b"".join(sse(e) for e in writer.start("chatcmpl-failed"))
         yield sse(stream_error(failure))

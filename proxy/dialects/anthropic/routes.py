@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 
-from adapters.base import Adapter, Capability
+from adapters.base import Adapter, Capability, RawJSON
 from extensions.activation import read_activation
 from proxy.app_state import AppState
 from proxy.context import request_info
@@ -31,7 +31,7 @@ from proxy.dialects.anthropic.wire import (
 from proxy.disconnect import stopped_on_disconnect
 from proxy.errors import InvalidRequest
 from proxy.responses import BytesResponse
-from proxy.schemas.base import UNSET, NativeRequest, convert_request, decode_request
+from proxy.schemas.base import UNSET, Envelope, NativeRequest, convert_request, decode_request
 from proxy.schemas.tokenize import TokenizeRequest
 
 DIALECT = "messages"
@@ -108,7 +108,11 @@ def estimate_tokens(body: dict[str, Any]) -> int:
 async def count_tokens(request: Request[Any, Any, Any]) -> Response[Any]:
     state: AppState = request.app.state.switchyard
     gateway = state.gateway
-    envelope = decode(await request.body(), CountTokensRequest)
+    raw = await request.body()
+    probe = decode_request(raw, NativeRequest)
+    if bridge.is_native(request, probe.model, DIALECT, probe.body):
+        return await _native_count(request, probe)
+    envelope = decode(raw, CountTokensRequest)
     model = _base_model(envelope.params.model)
     body = {**count_body(envelope.params), "model": model}
     info = request_info(request.scope)
@@ -132,6 +136,28 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[Any]:
     return BytesResponse(
         encode(TokenCount(input_tokens=number)), headers={TOKEN_COUNT_HEADER: "exact"}
     )
+
+
+async def _native_count(
+    request: Request[Any, Any, Any], envelope: Envelope[NativeRequest]
+) -> Response[Any]:
+    """A native Messages model's count: the client's body to the upstream's own
+    ``count_tokens``, through the same admission and router as the translated count."""
+    gateway = request.app.state.switchyard.gateway
+    info = request_info(request.scope)
+    info.route = "messages_count_tokens"
+    model = envelope.model
+    await gateway.tenancy.admit(info, model, body=envelope.body)
+    info.model = model
+    stats = info.stats
+
+    def invoke(adapter: Adapter) -> Awaitable[RawJSON]:
+        return stopped_on_disconnect(
+            adapter, request.receive, adapter.native_count_tokens(DIALECT, envelope, stats)
+        )
+
+    counted = await gateway.router.call(model, Capability.TOKENIZE, invoke, stats)
+    return BytesResponse(counted.content, headers={TOKEN_COUNT_HEADER: "exact"})
 
 
 def _count_of(counted: Any) -> int:

@@ -38,14 +38,20 @@ Model names
   then the final object with ``done: true``, ``done_reason`` (``length`` when
   cut at the token limit, else ``stop``, after tool calls too, as Ollama says) and
   the metrics. ``stream: false``: one object with the whole message and the metrics.
-  A failure after the stream began is an ``{"error": ...}`` line, as Ollama sends it.
+  A failure after the stream began is an ``{"error": ...}`` line, as Ollama sends it
+  (a generic message for one that is not the gateway's typed error, which is logged).
+- Tool-call arguments that are not a JSON object are the upstream's error (502),
+  except when the output was cut at the token limit: that call was cut off mid-way and
+  is dropped (the text stays), with ``done_reason: length``.
 - Metrics (nanoseconds; a 0 is unknown and omitted as Ollama omits it):
   ``prompt_eval_count``/``eval_count`` are the upstream's prompt/completion tokens;
   ``total_duration`` from the request's arrival; streamed: ``prompt_eval_duration``
   until the first output, ``eval_duration`` from there to the end; whole answers:
   ``eval_duration`` is the upstream call's time. ``load_duration`` is not known.
 - No ``messages``: the model is loaded (``done_reason: load``), or with
-  ``keep_alive: 0`` unloaded (``done_reason: unload``), as Ollama does.
+  ``keep_alive: 0`` unloaded (``done_reason: unload``), as Ollama does. Such a request
+  is admitted as a model call is (allowed models, rate, parallel and budget limits,
+  usage and metrics).
 - The ``switchyard`` body field is passed on unchanged (persona, session, RAG, tools);
   headers and model-name suffixes work as on ``/v1``.
 

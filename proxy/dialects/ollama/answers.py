@@ -43,16 +43,25 @@ def arguments_object(
     return value
 
 
-def ollama_tool_calls(calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def ollama_tool_calls(
+    calls: list[tuple[str, str, str]], finish_reason: str | None = None
+) -> list[dict[str, Any]]:
     """``(id, name, arguments JSON)`` triples as Ollama's tool calls (arguments as an
-    object, an ``index`` per call)."""
-    return [
-        {
-            "id": ident,
-            "function": {"index": n, "name": name, "arguments": arguments_object(args, name)},
-        }
-        for n, (ident, name, args) in enumerate(calls)
-    ]
+    object, an ``index`` per call). When the output was cut at the token limit
+    (``finish_reason`` ``length``), a call whose arguments are not a whole JSON object
+    is the one cut off mid-way: it is dropped (the answer says ``done_reason: length``);
+    on any other finish such arguments are the model's error."""
+    out: list[dict[str, Any]] = []
+    for ident, name, args in calls:
+        try:
+            arguments = arguments_object(args, name)
+        except UpstreamError:
+            if finish_reason == "length":
+                continue
+            raise
+        function = {"index": len(out), "name": name, "arguments": arguments}
+        out.append({"id": ident, "function": function})
+    return out
 
 
 @dataclass(slots=True)
@@ -89,9 +98,12 @@ def chat_answer(
     message: dict[str, Any] = {"role": "assistant", "content": choice.message.content or ""}
     calls = choice.message.tool_calls
     if isinstance(calls, list) and calls:
-        message["tool_calls"] = ollama_tool_calls(
-            [(c.id, str(c.function.name or ""), str(c.function.arguments or "")) for c in calls]
+        whole = ollama_tool_calls(
+            [(c.id, str(c.function.name or ""), str(c.function.arguments or "")) for c in calls],
+            choice.finish_reason,
         )
+        if whole:
+            message["tool_calls"] = whole
     usage = completion.usage if isinstance(completion.usage, Usage) else None
     return {
         "model": model,
@@ -167,7 +179,9 @@ class StreamState:
 
     def tool_calls(self) -> list[dict[str, Any]]:
         ordered = [self.calls[i] for i in sorted(self.calls)]
-        return ollama_tool_calls([(e[0] or f"call_{n}", e[1], e[2]) for n, e in enumerate(ordered)])
+        return ollama_tool_calls(
+            [(e[0] or f"call_{n}", e[1], e[2]) for n, e in enumerate(ordered)], self.finish_reason
+        )
 
 
 def chat_piece(model: str, created: float, content: str, **message: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -53,15 +54,16 @@ from proxy.dialects.ollama.wire import (
     ProcessResponse,
 )
 from proxy.errors import InvalidRequest, ModelNotFound, SwitchyardError, shown
+from proxy.routes.openai import allowed_models
 from proxy.schemas.base import WireRequest, decode_request
 from proxy.schemas.chat import Usage
-from proxy.tenancy.admission import may_use_model
 
 #: The Ollama release whose API this dialect follows (``/api/version``); clients
 #: compare it to decide which features they may use.
 OLLAMA_VERSION = "0.32.15"
 NDJSON = "application/x-ndjson"
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 R = TypeVar("R", bound=WireRequest)
 
@@ -88,15 +90,17 @@ async def _decode(request: Request[Any, Any, Any], kind: type[R]) -> tuple[R, di
     return envelope.params, envelope.body
 
 
-def _allowed(request: Request[Any, Any, Any], name: str) -> bool:
-    identity = request_info(request.scope).identity
-    return identity is None or not identity.scopes or may_use_model(identity, name)
+def _allowed_names(request: Request[Any, Any, Any]) -> set[str]:
+    """The models this caller may use: the same list as ``/v1/models``."""
+    return {card.id for card in allowed_models(request)}
 
 
 def _resolve(request: Request[Any, Any, Any], name: str) -> tuple[str, list[Adapter]]:
     """The Switchyard name for the client's model name, and its deployments' adapters
     (none when the name lets an extension choose the model, as a bare persona does).
-    Unknown or forbidden models are Ollama's 404."""
+    Unknown models, and those the caller may not use (``/v1/models``' list, so both
+    read the same and neither tells a forbidden model from a missing one), are Ollama's
+    404; the gateway's admission checks the model again with the caller's limits."""
     if not name:
         raise InvalidRequest("model is required", param="model")
     switchyard = model_name(name)
@@ -104,7 +108,7 @@ def _resolve(request: Request[Any, Any, Any], name: str) -> tuple[str, list[Adap
     if not base:
         return switchyard, []
     deployments = _state(request).router.deployments.get(base)
-    if deployments is None or not _allowed(request, base):
+    if deployments is None or base not in _allowed_names(request):
         raise ModelNotFound(f"model '{shown(name)}' not found", param="model")
     return switchyard, [d.adapter for d in deployments]
 
@@ -141,9 +145,26 @@ def _reply_timing(request: Request[Any, Any, Any]) -> Timing:
 
 
 async def _lifecycle(
-    adapters: list[Adapter], seconds: float | None, name: str, empty: dict[str, Any]
+    request: Request[Any, Any, Any],
+    model: str,
+    adapters: list[Adapter],
+    seconds: float | None,
+    name: str,
+    empty: dict[str, Any],
+    *,
+    route: str,
+    body: dict[str, Any],
 ) -> Response[bytes]:
-    """An empty request: load the model (or, with ``keep_alive: 0``, unload it)."""
+    """An empty request: load the model (or, with ``keep_alive: 0``, unload it).
+
+    It is admitted as a model call is (the key's allowed models, rate, parallel and
+    budget limits; its usage and metrics under ``route`` and ``model``), since loading
+    a model takes the server's time and memory as a generation does."""
+    info = request_info(request.scope)
+    info.route = route
+    base, _ = read_activation(model, {}, {})
+    await _state(request).gateway.tenancy.admit(info, base or model, body=body)
+    info.model = base or model
     if seconds == 0:
         await _keeper(adapters, 0.0)()
         reason = "unload"
@@ -183,8 +204,9 @@ async def _streamed(
                 if text:
                     piece = chat_piece if chat else generate_piece
                     yield _line(piece(name, time.time(), text))
-        if state.calls:
-            yield _line(chat_piece(name, time.time(), "", tool_calls=state.tool_calls()))
+        calls = state.tool_calls() if state.calls else []
+        if calls:
+            yield _line(chat_piece(name, time.time(), "", tool_calls=calls))
         timing = _timing(request, began, first)
         if chat:
             yield _line(chat_final(state, name, time.time(), timing))
@@ -193,6 +215,9 @@ async def _streamed(
             yield _line(final)
     except SwitchyardError as exc:  # after the stream began: Ollama's in-band error line
         yield _line({"error": exc.message})
+    except Exception:  # never the exception's text: it is logged
+        log.exception("Ollama stream failed after it began")
+        yield _line({"error": "The stream failed unexpectedly."})
     finally:
         await keep()
 
@@ -205,7 +230,9 @@ async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
     seconds = keep_alive_s(params.keep_alive)
     if not params.messages:
         empty = {"message": {"role": "assistant", "content": ""}}
-        return await _lifecycle(adapters, seconds, params.model, empty)
+        return await _lifecycle(
+            request, name, adapters, seconds, params.model, empty, route="ollama_chat", body=raw
+        )
     body = chat_body(
         params, name, options, context_window=_window(adapters), extension=raw.get("switchyard")
     )
@@ -232,7 +259,10 @@ async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
     options = check_options(params.options)
     seconds = keep_alive_s(params.keep_alive)
     if not params.prompt and not params.images and not params.suffix:
-        return await _lifecycle(adapters, seconds, params.model, {"response": ""})
+        return await _lifecycle(
+            request, name, adapters, seconds, params.model, {"response": ""},
+            route="ollama_generate", body=raw,
+        )  # fmt: skip
     kind, body = generate_body(
         params, name, options, context_window=_window(adapters), extension=raw.get("switchyard")
     )
@@ -323,12 +353,9 @@ async def embeddings(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @route("/api/tags", http_method=[HttpMethod.GET, HttpMethod.HEAD], summary="Ollama: models")
 async def tags(request: Request[Any, Any, Any]) -> Response[bytes]:
-    state = _state(request)
-    router = state.router
+    router = _state(request).router
     listed = []
-    for card in state.model_cards:
-        if not _allowed(request, card.id):
-            continue
+    for card in allowed_models(request):
         adapters = [d.adapter for d in router.deployments.get(card.id, ())]
         listed.append(models.listed(card.id, card.created, await models.facts_of(adapters)))
     return _json(ListResponse(models=listed))
@@ -344,8 +371,8 @@ async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
     params, _ = await _decode(request, OllamaShowRequest)
     asked = params.model or params.name
     name, adapters = _resolve(request, asked)
-    card = next((c for c in _state(request).model_cards if c.id == name), None)
-    if card is None or not _allowed(request, name):
+    card = next((c for c in allowed_models(request) if c.id == name), None)
+    if card is None:
         raise ModelNotFound(f"model '{shown(asked)}' not found", param="model")
     # a listed model without deployments of its own is served by an extension (a
     # persona) through chat, on the model it chooses
@@ -359,8 +386,9 @@ async def ps(request: Request[Any, Any, Any]) -> Response[bytes]:
     now = time.time()
     seen: set[str] = set()
     loaded = []
+    allowed = _allowed_names(request)
     for name, deployments in state.router.deployments.items():
-        if not _allowed(request, name):
+        if name not in allowed:
             continue
         for deployment in deployments:
             adapter = deployment.adapter

@@ -275,6 +275,20 @@ async def test_native_stream_forwards_the_events_unchanged(
     assert (stats.prompt_tokens, stats.completion_tokens) == (2, 5)
 
 
+async def test_native_count_tokens_posts_the_clients_body_to_count_tokens(
+    adapter: AnthropicAdapter, fake: FakeAnthropic
+) -> None:
+    server_tool = {"type": "web_search_20250305", "name": "web_search"}
+    body = {"model": "claude", "messages": [{"role": "user", "content": "Hi there"}],
+            "tools": [server_tool]}  # fmt: skip
+    request = decode_request(json.dumps(body).encode(), NativeRequest)
+
+    answer = await adapter.native_count_tokens("messages", request, CallStats())
+
+    assert fake.last("/v1/messages/count_tokens").body == {**body, "model": "claude-fake-1"}
+    assert json.loads(answer.content) == {"input_tokens": 3}  # two words, one tool
+
+
 async def test_native_errors_keep_anthropics_type(
     adapter: AnthropicAdapter, fake: FakeAnthropic
 ) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 
-from proxy.dialects.anthropic.response import StopCut, message_events, message_of
+from proxy.dialects.anthropic.response import StopCut, message_events, message_of, native_events
 from proxy.dialects.anthropic.wire import encode
 from proxy.dialects.bridge import StreamFailed
 from proxy.errors import ErrorBody, UpstreamError
@@ -287,3 +288,114 @@ async def test_a_failure_after_the_start_is_an_error_event() -> None:
         "type": "error",
         "error": {"type": "api_error", "message": "upstream broke"},
     }
+
+
+# ------------------------------------------------------- output cut off by max_tokens
+
+
+def test_a_tool_call_cut_off_by_max_tokens_is_dropped_and_the_stop_is_max_tokens() -> None:
+    calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": '{"b": "x'}},
+    ]
+    chat = completion(
+        {"role": "assistant", "content": "Let me see.", "tool_calls": calls}, "length"
+    )
+    message = message_of(chat, "m", [])
+    assert as_json(message)["content"] == [
+        {"type": "text", "text": "Let me see."},
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+    ]
+    assert message.stop_reason == "max_tokens"
+    assert message.stop_sequence is None
+
+
+def test_a_lone_cut_off_tool_call_leaves_an_empty_max_tokens_message() -> None:
+    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a'}}]
+    chat = completion({"role": "assistant", "content": None, "tool_calls": calls}, "length")
+    message = message_of(chat, "m", [])
+    assert as_json(message)["content"] == []
+    assert message.stop_reason == "max_tokens"
+
+
+async def test_a_streamed_tool_call_cut_off_by_max_tokens_ends_with_max_tokens() -> None:
+    head = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": ""},
+    }
+    piece = {"index": 0, "function": {"arguments": '{"a": '}}
+    events = await events_of(
+        [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"tool_calls": [head]}),
+            chunk({"tool_calls": [piece]}),
+            chunk({}, "length"),
+            USAGE,
+        ]
+    )
+    assert [n for n, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[3][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a": '}
+    assert events[5][1]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    assert events[5][1]["usage"]["output_tokens"] == 4
+
+
+# ------------------------------------------------------------- unexpected failures
+
+
+async def test_an_unexpected_exception_ends_the_stream_with_a_generic_error_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="proxy.dialects.anthropic.response"):
+        events = await events_of([chunk({"content": "a"}), RuntimeError("secret detail")])
+    assert [n for n, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "error",
+    ]
+    assert events[-1][1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "The stream failed unexpectedly."},
+    }
+    failures = [r for r in caplog.records if r.exc_info]
+    assert len(failures) == 1
+    assert str(failures[0].exc_info[1]) == "secret detail"  # type: ignore[index]
+
+
+async def test_an_unexpected_exception_before_any_chunk_still_starts_then_errors() -> None:
+    events = await events_of([ValueError("boom")])
+    assert [n for n, _ in events] == ["message_start", "error"]
+    assert events[1][1]["error"]["message"] == "The stream failed unexpectedly."
+
+
+async def test_a_native_stream_that_raises_unexpectedly_ends_with_a_generic_error_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+    async def upstream() -> AsyncIterator[bytes]:
+        yield first
+        raise KeyError("secret detail")
+
+    with caplog.at_level(logging.ERROR, logger="proxy.dialects.anthropic.response"):
+        blocks = [b async for b in native_events(upstream())]
+    assert blocks[0] == first
+    assert len(blocks) == 2
+    name, data = blocks[1].decode().strip().split("\n")
+    assert name == "event: error"
+    assert json.loads(data[6:]) == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "The stream failed unexpectedly."},
+    }
+    assert len([r for r in caplog.records if r.exc_info]) == 1
