@@ -9,6 +9,8 @@ events OpenAI sends, each as ``event: <type>`` + ``data: <json>`` with consecuti
 ``response.content_part.done``, ``response.output_item.done``, ``response.completed``
 (with usage); no ``[DONE]``. The text is ``Hello! You said: <last user text>``, with
 the ``previous_response_id`` named when one was given (the fake keeps no state).
+``cut_after`` (the fake's ``truncate`` fault) ends the body after that many events,
+with no terminal event: a stream cut partway.
 """
 
 from __future__ import annotations
@@ -112,8 +114,11 @@ def response_object(body: dict[str, Any], ident: str) -> dict[str, Any]:
     return responses_events(body, ident)[-1]["response"]  # type: ignore[no-any-return]
 
 
-async def send_responses(send: Any, body: dict[str, Any], ident: str) -> None:
-    """Answer ``POST /v1/responses`` (``send`` is the ASGI send)."""
+async def send_responses(
+    send: Any, body: dict[str, Any], ident: str, cut_after: int | None = None
+) -> None:
+    """Answer ``POST /v1/responses`` (``send`` is the ASGI send); a stream sends only its
+    first ``cut_after`` events when that is set."""
     if not body.get("stream"):
         content = json.dumps(response_object(body, ident)).encode()
         headers = [(b"content-type", b"application/json")]
@@ -122,7 +127,7 @@ async def send_responses(send: Any, body: dict[str, Any], ident: str) -> None:
         return
     headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for event in responses_events(body, ident):
+    for event in responses_events(body, ident)[:cut_after]:
         frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
         await asyncio.sleep(0)
