@@ -5,6 +5,8 @@ upstream's ``/v1/responses``; with an extension active, the request is translate
 from __future__ import annotations
 
 import re
+import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +17,12 @@ import yaml
 from openai.types.responses import ResponseErrorEvent
 
 from extensions.personas import BUNDLED_DIR
+from proxy.server import GatewayServer
+from proxy.settings import settings_from_mapping
 from tests.e2e.conftest import model_entry
 from tests.support.fake_openai import FakeOpenAI, Fault, status_fault, wait_until
 from tests.support.fake_openai_responses import responses_events
-from tests.support.servers import RunningServer, serve_gateway
+from tests.support.servers import RunningServer, serve_gateway, serve_switchyard
 
 KEY = "sk-responses-native"
 EDITOR_PROMPT = yaml.safe_load((BUNDLED_DIR / "editor.yaml").read_text())["system_prompt"]
@@ -172,3 +176,42 @@ def test_the_sdks_stream_helper_reads_the_error_event(
     error = events[-1]
     assert isinstance(error, ResponseErrorEvent)
     assert (error.sequence_number, error.message) == (CUT_AFTER, CUT_MESSAGE)
+
+
+def test_the_shutdown_frame_follows_the_events_sent(fake: FakeOpenAI, fake_url: str) -> None:
+    fault = fake.faults["upstream-held"] = Fault("hold", after=3)
+    config = {
+        "server": {"api_keys": [KEY], "data_dir": tempfile.mkdtemp(), "drain_timeout_s": 0.5},
+        "models": [model_entry("held", "upstream-held", fake_url, native=["responses"])],
+    }
+    try:
+        with (
+            serve_switchyard(settings_from_mapping(config, "<test>")) as server,
+            openai.OpenAI(
+                base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=15
+            ) as client,
+        ):
+            stream = iter(client.responses.create(model="held", input="hi", stream=True))
+            first = [next(stream) for _ in range(3)]
+            # Translated (an extension is on), held after 3 chat chunks: 6 events.
+            translated = iter(
+                client.responses.create(model="held+persona:editor", input="hi", stream=True)
+            )
+            first_translated = [next(translated) for _ in range(6)]
+            gateway = server.server
+            assert isinstance(gateway, GatewayServer)
+            gateway.handle_exit(signal.SIGTERM, None)
+            rest, rest_translated = list(stream), list(translated)
+    finally:
+        fault.release.set()
+
+    assert [e.sequence_number for e in first] == [0, 1, 2]
+    assert [e.sequence_number for e in first_translated] == [0, 1, 2, 3, 4, 5]
+    assert first_translated[-1].type == "response.output_text.delta"
+    for events, after in ((rest, 3), (rest_translated, 6)):
+        [ended] = events
+        assert isinstance(ended, ResponseErrorEvent)
+        assert (ended.code, ended.sequence_number) == ("server_shutting_down", after)
+        assert ended.message == (
+            "The server is shutting down; the stream was ended before it finished."
+        )

@@ -503,9 +503,19 @@ class FakeOpenAI:
         self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any
     ) -> None:
         """The Responses API (``tests.support.fake_openai_responses``), text answers only;
-        a ``truncate`` fault cuts the stream after ``after`` events."""
-        cut = fault.after if fault is not None and fault.kind == "truncate" else None
-        await send_responses(send, body, self._next_id("resp").replace("-", "_"), cut)
+        a ``truncate`` fault cuts the stream after ``after`` events, ``hold`` holds it
+        there until released (then cuts it)."""
+
+        async def stop(position: int) -> bool:
+            if fault is not None and position == fault.after:
+                if fault.kind == "truncate":
+                    return True
+                if fault.kind == "hold":
+                    await _held(fault.release, gone)
+                    return True
+            return gone.is_set()
+
+        await send_responses(send, body, self._next_id("resp").replace("-", "_"), stop)
         record.completed = True
 
     async def _completions(

@@ -9,14 +9,15 @@ events OpenAI sends, each as ``event: <type>`` + ``data: <json>`` with consecuti
 ``response.content_part.done``, ``response.output_item.done``, ``response.completed``
 (with usage); no ``[DONE]``. The text is ``Hello! You said: <last user text>``, with
 the ``previous_response_id`` named when one was given (the fake keeps no state).
-``cut_after`` (the fake's ``truncate`` fault) ends the body after that many events,
-with no terminal event: a stream cut partway.
+``stop`` is asked before each event (its position) whether to end the body there, with
+no terminal event: the fake's ``truncate`` fault (a stream cut partway) and ``hold``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 CREATED = 1_700_000_000
@@ -115,10 +116,13 @@ def response_object(body: dict[str, Any], ident: str) -> dict[str, Any]:
 
 
 async def send_responses(
-    send: Any, body: dict[str, Any], ident: str, cut_after: int | None = None
+    send: Any,
+    body: dict[str, Any],
+    ident: str,
+    stop: Callable[[int], Awaitable[bool]] | None = None,
 ) -> None:
-    """Answer ``POST /v1/responses`` (``send`` is the ASGI send); a stream sends only its
-    first ``cut_after`` events when that is set."""
+    """Answer ``POST /v1/responses`` (``send`` is the ASGI send); a stream ends early
+    where ``stop`` (awaited before each event, with its position) says so."""
     if not body.get("stream"):
         content = json.dumps(response_object(body, ident)).encode()
         headers = [(b"content-type", b"application/json")]
@@ -127,7 +131,9 @@ async def send_responses(
         return
     headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for event in responses_events(body, ident)[:cut_after]:
+    for position, event in enumerate(responses_events(body, ident)):
+        if stop is not None and await stop(position):
+            break
         frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
         await asyncio.sleep(0)
