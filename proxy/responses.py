@@ -9,14 +9,15 @@ upstream request.
 
 When the shutdown drain ends a stream (``proxy.drain``), the task is cancelled with the
 request marked ``ended_by_shutdown``: the stream then writes its ``shutdown_frame`` (an
-SSE error event) and ends the body properly, so the client's parser reads an error
+SSE error event; or a function that makes it then, for a frame that follows the events
+sent) and ends the body properly, so the client's parser reads an error
 instead of a broken chunked body.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -76,7 +77,7 @@ class EventStreamResponse(Response[bytes]):
         body: AsyncIterator[bytes],
         headers: dict[str, str],
         *,
-        shutdown_frame: bytes | None = None,
+        shutdown_frame: bytes | Callable[[], bytes] | None = None,
         media_type: str = "text/event-stream",
     ) -> None:
         super().__init__(b"", media_type=media_type, headers=headers)
@@ -118,7 +119,9 @@ class EventStreamResponse(Response[bytes]):
             if info is None or not info.ended_by_shutdown or self._shutdown_frame is None:
                 raise
             streaming.uncancel()
-            final = {"type": "http.response.body", "body": self._shutdown_frame, "more_body": False}
+            frame = self._shutdown_frame
+            frame = frame if isinstance(frame, bytes) else frame()
+            final = {"type": "http.response.body", "body": frame, "more_body": False}
             await send(final)
         finally:
             watcher.cancel()

@@ -160,11 +160,12 @@ def event_stream(
     events: AsyncIterator[bytes],
     headers: dict[str, str],
     *,
-    shutdown_frame: bytes,
+    shutdown_frame: bytes | Callable[[], bytes],
     media_type: str = "text/event-stream",
 ) -> EventStreamResponse:
     """A dialect's streaming response: ``events`` (already encoded), the gateway's
-    ``headers``, and the frame written when the shutdown drain ends it early."""
+    ``headers``, and the frame written when the shutdown drain ends it early (or a
+    function that makes it then)."""
     extra = SSE_HEADERS if media_type == "text/event-stream" else {"Cache-Control": "no-cache"}
     return EventStreamResponse(
         events, {**extra, **headers}, shutdown_frame=shutdown_frame, media_type=media_type

@@ -65,7 +65,8 @@ class Fault:
       ``stall``     stream ``after`` chunks, then send nothing for ``seconds``
       ``malformed`` stream ``after`` chunks, pause, then a ``data:`` line that is not JSON
       ``drip``      stream up to 400 chunks, one every ``seconds``, until the client leaves
-      ``truncate``  stream ``after`` chunks, then end the body without ``[DONE]``
+      ``truncate``  stream ``after`` chunks, then end the body without ``[DONE]`` (on
+                    ``/v1/responses``: ``after`` events, with no terminal event)
       ``hold``      stream ``after`` chunks, wait until the test sets ``release``, then
                     the rest
     ``times``: apply to the first N matching requests only, then behave (None: always).
@@ -528,8 +529,20 @@ class FakeOpenAI:
     async def _responses(
         self, record: Recorded, body: dict[str, Any], send: Send, gone: asyncio.Event, fault: Any
     ) -> None:
-        """The Responses API (``tests.support.fake_openai_responses``), text answers only."""
-        await send_responses(send, body, self._next_id("resp").replace("-", "_"))
+        """The Responses API (``tests.support.fake_openai_responses``), text answers only;
+        a ``truncate`` fault cuts the stream after ``after`` events, ``hold`` holds it
+        there until released (then cuts it)."""
+
+        async def stop(position: int) -> bool:
+            if fault is not None and position == fault.after:
+                if fault.kind == "truncate":
+                    return True
+                if fault.kind == "hold":
+                    await _held(fault.release, gone)
+                    return True
+            return gone.is_set()
+
+        await send_responses(send, body, self._next_id("resp").replace("-", "_"), stop)
         record.completed = True
 
     async def _completions(

@@ -9,12 +9,15 @@ events OpenAI sends, each as ``event: <type>`` + ``data: <json>`` with consecuti
 ``response.content_part.done``, ``response.output_item.done``, ``response.completed``
 (with usage); no ``[DONE]``. The text is ``Hello! You said: <last user text>``, with
 the ``previous_response_id`` named when one was given (the fake keeps no state).
+``stop`` is asked before each event (its position) whether to end the body there, with
+no terminal event: the fake's ``truncate`` fault (a stream cut partway) and ``hold``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 CREATED = 1_700_000_000
@@ -112,8 +115,14 @@ def response_object(body: dict[str, Any], ident: str) -> dict[str, Any]:
     return responses_events(body, ident)[-1]["response"]  # type: ignore[no-any-return]
 
 
-async def send_responses(send: Any, body: dict[str, Any], ident: str) -> None:
-    """Answer ``POST /v1/responses`` (``send`` is the ASGI send)."""
+async def send_responses(
+    send: Any,
+    body: dict[str, Any],
+    ident: str,
+    stop: Callable[[int], Awaitable[bool]] | None = None,
+) -> None:
+    """Answer ``POST /v1/responses`` (``send`` is the ASGI send); a stream ends early
+    where ``stop`` (awaited before each event, with its position) says so."""
     if not body.get("stream"):
         content = json.dumps(response_object(body, ident)).encode()
         headers = [(b"content-type", b"application/json")]
@@ -122,7 +131,9 @@ async def send_responses(send: Any, body: dict[str, Any], ident: str) -> None:
         return
     headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for event in responses_events(body, ident):
+    for position, event in enumerate(responses_events(body, ident)):
+        if stop is not None and await stop(position):
+            break
         frame = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
         await asyncio.sleep(0)

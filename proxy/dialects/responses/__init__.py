@@ -58,6 +58,10 @@ Native pass-through: when every deployment of the model says ``native: [response
 to the upstream's ``/responses`` unchanged: the upstream stores it and resolves
 ``previous_response_id``; the gateway passes the ids through and stores nothing, so
 retrieve/delete/input_items of such responses are the upstream's (not proxied here).
+A native stream is the upstream's events as they came; one that fails after it began
+(cut before its terminal event, malformed data) ends with the API's ``error`` event,
+``sequence_number`` one past the upstream's last, and the request is recorded as failed
+(its error's status in metrics and the access log).
 """
 
 from __future__ import annotations

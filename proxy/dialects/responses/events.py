@@ -10,12 +10,18 @@ accumulates: ``response.created``, ``response.in_progress``; per output item
 then ``response.output_item.done``; and last ``response.completed`` (or
 ``response.incomplete`` when the output was cut, or ``response.failed`` when the
 stream broke), every event with the next ``sequence_number`` from 0.
+
+A native upstream's stream (``native_events``) is forwarded as it is; a failure after it
+began (the upstream cut it, sent malformed data) ends it with the API's ``error`` event,
+``sequence_number`` one past the upstream's last. The shutdown drain's frame is an
+``error`` event too (``shutdown_frame``), numbered the same way.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -34,6 +40,7 @@ from proxy.schemas.base import UNSET
 from proxy.schemas.chat import ChatCompletionChunk, Usage
 
 _to_builtins = msgspec.to_builtins
+_encode = msgspec.json.Encoder().encode
 log = logging.getLogger("switchyard.responses")
 
 #: ``ResponseError.code`` values the SDK knows; any other error reads ``server_error``.
@@ -258,3 +265,81 @@ async def translate_stream(
         return
     for event in writer.finish(finish_reason, usage):
         yield event
+
+
+# -- error events (a native stream's failure, the shutdown drain)
+
+#: A top-level ``"sequence_number": N`` in an event's JSON; a string value holding the
+#: same text is escaped (``\"sequence_number\"``), so it cannot match.
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+
+
+def sse_frame(event: dict[str, Any]) -> bytes:
+    """One event as OpenAI frames it: ``event: <type>`` and ``data: <json>``."""
+    return b"event: " + event["type"].encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+
+def error_event(error: SwitchyardError, sequence_number: int) -> dict[str, Any]:
+    """The ``error`` event (openai-python's ``ResponseErrorEvent``) for ``error``."""
+    return {
+        "type": "error",
+        "code": error.error_code,
+        "message": error.message,
+        "param": error.param,
+        "sequence_number": sequence_number,
+    }
+
+
+def shutdown_frame(sequence_number: int) -> bytes:
+    """The frame written when the shutdown drain ends a stream."""
+    return sse_frame(
+        {
+            "type": "error",
+            "code": "server_shutting_down",
+            "message": "The server is shutting down; the stream was ended before it finished.",
+            "param": None,
+            "sequence_number": sequence_number,
+        }
+    )
+
+
+class NativeEvents:
+    """A native upstream's event stream, forwarded block by block as it came, noting
+    the last ``sequence_number`` seen so an event the gateway adds follows it.
+
+    ``failed`` is told of a failure after the stream began (the request records it as
+    its status) before the ``error`` event ends the stream."""
+
+    def __init__(
+        self, blocks: AsyncIterator[bytes], failed: Callable[[SwitchyardError], None]
+    ) -> None:
+        self._blocks = blocks
+        self._failed = failed
+        self.next_sequence = 0
+        """One past the last upstream event's ``sequence_number`` (0 before any)."""
+
+    def _note(self, block: bytes) -> None:
+        numbers = _SEQUENCE.findall(block)
+        if numbers:
+            self.next_sequence = max(self.next_sequence, max(map(int, numbers)) + 1)
+
+    def shutdown_frame(self) -> bytes:
+        return shutdown_frame(self.next_sequence)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The blocks, then on a failure the ``error`` event; closing this closes them."""
+        try:
+            async with aclosing(self._blocks) as blocks:  # type: ignore[type-var]
+                async for block in blocks:
+                    self._note(block)
+                    yield block
+        except SwitchyardError as failure:
+            log.warning("native responses stream failed after it began: %s", failure.message)
+            error = failure
+        except Exception:
+            log.exception("native responses stream failed after it began")
+            error = UpstreamError("The stream failed unexpectedly.")
+        else:
+            return
+        self._failed(error)
+        yield sse_frame(error_event(error, self.next_sequence))

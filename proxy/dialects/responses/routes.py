@@ -4,7 +4,7 @@ through to a native upstream), retrieve, delete, and list input items."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -14,7 +14,13 @@ from litestar import Request, Response, delete, get, post
 from proxy.app_state import AppState
 from proxy.context import request_info
 from proxy.dialects.bridge import ChatReply, event_stream, is_native, passthrough, run_chat
-from proxy.dialects.responses.events import EventWriter, translate_stream
+from proxy.dialects.responses.events import (
+    EventWriter,
+    NativeEvents,
+    shutdown_frame,
+    sse_frame,
+    translate_stream,
+)
 from proxy.dialects.responses.schemas import Response as ResponseObject
 from proxy.dialects.responses.schemas import ResponsesRequest, input_items, tool_params
 from proxy.dialects.responses.translate import (
@@ -38,14 +44,6 @@ WARNING_HEADER = "x-switchyard-warning"
 _encode = msgspec.json.Encoder().encode
 _decode_list = msgspec.json.Decoder(list[dict[str, Any]]).decode
 
-SHUTDOWN_FRAME = (
-    b'event: error\ndata: {"type":"error","code":"server_shutting_down","message":'
-    b'"The server is shutting down; the stream was ended before it finished.",'
-    b'"param":null,"sequence_number":0}\n\n'
-)
-"""Written when the shutdown drain ends a stream (a fixed frame: its sequence number
-cannot follow the stream's)."""
-
 
 def _state(request: Request[Any, Any, Any]) -> AppState:
     return request.app.state.switchyard  # type: ignore[no-any-return]
@@ -54,10 +52,6 @@ def _state(request: Request[Any, Any, Any]) -> AppState:
 def _owner(request: Request[Any, Any, Any]) -> tuple[str, str]:
     info = request_info(request.scope)
     return info.team_id, info.owner
-
-
-def _frame(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + _encode(event) + b"\n\n"
 
 
 def _not_found(response_id: str, param: str | None = None) -> NotFound:
@@ -97,6 +91,23 @@ async def _save(
     )
 
 
+def _native_stream(
+    request: Request[Any, Any, Any],
+) -> Callable[[AsyncIterator[bytes]], Response[Any]]:
+    """How a native upstream's events are answered: forwarded, and a failure after they
+    began ends them with an ``error`` event and is recorded as the request's status."""
+    info = request_info(request.scope)
+
+    def failed(failure: SwitchyardError) -> None:
+        info.failure = failure
+
+    def respond(events: AsyncIterator[bytes]) -> Response[Any]:
+        native = NativeEvents(events, failed)
+        return event_stream(native.stream(), {}, shutdown_frame=native.shutdown_frame)
+
+    return respond
+
+
 @post(
     "/v1/responses",
     summary="Create a model response",
@@ -109,11 +120,7 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
     params, client_body = envelope.params, envelope.body
     if is_native(request, params.model, ROUTE, client_body):
         return await passthrough(
-            request,
-            ROUTE,
-            raw,
-            route=ROUTE,
-            stream_response=lambda events: event_stream(events, {}, shutdown_frame=SHUTDOWN_FRAME),
+            request, ROUTE, raw, route=ROUTE, stream_response=_native_stream(request)
         )
     params.refuse_unsupported()
     items = input_items(params)
@@ -148,8 +155,10 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
             await _save(request, response, history, turn, records)
         return BytesResponse(_encode(response), headers=headers)
     writer = EventWriter(shell)
+    sent = -1
 
     async def frames() -> AsyncIterator[bytes]:
+        nonlocal sent
         async with aclosing(translate_stream(result.chunks, writer)) as events:  # type: ignore[type-var]
             async for event in events:
                 kind = event["type"]
@@ -158,9 +167,10 @@ async def create_response(request: Request[Any, Any, Any]) -> Response[Any]:
                         await _save(request, writer.response, history, turn, records)
                     except Exception:  # the answer still reaches the client; say why not stored
                         log.exception("could not store response %s", writer.response.id)
-                yield _frame(event)
+                sent = event["sequence_number"]
+                yield sse_frame(event)
 
-    return event_stream(frames(), headers, shutdown_frame=SHUTDOWN_FRAME)
+    return event_stream(frames(), headers, shutdown_frame=lambda: shutdown_frame(sent + 1))
 
 
 @get("/v1/responses/{response_id:str}", summary="Get a stored response")

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 
 from proxy.dialects.bridge import StreamFailed
-from proxy.dialects.responses.events import EventWriter, translate_stream
+from proxy.dialects.responses.events import EventWriter, NativeEvents, translate_stream
 from proxy.dialects.responses.schemas import ResponsesRequest
 from proxy.dialects.responses.translate import response_shell
-from proxy.errors import ErrorBody
+from proxy.errors import ErrorBody, SwitchyardError, UpstreamTimeout
 from proxy.schemas.chat import ChatCompletionChunk
 
 
@@ -167,3 +167,77 @@ async def test_a_failure_after_the_start_ends_with_response_failed() -> None:
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"] == {"code": "server_error", "message": "upstream broke"}
     assert writer.response.status == "failed"
+
+
+# -- a native upstream's stream
+
+BLOCKS = [
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n',
+    # Two events in one block; a delta quoting the field's name does not count.
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"delta":"\\"sequence_number\\": 99","sequence_number":1}\n\n'
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"delta":"x","sequence_number": 2}\n\n',
+]
+
+
+async def native_run(error: Exception | None) -> tuple[list[bytes], list[SwitchyardError], int]:
+    async def blocks() -> AsyncIterator[bytes]:
+        for block in BLOCKS:
+            yield block
+        if error is not None:
+            raise error
+
+    failures: list[SwitchyardError] = []
+    native = NativeEvents(blocks(), failures.append)
+    out = [block async for block in native.stream()]
+    return out, failures, native.next_sequence
+
+
+async def test_a_native_stream_is_forwarded_unchanged() -> None:
+    out, failures, next_sequence = await native_run(None)
+    assert (out, failures, next_sequence) == (BLOCKS, [], 3)
+
+
+async def test_a_native_failure_ends_with_the_error_event_after_the_last_number() -> None:
+    timeout = UpstreamTimeout("The upstream for 'm' timed out.")
+    out, failures, _ = await native_run(timeout)
+    assert out[:-1] == BLOCKS
+    assert failures == [timeout]
+    assert out[-1] == (
+        b'event: error\ndata: {"type":"error","code":"upstream_timeout",'
+        b'"message":"The upstream for \'m\' timed out.","param":null,"sequence_number":3}\n\n'
+    )
+
+
+async def test_an_unexpected_native_failure_is_an_upstream_error() -> None:
+    out, failures, _ = await native_run(KeyError("x"))
+    assert [(f.error_code, f.message) for f in failures] == [
+        ("upstream_error", "The stream failed unexpectedly.")
+    ]
+    assert out[-1] == (
+        b'event: error\ndata: {"type":"error","code":"upstream_error",'
+        b'"message":"The stream failed unexpectedly.","param":null,"sequence_number":3}\n\n'
+    )
+
+
+def shutdown(sequence_number: int) -> bytes:
+    return (
+        b'event: error\ndata: {"type":"error","code":"server_shutting_down","message":'
+        b'"The server is shutting down; the stream was ended before it finished.",'
+        b'"param":null,"sequence_number":' + str(sequence_number).encode() + b"}\n\n"
+    )
+
+
+async def test_the_native_shutdown_frame_follows_the_events_sent() -> None:
+    async def blocks() -> AsyncIterator[bytes]:
+        for block in BLOCKS:
+            yield block
+
+    native = NativeEvents(blocks(), lambda failure: None)
+    assert native.shutdown_frame() == shutdown(0)
+    stream = native.stream()
+    assert await anext(stream) == BLOCKS[0]
+    assert native.shutdown_frame() == shutdown(1)
+    assert [block async for block in stream] == BLOCKS[1:]
+    assert native.shutdown_frame() == shutdown(3)
