@@ -70,6 +70,7 @@ from processes import (
 )
 
 LUA = BENCH / "wrk" / "chat.lua"
+CHAT_PATH = "/v1/chat/completions"
 
 # Targets from the issue (2-core machine, wrk and mock upstream on the same machine).
 TARGET_ADDED_P50_MS = 0.5
@@ -108,8 +109,17 @@ class Run:
 
 
 def run_wrk(
-    port: int, mode: str, connections: int, seconds: float, threads: int, key: str = "sk-bench"
+    port: int,
+    mode: str,
+    connections: int,
+    seconds: float,
+    threads: int,
+    key: str = "sk-bench",
+    *,
+    path: str = CHAT_PATH,
+    dialect: str = "chat",
 ) -> Run:
+    """``wrk`` against ``path`` with ``dialect``'s body (bench/wrk/chat.lua)."""
     threads = max(1, min(threads, connections))
     command = [
         "wrk",
@@ -121,11 +131,12 @@ def run_wrk(
         "--latency",
         "-s",
         str(LUA),
-        f"http://127.0.0.1:{port}/v1/chat/completions",
+        f"http://127.0.0.1:{port}{path}",
         "--",
         MODEL,
         mode,
         key,
+        dialect,
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -185,9 +196,15 @@ def measure(
     mock_pid: int,
     gateway: Gateway | None,
     args: argparse.Namespace,
+    *,
+    path: str = CHAT_PATH,
+    dialect: str = "chat",
 ) -> Row:
+    """One warm-up and one measured wrk run (``dialect``'s body to ``path``), with the CPU
+    time of gateway, mock and wrk over the measured run."""
     key = gateway.key if gateway else "sk-bench"
-    run_wrk(port, mode, connections, args.warmup, args.threads, key)
+    wrk = {"path": path, "dialect": dialect}
+    run_wrk(port, mode, connections, args.warmup, args.threads, key, **wrk)
     gw_pid = gateway.proc.pid if gateway else None
     watched = [gw_pid] if gw_pid else []
     profiler = None
@@ -217,7 +234,7 @@ def measure(
     wrk0 = children_cpu()
     started = time.perf_counter()
     with RssSampler(watched) as sampler:
-        run = run_wrk(port, mode, connections, args.duration, args.threads, key)
+        run = run_wrk(port, mode, connections, args.duration, args.threads, key, **wrk)
     wall = time.perf_counter() - started
     run.wrk_cpu_s = children_cpu() - wrk0
     row = Row(mode, connections, target, run, gateway=gateway, wall_s=wall)
@@ -457,25 +474,8 @@ def start_scenario(
     return gw
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--transport",
-        choices=["aiohttp", "httpx", "both"],
-        default="aiohttp",
-        help="HTTP client engine(s) (default aiohttp, the shipped default)",
-    )
-    parser.add_argument(
-        "--scenarios",
-        default=",".join(SCENARIOS),
-        help="comma-separated, of: " + ", ".join(SCENARIOS) + " (default all)",
-    )
-    parser.add_argument(
-        "--redis-url",
-        help="Redis for the redis scenario (default: a throwaway redis-server on a free port)",
-    )
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the wrk runs, shared with bench/dialects.py."""
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
     parser.add_argument(
@@ -496,12 +496,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="record the gateway with py-spy during each c>1 proxied run (raw stacks in DIR)",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument(
-        "--baseline", metavar="REV", help="also run this git revision's gateway, compared"
-    )
-    args = parser.parse_args(argv)
 
+
+def check_tools(args: argparse.Namespace) -> None:
+    """wrk on the path, and py-spy (as ``args.py_spy``) when ``--profile`` asks for it."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: `make system-deps` or `apt-get install -y wrk`")
     if args.profile:
@@ -509,6 +507,35 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.py_spy).exists():
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         Path(args.profile).mkdir(parents=True, exist_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["aiohttp", "httpx", "both"],
+        default="aiohttp",
+        help="HTTP client engine(s) (default aiohttp, the shipped default)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of: " + ", ".join(SCENARIOS) + " (default all)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="Redis for the redis scenario (default: a throwaway redis-server on a free port)",
+    )
+    add_load_options(parser)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run this git revision's gateway, compared"
+    )
+    args = parser.parse_args(argv)
+
+    check_tools(args)
     transports = ["aiohttp", "httpx"] if args.transport == "both" else [args.transport]
     modes = ["chat", "stream"] if args.mode == "both" else [args.mode]
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]

@@ -1,20 +1,46 @@
--- wrk script: POST an OpenAI chat completion, print a JSON summary in done().
+-- wrk script: POST a chat request in one client dialect, print a JSON summary in done().
 --
---   wrk -t1 -c64 -d10s --latency -s bench/wrk/chat.lua http://HOST:PORT/v1/chat/completions -- MODEL [stream|chat] [KEY]
+--   wrk -t1 -c64 -d10s --latency -s bench/wrk/chat.lua http://HOST:PORT/v1/chat/completions -- MODEL [stream|chat] [KEY] [DIALECT]
 --
 -- Arguments after "--": the model name (default "bench"), "stream" for a streamed
--- request, and the bearer key (default "sk-bench"). done() prints one line starting with "BENCH_JSON " that bench/overhead.py
--- reads: requests, duration, errors and latency percentiles, all in microseconds.
+-- request, the bearer key (default "sk-bench"), and the dialect of the body (default
+-- "chat"; the URL names the matching route, see bench/dialects.py):
+--   chat             OpenAI Chat Completions       /v1/chat/completions
+--   responses        Responses API, store: false   /v1/responses
+--   responses+store  Responses API, store: true    /v1/responses
+--   messages         Anthropic Messages            /v1/messages
+--   ollama           Ollama chat (NDJSON stream)   /api/chat
+-- done() prints one line starting with "BENCH_JSON " that bench/overhead.py and
+-- bench/dialects.py read: requests, duration, errors and latency percentiles, all in
+-- microseconds ("status" counts the non-2xx answers).
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 
+local MESSAGES = '"messages":[{"role":"user","content":"Say hello."}]'
+
+local function body(dialect, model, stream)
+  local head = '{"model":"' .. model .. '",'
+  local streamed = stream and ',"stream":true' or ''
+  if dialect == "chat" then
+    return head .. MESSAGES .. ',"max_tokens":32' .. streamed .. '}'
+  elseif dialect == "responses" or dialect == "responses+store" then
+    local store = dialect == "responses" and 'false' or 'true'
+    return head .. '"input":"Say hello.","max_output_tokens":32,"store":' .. store
+      .. streamed .. '}'
+  elseif dialect == "messages" then
+    return head .. MESSAGES .. ',"max_tokens":32' .. streamed .. '}'
+  elseif dialect == "ollama" then
+    -- Ollama streams unless told not to.
+    return head .. MESSAGES .. ',"options":{"num_predict":32},"stream":'
+      .. (stream and 'true' or 'false') .. '}'
+  end
+  error("unknown dialect: " .. tostring(dialect))
+end
+
 function init(args)
-  local model = args[1] or "bench"
-  local stream = args[2] == "stream"
   wrk.headers["Authorization"] = "Bearer " .. (args[3] or "sk-bench")
-  wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}],'
-    .. '"max_tokens":32' .. (stream and ',"stream":true' or '') .. '}'
+  wrk.body = body(args[4] or "chat", args[1] or "bench", args[2] == "stream")
 end
 
 function done(summary, latency, requests)
