@@ -125,12 +125,15 @@ def test_the_stop_sequence_the_model_met_is_named(client: anthropic.Anthropic) -
 
 def test_a_forced_tool_use_and_its_result(client: anthropic.Anthropic) -> None:
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    # Greedy, and room for the whole call: a call cut off by max_tokens is dropped
+    # (stop_reason max_tokens), which is not what this test is about.
     first = client.messages.create(
         model="smol",
-        max_tokens=48,
+        max_tokens=120,
         messages=ask,
         tools=[WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
+        extra_body=GREEDY,
     )
     assert first.stop_reason == "tool_use"
     assert [b.type for b in first.content] == ["tool_use"]
