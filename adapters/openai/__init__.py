@@ -9,7 +9,7 @@ enough to reject malformed data and read token usage.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -111,7 +111,14 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
         if response.status_code >= 500 or response.status_code in (401, 403, 429):
             raise error_from_response(response.status_code, response.content, response.headers)
 
-    async def _post(self, path: str, envelope: Envelope[Any], stats: CallStats) -> RawJSON:
+    async def _post(
+        self,
+        path: str,
+        envelope: Envelope[Any],
+        stats: CallStats,
+        probe: Callable[[bytes, CallStats], object] = probe_usage,
+    ) -> RawJSON:
+        """POST the body to ``path``; the answer as is, its usage read by ``probe``."""
         content = _encode(envelope.upstream_body(self.cfg.upstream_model))
         started = time.perf_counter()
         try:
@@ -122,7 +129,7 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
             stats.upstream_s += time.perf_counter() - started
         if status >= 400:
             raise error_from_response(status, body, headers)
-        probe_usage(body, stats)
+        probe(body, stats)
         return RawJSON(body)
 
     async def _stream(
@@ -165,22 +172,7 @@ class OpenAIAdapter(AudioPassthrough, Adapter):
     ) -> RawJSON:
         """The Responses API body to ``{base_url}/responses``; usage from its
         ``input_tokens``/``output_tokens``."""
-        content = _encode(request.upstream_body(self.cfg.upstream_model))
-        started = time.perf_counter()
-        try:
-            status, headers, body = await self.resources.upstream.post(
-                self._base + _NATIVE_PATHS[dialect],
-                content,
-                self._headers,
-                self._timeouts,
-                self.config.name,
-            )
-        finally:
-            stats.upstream_s += time.perf_counter() - started
-        if status >= 400:
-            raise error_from_response(status, body, headers)
-        probe_responses_usage(body, stats)
-        return RawJSON(body)
+        return await self._post(_NATIVE_PATHS[dialect], request, stats, probe_responses_usage)
 
     async def native_stream(
         self, dialect: str, request: Envelope[NativeRequest], stats: CallStats
